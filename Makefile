@@ -1,0 +1,51 @@
+# Transformer Anatomy — the two set-up commands are `make lab` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONWARNINGS := ignore
+
+# On machines that ship the CPU wheel of torch 2.13.0 on local disk (this project's build machines) use it,
+# so that pip never pulls a multi-GB CUDA build; elsewhere take the platform's default torch.
+TORCH_SPEC := $(shell ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1 && echo "torch==2.13.0" || echo "torch")
+LAB_FLAGS := $(if $(DISPLAY),,--no-browser)
+
+.PHONY: install lab test test-fast browser-deps site bench release clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_FLAGS) notebooks/00-start-here.ipynb
+
+# Chromium for the browser tests: Debian's package, installed when missing (needs root or sudo).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not browser and not slow" -p no:cacheprovider
+
+site: $(STAMP)
+	$(PY) -m course site --out site
+
+bench: $(STAMP)
+	$(PY) -m course bench
+
+release: $(STAMP)
+	$(PY) -m course grade release
+
+clean:
+	rm -rf site test-artifacts .pytest_cache

@@ -1,0 +1,146 @@
+"""Scaled dot-product attention (explicit and fused), head splitting, and multi-head attention (MHA/GQA/MQA).
+
+Shapes: hidden (B, T, d_model); q (B, H, T_q, d_head); k, v (B, H_kv, T_k, d_head); scores (B, H, T_q, T_k).
+Masks are boolean with True = may attend. A fully masked query row gets zero weights and a zero output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .hooks import HookPoint
+from .masks import causal_mask, check_mask
+from .positional import apply_rope
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and positions."""
+    B, T, D = x.shape
+    if D % n_heads:
+        raise ValueError(f"cannot split d_model={D} into n_heads={n_heads} equal heads")
+    return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, d_head) -> (B, T, H*d_head), the inverse of `split_heads`."""
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d)
+
+
+def repeat_kv(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query heads."""
+    if group_size == 1:
+        return x
+    B, H_kv, T, d = x.shape
+    return x[:, :, None].expand(B, H_kv, group_size, T, d).reshape(B, H_kv * group_size, T, d)
+
+
+def _masked_scores(scores: torch.Tensor, mask: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores
+
+
+def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
+    """S = q k^T * scale (+ bias), masked cells set to -inf. (B, H, T_q, T_k)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return _masked_scores(q @ k.transpose(-2, -1) * scale, mask, bias)
+
+
+def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over keys; a row that is entirely -inf (fully masked) becomes all zeros instead of NaN."""
+    weights = torch.softmax(scores, dim=-1)
+    return weights.nan_to_num(0.0) if scores.isneginf().all(-1).any() else weights
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, bias=None, scale=None):
+    """Explicit attention: returns (output (..., T_q, d_v), weights (..., T_q, T_k)).
+
+    `mask`: bool, broadcastable to the scores, True = may attend. `bias`: float added to the scores (ALiBi,
+    relative positions). `scale` defaults to 1/sqrt(d_k).
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share d_k, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same number of keys, got {k.shape[-2]} and {v.shape[-2]}")
+    if mask is not None:
+        check_mask(mask, q.shape[-2], k.shape[-2])
+    weights = softmax_rows(attention_scores(q, k, mask, bias, scale))
+    return weights @ v, weights
+
+
+def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
+    """`F.scaled_dot_product_attention` with the course's conventions (bool mask, fully masked rows -> 0)."""
+    if mask is not None:
+        check_mask(mask, q.shape[-2], k.shape[-2])
+    attn_mask = mask
+    if bias is not None:
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None)
+    if mask is not None:
+        out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+    return out
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with n_kv_heads KV heads (MHA: = n_heads, GQA: fewer, MQA: 1).
+
+    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from context).
+    """
+
+    def __init__(self, config: ModelConfig, cross: bool = False):
+        super().__init__()
+        c = config
+        self.n_heads, self.n_kv_heads, self.d_head = c.n_heads, c.n_kv_heads, c.d_head
+        self.cross = cross
+        self.q_proj = nn.Linear(c.d_model, c.n_heads * c.d_head, bias=c.bias)
+        self.k_proj = nn.Linear(c.d_model, c.n_kv_heads * c.d_head, bias=c.bias)
+        self.v_proj = nn.Linear(c.d_model, c.n_kv_heads * c.d_head, bias=c.bias)
+        self.o_proj = nn.Linear(c.n_heads * c.d_head, c.d_model, bias=c.bias)
+        self.rope_convention = c.rope_convention
+        self.head_mask: torch.Tensor | None = None  # (H,) multipliers for head ablation; None = all heads on
+        for name in ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_attn_scores",
+                     "hook_pattern", "hook_z"):
+            setattr(self, name, HookPoint())
+
+    def _capturing(self) -> bool:
+        return self.hook_pattern.active or self.hook_attn_scores.active
+
+    def forward(self, x, mask=None, rope=None, bias=None, cache=None, context=None, is_causal=False):
+        """x (B, T, d_model) -> (B, T, d_model).
+
+        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)
+        float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when no
+        explicit mask is given and queries and keys are the same positions.
+        """
+        B, T, _ = x.shape
+        src = x if context is None else context
+        q = self.hook_q(split_heads(self.q_proj(x), self.n_heads).transpose(1, 2)).transpose(1, 2)
+        k = self.hook_k(split_heads(self.k_proj(src), self.n_kv_heads).transpose(1, 2)).transpose(1, 2)
+        v = self.hook_v(split_heads(self.v_proj(src), self.n_kv_heads).transpose(1, 2)).transpose(1, 2)
+        if rope is not None:
+            q = self.hook_rot_q(apply_rope(q, *rope, self.rope_convention).transpose(1, 2)).transpose(1, 2)
+            k = self.hook_rot_k(apply_rope(k, *rope, self.rope_convention).transpose(1, 2)).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H_kv, T_past + T, d_head)
+        group = self.n_heads // self.n_kv_heads
+        k, v = repeat_kv(k, group), repeat_kv(v, group)
+        if is_causal and mask is None and (k.shape[-2] != T or bias is not None or self._capturing()):
+            mask, is_causal = causal_mask(T, k.shape[-2], device=x.device), False  # bottom-right aligned
+        if self._capturing():
+            scores = self.hook_attn_scores(attention_scores(q, k, mask, bias))
+            weights = self.hook_pattern(softmax_rows(scores))
+            out = weights @ v
+        else:
+            out = fused_attention(q, k, v, mask, bias, is_causal=is_causal)
+        out = self.hook_z(out.transpose(1, 2)).transpose(1, 2)  # (B, H, T, d_head)
+        if self.head_mask is not None:
+            out = out * self.head_mask.to(out)[None, :, None, None]
+        return self.o_proj(merge_heads(out))
+
