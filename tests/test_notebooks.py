@@ -1,0 +1,148 @@
+"""Every notebook in notebooks/ runs top to bottom cleanly, is committed clean, and every chapter covers the
+outline (its subsections as headings, objectives, a common mistake, a widget, a "Check yourself" block).
+
+Execution times: `pytest tests/test_notebooks.py -n 2 --durations=0`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+CELL_TIMEOUT_S = 120
+
+# The outline's subsections (../shared/outline.md, "Chapters and subsections"), chapter by chapter. A chapter
+# covers one when a markdown heading starts with its name (case, punctuation, "and" and "/" are ignored).
+SUBSECTIONS = {
+    1: ["Sequence transduction", "Parallel token processing", "Context mixing", "Position information",
+        "Stacked blocks"],
+    2: ["Queries, keys and values", "Score matrix", "Masking", "Attention weights", "Weighted values"],
+    3: ["Head splitting", "Per-head dimension", "Concatenation and output projection", "Specialization",
+        "GQA and MQA"],
+    4: ["Position-wise MLP", "Expansion ratio", "Activation", "Parameter count", "Token independence"],
+    5: ["Residual stream", "Layer normalization", "Pre-LN block", "Post-LN block", "RMSNorm"],
+    6: ["Encoder self-attention", "Decoder causal self-attention", "Cross-attention", "Encoder-only",
+        "Decoder-only"],
+    7: ["Absolute positions", "Sinusoidal positions", "Relative bias", "RoPE", "ALiBi", "Length behaviour"],
+    8: ["Attention FLOPs", "Attention score memory", "MLP FLOPs", "KV cache", "FlashAttention bridge"],
+    9: ["Language-model loss", "Masked-LM loss", "Teacher forcing", "Attention masks vs loss masks",
+        "Weight tying"],
+    10: ["Shape checks", "Mask tests", "Attention entropy", "Residual norms", "Ablations"],
+    11: ["Prefill", "Decode", "KV cache", "Decoding strategies", "Compute-bound vs memory-bound"],
+}
+CHAPTERS = {n: f"{n:02d}" for n in SUBSECTIONS}
+
+
+def normalize(text: str) -> str:
+    """Lower case; '/', '-', ',' and other punctuation become spaces; the word 'and' is dropped."""
+    text = text.lower().replace("behavior", "behaviour")
+    words = re.sub(r"[^0-9a-z√·]+", " ", text).split()
+    return " ".join(w for w in words if w != "and")
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def headings(nb) -> list[str]:
+    """Markdown headings (any level) with a leading section number such as '2.1' removed."""
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                m = re.match(r"#{1,6}\s+(?:\d+(?:\.\d+)*\.?\s+)?(.*)", line.strip())
+                if m:
+                    found.append(m.group(1))
+    return found
+
+
+def chapter_path(n: int) -> Path | None:
+    matches = [p for p in PATHS if p.name.startswith(CHAPTERS[n] + "-")]
+    return matches[0] if matches else None
+
+
+def has_heading(nb, name: str) -> bool:
+    want = normalize(name)
+    return any(normalize(h) == want or normalize(h).startswith(want + " ") for h in headings(nb))
+
+
+def markdown(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def code(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebooks_exist():
+    names = {p.name for p in PATHS}
+    assert "00-start-here.ipynb" in names, f"notebooks/ holds {sorted(names)}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_committed_clean(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    assert "widgets" not in nb.metadata, f"{path.name}: metadata.widgets (stored widget state) must be absent"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{path.name}: cell {i} was committed with outputs"
+            assert cell.execution_count is None, f"{path.name}: cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_executes_without_errors_or_stderr(path):
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = read(path)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    env = {**os.environ, "COURSE_THREADS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    try:
+        client.execute(env=env)
+    except CellExecutionError as e:
+        pytest.fail(f"{path.name} raised:\n{e}")
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                problems.append(f"cell {i}: {out.ename}: {out.evalue}")
+            elif out.output_type == "stream" and out.name == "stderr":
+                problems.append(f"cell {i} wrote to stderr: {out.text[:500]}")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+    assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("n", list(SUBSECTIONS), ids=[f"chapter{n:02d}" for n in SUBSECTIONS])
+def test_outline_subsections_have_headings(n):
+    path = chapter_path(n)
+    assert path is not None, f"no notebook notebooks/{CHAPTERS[n]}-*.ipynb for chapter {n}"
+    nb = read(path)
+    missing = [name for name in SUBSECTIONS[n] if not has_heading(nb, name)]
+    assert not missing, f"{path.name} lacks a heading for {missing}; its headings are {headings(nb)}"
+
+
+CHAPTER_PATHS = [p for p in PATHS if re.match(r"\d\d-", p.name) and not p.name.startswith("00-")]
+
+
+@pytest.mark.parametrize("path", CHAPTER_PATHS, ids=[p.stem for p in CHAPTER_PATHS])
+def test_chapter_structure(path):
+    nb = read(path)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# "), \
+        f"{path.name}: the first cell must be the chapter title ('# ...')"
+    text = markdown(nb).lower()
+    assert "learning objectives" in text, f"{path.name}: no learning objectives"
+    assert "common mistake" in text, f"{path.name}: no 'Common mistake' callout"
+    assert "check yourself" in text, f"{path.name}: no 'Check yourself' block"
+    check = text[text.index("check yourself"):]
+    assert "<details>" in check and "</details>" in check, \
+        f"{path.name}: the 'Check yourself' answers must sit in <details> blocks"
+    assert re.search(r"\bcourse\.viz\b", code(nb)), f"{path.name}: no widget from course.viz"
