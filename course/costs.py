@@ -143,6 +143,13 @@ def decode_flops_per_token(config: ModelConfig, context: int) -> int:
     return 2 * matmul_params(c) + 4 * c.n_layers * c.n_heads * c.d_head * context
 
 
+def decode_bytes_per_token(config: ModelConfig, context: int, dtype="fp32") -> int:
+    """Fewest bytes a batch-1 decode step reads: every matmul weight once (LM head included) + the KV cache of
+    `context` positions. Tokens/s can not exceed memory bandwidth / this (GPT-2 124M fp32: 494.6 MB at 0)."""
+    c, bpe = config, bytes_per_element(dtype)
+    return int(matmul_params(c) * bpe) + kv_cache_bytes(c.n_layers, context, c.n_kv_heads, c.d_head, 1, bpe)
+
+
 def score_memory_bytes(batch_size: int, n_heads: int, seq_len: int, bytes_per_element: float = 4) -> int:
     """Memory of one materialized score (or weight) tensor: B·H·T² elements."""
     return int(batch_size * n_heads * seq_len * seq_len * bytes_per_element)
