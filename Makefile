@@ -9,7 +9,7 @@ export PYTHONWARNINGS := ignore
 # On machines that ship the CPU wheel of torch 2.13.0 on local disk (this project's build machines) use it,
 # so that pip never pulls a multi-GB CUDA build; elsewhere take the platform's default torch.
 TORCH_SPEC := $(shell ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1 && echo "torch==2.13.0" || echo "torch")
-LAB_FLAGS := $(if $(DISPLAY),,--no-browser)
+LAB_FLAGS := $(if $(DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test test-fast browser-deps site bench release clean
 
@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_FLAGS) notebooks/00-start-here.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+	  --ServerApp.default_url=/lab/tree/notebooks/00-start-here.ipynb $(LAB_FLAGS)
 
 # Chromium for the browser tests: Debian's package, installed when missing (needs root or sudo).
 browser-deps:
