@@ -1,0 +1,85 @@
+"""Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the site).
+
+A widget's display bundle holds, beside the live view (`application/vnd.jupyter.widget-view+json`):
+  application/vnd.plotly.v1+json   the figure as JSON: JupyterLab draws it (hover, zoom) when the widget cannot
+  image/png                        a Kaleido image, for nbconvert HTML / nbviewer / GitHub — only when a Chromium
+                                   exists; set COURSE_VIZ_PNG=0 to skip it (fast tests), =1 to require it.
+Figure data never holds NaN (jupyter_client warns on stderr and the browser would get "nan"): use `grid`.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import functools
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def grid(matrix, decimals: int = 3) -> list:
+    """Array -> nested lists of floats rounded to `decimals`, with None for NaN / ±inf (masked, N/A)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    out = np.round(m, decimals).astype(object)
+    out[~np.isfinite(m)] = None
+    return out.tolist()
+
+
+def figure_json(fig: go.BaseFigure) -> dict:
+    """The plotly mimetype payload of a figure: plain JSON (no numpy, no NaN), no plotly.js inside."""
+    payload = json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    payload["config"] = {"displaylogo": False, "responsive": True}
+    json.dumps(payload, allow_nan=False)  # raises ValueError if a NaN slipped through
+    return payload
+
+
+@functools.cache
+def chromium_path() -> str | None:
+    """The Chrome/Chromium Kaleido would use ($BROWSER_PATH first), or None."""
+    pinned = os.environ.get("BROWSER_PATH")
+    if pinned:
+        return pinned if os.path.exists(pinned) else None
+    return next((p for p in map(shutil.which, BROWSERS) if p), None)
+
+
+def png_enabled() -> bool:
+    """Whether bundles carry a PNG: COURSE_VIZ_PNG=0 never, =1 always (fails without Chromium), default when one exists."""
+    setting = os.environ.get("COURSE_VIZ_PNG", "auto").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        if chromium_path() is None:
+            raise RuntimeError("COURSE_VIZ_PNG=1 but no Chromium/Chrome was found (install Debian's `chromium`)")
+        return True
+    return chromium_path() is not None
+
+
+@functools.cache
+def _kaleido_server() -> None:
+    """Start one Kaleido browser per process (first image ~2 s of CPU, later ones ~0.3 s); stop it at exit."""
+    import kaleido
+    kaleido.start_sync_server(silence_warnings=True)
+    atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+
+
+def png_bytes(fig: go.BaseFigure) -> bytes:
+    """A PNG of the figure drawn by Kaleido (needs a Chromium)."""
+    _kaleido_server()
+    with warnings.catch_warnings():  # plotly warns that its kaleido options are ignored by a running server
+        warnings.simplefilter("ignore")
+        return pio.to_image(go.Figure(fig), format="png", validate=False)
+
+
+def static_bundle(fig: go.BaseFigure, png_fig: go.BaseFigure | None = None) -> dict:
+    """Mime entries of a static rendering: plotly JSON of `fig`, plus a PNG of `png_fig` (default `fig`)."""
+    bundle = {PLOTLY_MIME: figure_json(fig)}
+    if png_enabled():
+        bundle["image/png"] = base64.b64encode(png_bytes(png_fig if png_fig is not None else fig)).decode()
+    return bundle
