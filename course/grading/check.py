@@ -16,7 +16,7 @@ from pathlib import Path
 from course.grading.release import ASSIGNMENT, CELL_TIMEOUT_S, EXERCISES, NOTEBOOK, exercise_of
 
 DEFAULT = Path("exercises") / ASSIGNMENT / NOTEBOOK
-HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL)
 SELF_CHECK = "self_check"
 
 
