@@ -216,8 +216,7 @@ def cross_mask_variants(src_is_token, tgt_is_token) -> dict[str, torch.Tensor]:
     out = {"causal_in_cross": combine(causal_mask(T, S), cross_mask(src_is_token, T)) if S >= T else None,
            "mask_polarity": ~cross_mask(src_is_token, T),
            "padding_missing": torch.ones(T, S, dtype=torch.bool)}
-    if S == T:
-        out["cross_uses_target_padding"] = cross_mask(tgt_is_token, T)
+    out["cross_uses_target_padding"] = cross_mask(tgt_is_token, T)  # (B, 1, T, T): recognised by value if S == T
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -211,8 +211,8 @@ def expect_mask(actual, expected, name: str, variants: dict | None = None) -> No
     if actual.dtype != torch.bool:
         raise AssertionError(f"{name}: masks are torch.bool tensors (True = may attend), got dtype {actual.dtype}")
     if not _broadcasts(actual, expected):
-        raise AssertionError(f"{name}: shape {tuple(actual.shape)} does not broadcast to the scores' shape "
-                             f"{tuple(expected.shape)}")
+        _fail(name, f"shape {tuple(actual.shape)} does not broadcast to the scores' shape {tuple(expected.shape)}",
+              actual, variants)
     a = actual.expand(expected.shape)
     if not _equal(a, expected):
         wrong = {k: v.expand(expected.shape) for k, v in (variants or {}).items() if _broadcasts(v, expected)}
