@@ -219,8 +219,10 @@ def cross_attention_mask(src_is_token, tgt_is_token):
     T, S = tgt_is_token.shape[1], src_is_token.shape[1]
     return torch.ones(T, S, dtype=torch.bool).tril(S - T) & src_is_token[:, None, None, :]
 """),
-        (None, 'MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"}, '
-               '"encoder-decoder": {"decoder_self", "cross"}}'),
+        (None, """
+MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"},
+              "encoder-decoder": {"decoder_self", "cross"}}
+"""),
     ],
     "ex10": [
         (None, """

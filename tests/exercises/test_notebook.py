@@ -4,7 +4,7 @@ import ast
 import re
 
 import pytest
-from exercise_runner import load, meta, run, grade_cells
+from exercise_runner import grade_cells, load, meta, run
 from nbgrader.nbgraderformat import MetadataValidator
 
 from course.grading.check import HIDDEN
