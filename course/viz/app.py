@@ -1,0 +1,101 @@
+"""`course explore`: the attention explorer of a shipped model on your prompt, as a standalone app (Voilà).
+
+    course explore                                  # the induction model on its default prompt
+    course explore --model sort --prompt "^hbdafcge|abcdefgh" --port 8866
+
+Voilà serves a one-cell notebook written to a temporary folder; it shows the widget and hides the code.
+`explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a kernel.
+Prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when missing.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "induction"
+DEFAULT_PROMPTS = {  # one readable example per shipped model, in its task's format
+    "copy": "^abcdefgh|abcdefgh",
+    "reverse": "^abcdefgh|hgfedcba",
+    "sort": "^hbdafcge|abcdefgh",
+    "induction": "^uvwxyzabcdefgabcdefg",
+}
+BOS = "^"
+
+
+def add_model_arguments(parser) -> None:
+    """--model and --prompt, shared by `course explore` and `course export-html`."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(DEFAULT_PROMPTS),
+                        help=f"a shipped model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--prompt", default=None,
+                        help="text in the model's alphabet (default: an example of its task)")
+
+
+def load_prompt(name: str = DEFAULT_MODEL, prompt: str | None = None):
+    """(model, card, ids (T,), labels): a shipped model and the prompt encoded by its task's tokenizer."""
+    from ..pretrained import load, task_for
+
+    if name not in DEFAULT_PROMPTS:
+        raise ValueError(f"model={name!r} is not a shipped model; expected one of {sorted(DEFAULT_PROMPTS)}")
+    model, card = load(name)
+    text = DEFAULT_PROMPTS[name] if prompt is None else prompt
+    text = text if text.startswith(BOS) else BOS + text
+    context = model.config.context_length
+    if len(text) > context:
+        raise ValueError(f"prompt {text!r} has {len(text)} tokens; the {name} model reads at most {context}")
+    ids = task_for(card).tokenizer.encode(text)  # (T,)
+    return model, card, ids, list(text)
+
+
+def explorer(name: str = DEFAULT_MODEL, prompt: str | None = None):
+    """The AttentionExplorer of shipped model `name` on `prompt`."""
+    from .attention_explorer import AttentionExplorer
+
+    model, _, ids, labels = load_prompt(name, prompt)
+    return AttentionExplorer(model, ids, labels)
+
+
+def app_notebook(name: str, prompt: str | None) -> dict:
+    """The notebook Voilà serves: a heading and one cell that shows the explorer."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            f"# Attention explorer: the `{name}` model\n\n"
+            "Pick a layer and a head; hover a cell to read its query, key and weight. Grey cells are masked "
+            "(N/A: the model may not attend there). Click a tile of the overview to jump to that head."),
+        nbformat.v4.new_code_cell(f"from course.viz.app import explorer\n\nexplorer({name!r}, {prompt!r})"),
+    ]
+    return nb
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: 8866)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+
+
+def run(args) -> int:
+    import nbformat
+
+    try:
+        load_prompt(args.model, args.prompt)  # a bad name or prompt fails here, before a server starts
+    except ValueError as e:
+        print(f"course explore: {e}", file=sys.stderr)
+        return 2
+    env = dict(os.environ, COURSE_VIZ_PNG="0", PYTHONWARNINGS="ignore")  # the live widget needs no PNG
+    with tempfile.TemporaryDirectory(prefix="course-explore-") as tmp:
+        nb = Path(tmp) / "attention-explorer.ipynb"
+        nbformat.write(app_notebook(args.model, args.prompt), nb)
+        cmd = [sys.executable, "-m", "voila", str(nb), f"--port={args.port}", "--Voila.port_retries=0",
+               "--Voila.ip=127.0.0.1", "--strip_sources=True", "--theme=light"]
+        cmd += ["--no-browser"] if args.no_browser else []
+        print(f"attention explorer: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
+        try:
+            return subprocess.call(cmd, env=env, cwd=tmp)
+        except KeyboardInterrupt:
+            return 0

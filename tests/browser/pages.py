@@ -1,0 +1,151 @@
+"""What the browser tests do to a page: drive JupyterLab (open, wait for the kernel, run, save) and read a
+plotly figure as a person sees it (its data, its hover label, the colour of one of its cells)."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+# ---------------------------------------------------------------------------------------------- JupyterLab
+
+CURRENT = "jupyterapp.shell.currentWidget"
+KERNEL_IDLE = f"() => {CURRENT}?.sessionContext?.session?.kernel?.status === 'idle'"
+NO_KERNEL = f"() => !{CURRENT}.sessionContext.session?.kernel"
+ERROR_OUTPUTS = ("[data-mime-type='application/vnd.jupyter.stderr'], "
+                 "[data-mime-type='application/vnd.jupyter.error']")
+
+
+class Lab:
+    """One JupyterLab page: `Lab(page, server).open("nb.ipynb")`, then `.run_all()`."""
+
+    def __init__(self, page, server):
+        self.page, self.server = page, server
+
+    def open(self, path: str) -> None:
+        """Open a notebook and wait until Lab shows it with its cells."""
+        self.page.goto(f"{self.server.url}/lab/tree/{path}")
+        self.page.wait_for_function(f"p => window.jupyterapp && {CURRENT}?.context?.path === p", arg=path)
+        self.page.wait_for_selector(".jp-Notebook .jp-Cell")
+
+    def wait_kernel_idle(self) -> None:
+        self.page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+
+    def command(self, name: str, args: dict | None = None):
+        """Run a Lab command and wait for the promise it returns."""
+        return self.page.evaluate("([n, a]) => jupyterapp.commands.execute(n, a)", [name, args or {}])
+
+    def run_all(self) -> None:
+        """Run every cell (waits until the last one has finished) and fail on any error or stderr output."""
+        self.wait_kernel_idle()
+        self.command("notebook:run-all-cells")
+        self.wait_kernel_idle()
+        errors = self.page.locator(ERROR_OUTPUTS)
+        assert errors.count() == 0, f"error or stderr output: {errors.first.text_content()[:2000]}"
+
+    def save(self) -> None:
+        self.command("docmanager:save")
+        self.page.wait_for_function(f"() => !{CURRENT}.context.model.dirty")
+
+    def shutdown_kernel(self) -> None:
+        self.page.evaluate(f"() => {CURRENT}.sessionContext.shutdown()")
+        self.page.wait_for_function(NO_KERNEL)
+
+    def output_with(self, *selectors: str):
+        """The one cell output that contains every selector (e.g. a slider and a plot)."""
+        loc = self.page.locator(".jp-OutputArea-output")
+        for s in selectors:
+            loc = loc.filter(has=self.page.locator(s))
+        return loc
+
+
+# ------------------------------------------------------------------------------------------------- plotly
+
+PLOT = ".js-plotly-plot"
+FIGURE_JS = """gd => ({
+  data: gd.data.map(t => ({type: t.type, name: t.name ?? null, visible: t.visible ?? true,
+                           z: t.z ?? null, x: t.x ?? null, y: t.y ?? null, customdata: t.customdata ?? null})),
+  title: gd._fullLayout.title?.text ?? '',
+  plot_bgcolor: gd._fullLayout.plot_bgcolor,
+})"""
+# Page coordinates of cell (row, col) of trace `i` of a heatmap (x value = x[col], or col), `f` of a cell
+# right of and below its centre.
+CELL_XY_JS = """(gd, [i, row, col, f]) => {
+  const t = gd._fullData[i], xa = gd._fullLayout[t.xaxis.replace('x', 'xaxis')],
+        ya = gd._fullLayout[t.yaxis.replace('y', 'yaxis')], box = gd.getBoundingClientRect();
+  const xv = t.x ? t.x[col] : col, yv = t.y ? t.y[row] : row;
+  const dx = f * Math.abs(xa.l2p(1) - xa.l2p(0)), dy = f * Math.abs(ya.l2p(1) - ya.l2p(0));
+  return [box.left + xa._offset + xa.l2p(xa.d2l(xv)) + dx, box.top + ya._offset + ya.l2p(ya.d2l(yv)) + dy];
+}"""
+
+
+def figure(plot) -> dict:
+    """Data (type, name, visible, z, x, y, customdata per trace), title and plot background of a plot."""
+    return plot.evaluate(FIGURE_JS)
+
+
+def visible_traces(plot) -> list[int]:
+    return [i for i, t in enumerate(figure(plot)["data"]) if t["visible"] is True]
+
+
+def cell_xy(plot, trace: int, row: int, col: int, f: float = 0.0) -> tuple[float, float]:
+    x, y = plot.evaluate(CELL_XY_JS, [trace, row, col, f])
+    return x, y
+
+
+def cell_rgb(plot, trace: int, row: int, col: int) -> tuple[int, int, int]:
+    """The colour drawn inside a heatmap cell (sampled off-centre, clear of grid lines through the centre)."""
+    return pixel(plot.page, *cell_xy(plot, trace, row, col, 0.25))
+
+
+def hover(plot, trace: int, row: int, col: int) -> str:
+    """Move the mouse over a heatmap cell and return the hover label's text ('' when none shows)."""
+    page = plot.page
+    x, y = cell_xy(plot, trace, row, col)
+    page.mouse.move(x, y)
+    label = plot.locator(".hoverlayer .hovertext")
+    label.first.wait_for(state="attached", timeout=10_000)
+    return " ".join(label.first.locator("text").all_text_contents())
+
+
+def no_hover(plot, trace: int, row: int, col: int) -> bool:
+    """True when hovering that cell shows no label (plotly draws hover labels synchronously on mousemove)."""
+    page = plot.page
+    page.mouse.move(0, 0)
+    x, y = cell_xy(plot, trace, row, col)
+    page.mouse.move(x, y)
+    page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
+    return plot.locator(".hoverlayer .hovertext").count() == 0
+
+
+def pixel(page, x: float, y: float) -> tuple[int, int, int]:
+    """The RGB colour a person sees at page point (x, y), from a 1×1 screenshot."""
+    png = page.screenshot(clip={"x": int(x), "y": int(y), "width": 1, "height": 1})
+    pos, idat, color_type = 8, b"", None
+    while pos < len(png):
+        (n,), kind = struct.unpack(">I", png[pos:pos + 4]), png[pos + 4:pos + 8]
+        body = png[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            color_type = body[9]
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)  # one row: filter byte, then the pixel (every filter is the identity on 1×1)
+    assert color_type in (2, 6), f"unexpected PNG colour type {color_type}"
+    return tuple(raw[1:4])
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    """'#c8c8c8' -> (200, 200, 200)."""
+    return tuple(int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def background_rgb(plot) -> tuple[int, int, int]:
+    """The plot area's background colour as drawn (the fill of the subplot's `.bg` rectangle)."""
+    fill = plot.locator(".bglayer .bg").first.evaluate("r => getComputedStyle(r).fill")
+    return tuple(int(float(v)) for v in fill[fill.index("(") + 1:fill.index(")")].split(",")[:3])
+
+
+def choose(page, menu: int, label: str) -> None:
+    """Pick `label` in the `menu`-th dropdown (updatemenu) of a static plotly figure."""
+    page.locator(".updatemenu-header-group").nth(menu).click()
+    page.locator(".updatemenu-dropdown-button").filter(
+        has=page.locator(f"text[data-unformatted='{label}']")).click()
