@@ -60,11 +60,11 @@ def overlay_z(allowed) -> list:
 def main_trace(z, customdata, zmin, zmax, colorscale, **kw) -> dict:
     """The heatmap of values (None = masked or N/A)."""
     return dict(type="heatmap", z=z, customdata=customdata, zmin=zmin, zmax=zmax, colorscale=colorscale,
-                hoverongaps=False, hovertemplate=HOVER, **kw)
+                hoverongaps=False, hovertemplate=HOVER) | kw
 
 
 def overlay_trace(allowed, customdata, **kw) -> dict:
     """Grey cells with an 'N/A' hover wherever `allowed` is False."""
     return dict(type="heatmap", z=overlay_z(allowed), customdata=customdata, zmin=0, zmax=1,
                 colorscale=[[0, MASK_GREY], [1, MASK_GREY]], showscale=False, hoverongaps=False,
-                hovertemplate=NA_HOVER, name="masked", **kw)
+                hovertemplate=NA_HOVER, name="masked") | kw

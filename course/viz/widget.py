@@ -29,10 +29,18 @@ class CourseWidget:
 
     # --- callbacks ---------------------------------------------------------------------------------------------
     def guarded(self, fn):
-        """Wrap a callback so that its exceptions are shown in `self.output` (Voila and Lab hide them otherwise)."""
+        """Wrap a callback so that its exceptions are shown in `self.output` (Voila and Lab hide them otherwise).
+
+        A ValueError (bad input) shows its message only, anything else the full traceback; the next call that
+        succeeds clears it.
+        """
         def wrapper(*args, **kwargs):
+            if self.output.outputs:
+                self.output.outputs = ()
             try:
                 return fn(*args, **kwargs)
+            except ValueError as e:
+                self.output.append_stderr("".join(traceback.format_exception_only(e)))
             except Exception:
                 self.output.append_stderr(traceback.format_exc())
         return wrapper
@@ -66,8 +74,15 @@ class CourseWidget:
         return go.Figure(self.fig)
 
     def show(self) -> None:
+        """Display the widget; `update_static()` later refreshes the saved fallback of this same output."""
         from IPython.display import display
-        display(self)
+        self._display = display(self, display_id=True)
+
+    def update_static(self) -> None:
+        """Re-send the shown output so that its static fallback holds the current figure (e.g. after training)."""
+        handle = getattr(self, "_display", None)
+        if handle is not None:
+            handle.update(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         bundle = self.view._repr_mimebundle_()
