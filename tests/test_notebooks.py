@@ -104,7 +104,10 @@ def test_executes_without_errors_or_stderr(path):
     nb = read(path)
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    env = {**os.environ, "COURSE_THREADS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium start
+    # per kernel, ~20 s; the widgets' own tests cover it) unless COURSE_VIZ_PNG is set.
+    env = {**os.environ, "COURSE_THREADS": "1", "COURSE_VIZ_PNG": os.environ.get("COURSE_VIZ_PNG", "0"),
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     try:
         client.execute(env=env)
     except CellExecutionError as e:
