@@ -1,0 +1,66 @@
+"""`course check`: visible tests only, in a fresh kernel, per-exercise points and the diagnosis of failures."""
+import nbformat
+import pytest
+from exercise_runner import grade_cells, load, meta
+from mutants import WRONG
+
+from course.cli import main
+from course.grading.check import _result, explain, report, visible_only
+from course.grading.diagnoses import CATALOGUE
+from course.grading.release import EXERCISES, SOURCE
+
+pytestmark = pytest.mark.xdist_group("exercise-kernels")
+
+
+def _mutant(exercise: str, key: str) -> str:
+    return next(code for k, code in WRONG[exercise] if k == key)
+
+
+def test_visible_only_strips_hidden_blocks_and_the_self_check():
+    nb = load(SOURCE)
+    visible_only(nb)
+    assert all("HIDDEN TESTS" not in c.source for c in nb.cells)
+    assert all(meta(c).get("grade_id") != "self_check" for c in nb.cells)
+    assert len(grade_cells(nb)) == len(grade_cells(load(SOURCE)))
+
+
+def test_explain_turns_exceptions_into_advice():
+    assert "not attempted" in explain("NotImplementedError", "")
+    assert "run the answer cell" in explain("NameError", "name 'attention' is not defined")
+    assert explain("AssertionError", "weights: Likely mistake: x") == "weights: Likely mistake: x"
+    assert explain("RuntimeError", "shape") == "your code raised RuntimeError: shape"
+
+
+def test_check_reports_points_and_diagnoses(tmp_path, capsys):
+    """ex01 answered with the softmax over the wrong axis fails with that diagnosis; ex02's NaN-row mistake only
+    shows in the hidden tests, so the visible check passes it; every other exercise passes."""
+    nb = load(SOURCE)
+    for cell in nb.cells:
+        if cell.id == "ex01_solution":
+            cell.source += "\n" + _mutant("ex01", "softmax_axis")
+        if cell.id == "ex02_solution":
+            cell.source += "\n" + _mutant("ex02", "nan_masked_rows")
+    path = tmp_path / "exercises.ipynb"
+    nbformat.write(nb, path)
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("ex") and "points" in line}
+    assert set(lines) == set(EXERCISES)
+    assert "FAIL  0/4 points" in lines["ex01"] and CATALOGUE["softmax_axis"] in out
+    assert all("PASS" in lines[ex] for ex in EXERCISES if ex != "ex01")
+
+
+def test_a_stubbed_exercise_reads_as_not_attempted():
+    """A test cell failing with NameError because its answer cell still raises counts as not attempted."""
+    test_cell = nbformat.v4.new_code_cell("H.expect_value(UNNORMALIZED, 'pre', 'x')", metadata={"nbgrader": {
+        "grade": True, "grade_id": "ex07_unnormalized", "points": 1}})
+    test_cell.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'UNNORMALIZED' is not "
+                                                "defined", traceback=[])]
+    assert "not attempted" in _result(test_cell, {"ex07"}).message
+    assert "run the answer cell" in _result(test_cell, set()).message
+    assert report([_result(test_cell, {"ex07"})]).splitlines()[0] == "ex07  FAIL  0/1 points"
+
+
+def test_check_without_a_notebook_says_so(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "missing.ipynb")]) == 2
+    assert "no notebook at" in capsys.readouterr().err
