@@ -1,0 +1,47 @@
+"""The small trained models shipped in `course/weights/` (made by `course train <recipe> --out course/weights`).
+
+    names = available()                  # ["copy", "induction", "reverse", "sort"]
+    model, card = load("induction")      # DecoderLM in eval mode; card: task, config, steps, loss, accuracy...
+    task = task_for(card)                # the task it was trained on, to draw fresh batches
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import ModelConfig
+from .data import Task, make_task
+from .models import DecoderLM, EncoderDecoder, EncoderLM
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MODEL_CLASSES = {cls.__name__: cls for cls in (DecoderLM, EncoderLM, EncoderDecoder)}
+
+
+def available(directory: str | Path = WEIGHTS_DIR) -> list[str]:
+    """Names of the models that have both `<name>.safetensors` and `<name>.json` in `directory`."""
+    directory = Path(directory)
+    return sorted(p.stem for p in directory.glob("*.safetensors") if p.with_suffix(".json").exists())
+
+
+def load_card(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
+    path = Path(directory) / f"{name}.json"
+    if not path.exists():
+        raise ValueError(f"no trained model {name!r} in {directory}; available: {available(directory)}")
+    return json.loads(path.read_text())
+
+
+def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
+    """(model in eval mode, card dict) for a shipped model (or one written by `course train --out directory`)."""
+    from safetensors.torch import load_model
+
+    card = load_card(name, directory)
+    if card.get("model") not in MODEL_CLASSES:
+        raise ValueError(f"card {name!r} names model {card.get('model')!r}; expected one of {sorted(MODEL_CLASSES)}")
+    model = MODEL_CLASSES[card["model"]](ModelConfig(**card["config"]))
+    load_model(model, str(Path(directory) / f"{name}.safetensors"), strict=True, device=str(device))
+    return model.to(device).eval(), card
+
+
+def task_for(card: dict) -> Task:
+    """The synthetic task a model was trained on, rebuilt from its card."""
+    return make_task(card["task"]["name"], **card["task"]["args"])
