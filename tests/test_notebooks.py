@@ -149,3 +149,63 @@ def test_chapter_structure(path):
     assert "<details>" in check and "</details>" in check, \
         f"{path.name}: the 'Check yourself' answers must sit in <details> blocks"
     assert re.search(r"\bcourse\.viz\b", code(nb)), f"{path.name}: no widget from course.viz"
+
+
+# ----------------------------------------------------------------------------- course.notebook helpers
+
+def test_setup_seeds_every_generator_and_sets_threads(monkeypatch):
+    import random
+
+    import numpy as np
+    import torch
+
+    from course.notebook import setup
+
+    before = torch.get_num_threads()
+    try:
+        draws = []
+        for _ in range(2):
+            setup(seed=123, threads=1)
+            draws.append((random.random(), np.random.rand(), torch.rand(3)))
+        assert draws[0][:2] == draws[1][:2] and torch.equal(draws[0][2], draws[1][2])
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("COURSE_THREADS", "2")
+        setup(seed=0)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads=-1"):
+            setup(threads=-1)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("T", [1, 3, 7])
+def test_influence_separates_position_wise_from_mixing_maps(T):
+    import torch
+
+    from course import ModelConfig
+    from course.attention import MultiHeadAttention
+    from course.feedforward import MLP
+    from course.notebook import influence
+
+    torch.manual_seed(T)
+    config = ModelConfig.from_preset("tiny")
+    x = torch.randn(2, T, config.d_model)
+    diagonal = torch.eye(T, dtype=torch.bool)
+    upper = torch.ones(T, T, dtype=torch.bool).triu()
+    mlp = influence(MLP(config.d_model, config.d_ff), x)
+    assert mlp.shape == (T, T)
+    assert (mlp[~diagonal] == 0).all() and (mlp[diagonal] > 0).all()
+    attn = MultiHeadAttention(config).eval()
+    causal = influence(lambda h: attn(h, is_causal=True), x)
+    assert (causal[~upper] == 0).all() and (causal[upper] > 0).all()
+    full = influence(attn, x)
+    assert (full > 0).all()
+
+
+def test_influence_rejects_wrong_rank():
+    import torch
+
+    from course.notebook import influence
+
+    with pytest.raises(ValueError, match=r"\(B, T, D\)"):
+        influence(lambda h: h, torch.zeros(4, 8))
