@@ -19,10 +19,11 @@ import plotly.graph_objects as go
 
 from .attention_view import STAGES, AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
-from .static import grid
+from .static import cells, grid
 from .widget import CourseWidget
 
 MAX_TILE = 32  # overview tiles are mean-pooled to at most 32×32 cells
+MAX_SAVED_CELLS = 40_000  # above L·H·T_q·T_k cells, a saved notebook keeps the current view, not every head
 SPLIT = 0.52  # the selected head uses the left 52% of the figure, the overview the right part
 
 
@@ -56,14 +57,15 @@ class AttentionExplorer(CourseWidget):
     def _figure(self) -> go.Figure:
         v = self.attention
         hm = v.heatmap(0, 0, "softmax")
+        self._shown_allowed = hm.allowed
         custom = hover_grid(v.q_labels, v.k_labels)
         x_ticks, y_ticks = v.tile_centres(MAX_TILE)
         x0, x1, y0, y1 = v.tile_box(0, 0, MAX_TILE)
         fig = go.Figure([
-            main_trace(grid(hm.z), custom, hm.zmin, hm.zmax, hm.colorscale, name="selected head",
+            main_trace(cells(hm.z), custom, hm.zmin, hm.zmax, hm.colorscale, name="selected head",
                        colorbar=dict(x=SPLIT + 0.01, len=0.9)),
             overlay_trace(hm.allowed, custom),
-            dict(type="heatmap", z=grid(v.overview(MAX_TILE)), zmin=0, zmax=1, colorscale=PROB_SCALE,
+            dict(type="heatmap", z=cells(v.overview(MAX_TILE)), zmin=0, zmax=1, colorscale=PROB_SCALE,
                  showscale=False, hoverongaps=False, xaxis="x2", yaxis="y2", name="all heads",
                  hovertemplate="click to show this head<extra></extra>"),
         ])
@@ -102,14 +104,21 @@ class AttentionExplorer(CourseWidget):
         x0, x1, y0, y1 = self.attention.tile_box(layer, head, MAX_TILE)
         main, overlay = self.fig.data[0], self.fig.data[1]
         with self.fig.batch_update():
-            main.update(z=grid(hm.z), zmin=hm.zmin, zmax=hm.zmax, colorscale=hm.colorscale)
-            new_overlay = overlay_z(hm.allowed)
-            if new_overlay != list(map(list, overlay.z)):
-                overlay.z = new_overlay
+            main.update(z=cells(hm.z), zmin=hm.zmin, zmax=hm.zmax, colorscale=hm.colorscale)
+            if not np.array_equal(hm.allowed, self._shown_allowed):  # the grey cells changed
+                overlay.z = overlay_z(hm.allowed)
+                self._shown_allowed = hm.allowed
             self.fig.layout.title.text = hm.title
             self.fig.layout.shapes[0].update(x0=x0, x1=x1, y0=y0, y1=y1)
 
     # --- static ------------------------------------------------------------------------------------------------
+    def static_figure(self) -> go.Figure:
+        """Every head with dropdowns when small (< MAX_SAVED_CELLS cells), else the current view only."""
+        v = self.attention
+        if v.n_layers * v.n_heads * v.T_q * v.T_k <= MAX_SAVED_CELLS:
+            return self.to_static()
+        return go.Figure(self.fig)
+
     def to_static(self) -> go.Figure:
         """Softmax weights of every (layer, head) with two dropdowns; no kernel, no callbacks needed.
 
@@ -122,7 +131,7 @@ class AttentionExplorer(CourseWidget):
 
         def layer_z(layer):
             maps = [v.heatmap(layer, h, "softmax") for h in range(H)]
-            return [grid(m.z) for m in maps] + [overlay_z(m.allowed) for m in maps]
+            return [grid(m.z) for m in maps] + [overlay_z(m.allowed).tolist() for m in maps]
 
         z0 = layer_z(0)
         traces = [main_trace(z0[h], custom, 0.0, 1.0, PROB_SCALE, visible=h == 0, name=f"H{h}")

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..attention import split_heads
-from .static import grid
+from .static import cells
 from .widget import CourseWidget
 
 SPLITS = {"correct": "view + transpose (split_heads)", "bug": "view(B, H, T, d_head) — no transpose (bug)"}
@@ -92,7 +92,7 @@ class HeadSplitView(CourseWidget):
         with self.fig.batch_update():
             self.fig.data[0].update(z=t_in.tolist(), customdata=np.stack([t_in, f_in], -1).tolist(), zmin=0,
                                     zmax=max(T - 1, 1))
-            self.fig.data[1].update(z=grid(sg.token), customdata=heads_custom, zmin=0, zmax=max(T - 1, 1))
+            self.fig.data[1].update(z=cells(sg.token), customdata=heads_custom, zmin=0, zmax=max(T - 1, 1))
             self.fig.layout.title.text = sg.title
             self.fig.layout.yaxis2.update(tickvals=[h * (T + 1) + (T - 1) / 2 for h in range(H)],
                                           ticktext=[f"head {h}" for h in range(H)])

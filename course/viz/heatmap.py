@@ -10,7 +10,7 @@ import html
 
 import numpy as np
 
-from .static import grid
+from .static import cells
 
 MASK_GREY = "#c8c8c8"
 BACKGROUND = "#ececec"
@@ -36,11 +36,12 @@ def unique_labels(labels) -> list[str]:
     return [f"{s} ({i})" for i, s in enumerate(labels)]
 
 
-def hover_grid(q_labels, k_labels) -> list:
-    """customdata (T_q, T_k, 2): the query and key label of each cell, HTML-escaped."""
-    q = [html.escape(s) for s in q_labels]
-    k = [html.escape(s) for s in k_labels]
-    return [[[qi, kj] for kj in k] for qi in q]
+def hover_grid(q_labels, k_labels) -> np.ndarray:
+    """customdata (T_q, T_k, 2) object array: the query and key label of each cell, HTML-escaped."""
+    out = np.empty((len(q_labels), len(k_labels), 2), dtype=object)
+    out[..., 0] = np.array([html.escape(s) for s in q_labels], dtype=object)[:, None]
+    out[..., 1] = np.array([html.escape(s) for s in k_labels], dtype=object)[None, :]
+    return out
 
 
 def ticks(labels, max_ticks: int = 40) -> dict:
@@ -51,10 +52,10 @@ def ticks(labels, max_ticks: int = 40) -> dict:
     return dict(tickmode="array", tickvals=vals, ticktext=[text[i] for i in vals])
 
 
-def overlay_z(allowed) -> list:
+def overlay_z(allowed) -> np.ndarray:
     """z of the mask overlay: 0 on masked cells (drawn grey), None elsewhere (transparent gap)."""
     allowed = np.asarray(allowed, dtype=bool)
-    return grid(np.where(allowed, np.nan, 0.0))
+    return cells(np.where(allowed, np.nan, 0.0))
 
 
 def main_trace(z, customdata, zmin, zmax, colorscale, **kw) -> dict:

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from .. import masks
 from .heatmap import BACKGROUND, hover_grid, main_trace, overlay_trace, overlay_z, ticks
-from .static import grid
+from .static import cells
 from .widget import CourseWidget
 
 KINDS = {"causal": "causal (decoder-only)", "padding": "padding (keys)", "encoder": "encoder self-attention",
@@ -82,7 +82,7 @@ class MaskBuilder(CourseWidget):
         mg = self._grid()
         custom = hover_grid(mg.q_labels, mg.k_labels)
         self.fig = go.FigureWidget([
-            main_trace(grid(np.where(mg.allowed, 1.0, np.nan)), custom, 0, 1, ALLOWED_SCALE, showscale=False,
+            main_trace(cells(np.where(mg.allowed, 1.0, np.nan)), custom, 0, 1, ALLOWED_SCALE, showscale=False,
                        hovertemplate="query '%{customdata[0]}' (%{y}) → key '%{customdata[1]}' (%{x}): "
                                      "may attend (True)<extra></extra>"),
             overlay_trace(mg.allowed, custom)])
@@ -102,7 +102,7 @@ class MaskBuilder(CourseWidget):
         mg = self._grid()
         custom = hover_grid(mg.q_labels, mg.k_labels)
         with self.fig.batch_update():
-            self.fig.data[0].update(z=grid(np.where(mg.allowed, 1.0, np.nan)), customdata=custom)
+            self.fig.data[0].update(z=cells(np.where(mg.allowed, 1.0, np.nan)), customdata=custom)
             self.fig.data[1].update(z=overlay_z(mg.allowed), customdata=custom)
             self.fig.layout.title.text = mg.title
             self.fig.layout.xaxis.update(ticks(mg.k_labels))

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 
 from .. import positional as pos
-from .static import grid
+from .static import cells
 from .widget import CourseWidget
 
 MODES = {"sinusoidal": "sinusoidal", "rope": "RoPE", "alibi": "ALiBi"}
@@ -134,7 +134,7 @@ class PositionalExplorer(CourseWidget):
         p = positional_panels(self.mode.value, self.T.value, self.d.value, self.index.value)
         layout = self.fig.layout
         with self.fig.batch_update():
-            self.fig.data[0].update(z=grid(p.z), zmin=p.zmin, zmax=p.zmax, colorscale=p.colorscale)
+            self.fig.data[0].update(z=cells(p.z), zmin=p.zmin, zmax=p.zmax, colorscale=p.colorscale)
             self.fig.data[1].update(x=p.top.x, y=p.top.y, text=p.top.text or None)
             self.fig.data[2].update(x=p.bottom.x, y=p.bottom.y)
             layout.title.text = p.title

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from .attention_view import AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
-from .static import grid
+from .static import cells
 from .widget import CourseWidget
 
 
@@ -40,7 +40,7 @@ class TrainingView(CourseWidget):
         self.fig = go.FigureWidget([
             dict(type="scatter", x=[], y=[], mode="lines+markers", name="loss",
                  hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>"),
-            main_trace(grid(hm.z), custom, 0.0, 1.0, PROB_SCALE, xaxis="x2", yaxis="y2"),
+            main_trace(cells(hm.z), custom, 0.0, 1.0, PROB_SCALE, xaxis="x2", yaxis="y2"),
             overlay_trace(hm.allowed, custom, xaxis="x2", yaxis="y2")])
         self.fig.update_layout(
             width=980, height=480, plot_bgcolor=BACKGROUND, showlegend=False, title=dict(text=self._title(hm)),
@@ -62,7 +62,7 @@ class TrainingView(CourseWidget):
         hm = self._attention().heatmap(self.layer.value, self.head.value)
         with self.fig.batch_update():
             self.fig.data[0].update(x=self.steps, y=[round(v, 5) for v in self.losses])
-            self.fig.data[1].z = grid(hm.z)
+            self.fig.data[1].z = cells(hm.z)
             self.fig.data[2].z = overlay_z(hm.allowed)
             self.fig.layout.title.text = self._title(hm)
 

@@ -5,7 +5,7 @@ shown), and connect controls with `self.on_change(control, handler)`. Handlers u
 `fig.batch_update()`; an exception in a handler is printed into `self.output` instead of vanishing.
 
 Displaying a widget (`w.show()` or leaving it last in a cell) emits one output whose bundle holds the live view,
-`to_static()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`). No widget state is
+`static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`). No widget state is
 stored in notebooks.
 """
 from __future__ import annotations
@@ -73,6 +73,10 @@ class CourseWidget:
         """A plain `go.Figure` of what the widget shows now (no kernel needed to view it)."""
         return go.Figure(self.fig)
 
+    def static_figure(self) -> go.Figure:
+        """The figure a saved notebook keeps for readers without a kernel (default: `to_static()`)."""
+        return self.to_static()
+
     def show(self) -> None:
         """Display the widget; `update_static()` later refreshes the saved fallback of this same output."""
         from IPython.display import display
@@ -86,6 +90,6 @@ class CourseWidget:
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         bundle = self.view._repr_mimebundle_()
-        bundle.update(static_bundle(self.to_static(), png_fig=go.Figure(self.fig)))
+        bundle.update(static_bundle(self.static_figure(), png_fig=go.Figure(self.fig)))
         bundle["text/plain"] = f"<{type(self).__name__}: interactive figure; run the notebook to use it>"
         return bundle

@@ -145,7 +145,7 @@ def test_controls_update_the_figure_in_place(explorer):
     assert all(v is None for row in fig.data[1].z for v in row) and None not in fig.data[0].z[0]
     assert fig.model_id == model_id and len(fig.data) == 3
     assert fig.data[0].hoverongaps is False and "query '%{customdata[0]}'" in fig.data[0].hovertemplate
-    assert fig.data[0].customdata[4][2] == ("e", "c") or list(fig.data[0].customdata[4][2]) == ["e", "c"]
+    assert list(fig.data[0].customdata[4][2]) == ["e", "c"]  # query "e" (4), key "c" (2)
     assert explorer.output.outputs == ()
 
 
@@ -211,3 +211,20 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
         assert list(button.args[0]["visible"]) == [k == h for k in range(H)] * 2
     assert [t.visible for t in fig.data] == [True] + [False] * (H - 1) + [True] + [False] * (H - 1)
     json.dumps(fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
+
+
+def test_saved_notebook_keeps_a_bounded_static_figure(make_model, tokens):
+    model = make_model("tiny", context_length=128)
+    big = AttentionExplorer(model, tokens(model, 128))
+    bundle = big._repr_mimebundle_()
+    assert len(bundle[PLOTLY_MIME]["data"]) == len(big.fig.data)  # the current view, not 2·H full maps
+    assert len(json.dumps(bundle[PLOTLY_MIME])) < 1_500_000
+
+
+def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
+    from course.viz.static import chromium_path
+    if chromium_path() is None:
+        pytest.skip("no Chromium: bundles carry plotly JSON only (the PNG needs Kaleido's browser)")
+    monkeypatch.setenv("COURSE_VIZ_PNG", "1")
+    png = __import__("base64").b64decode(explorer._repr_mimebundle_()["image/png"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
