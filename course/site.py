@@ -1,0 +1,160 @@
+"""`course site --out DIR`: execute every chapter and render it to static HTML that reads without Jupyter.
+
+No widget state is stored, so live widgets cannot draw on a static page: each widget output is replaced by the
+static fallback its bundle carries (a plotly figure, else a PNG). Plotly figures are drawn by one local copy of
+plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads from a
+CDN.
+"""
+from __future__ import annotations
+
+import html
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PLOTLY_JS = "plotly.min.js"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PLOTLY_JSON = "application/vnd.plotly.v1+json"
+
+# The lab template, minus everything it would fetch from a CDN, plus the local plotly.js and a navigation bar.
+TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}<script src="PLOTLY_JS"></script>{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}<style>.course-nav{margin:1em 2em;font-family:sans-serif}</style>{%- endblock extra_css -%}
+{%- block body_header -%}{{ super() }}<nav class="course-nav">{{ resources.course_nav }}</nav>{%- endblock -%}
+{%- block body_footer -%}<nav class="course-nav">{{ resources.course_nav }}</nav>{{ super() }}{%- endblock -%}
+""".replace("PLOTLY_JS", PLOTLY_JS)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="site", help="output folder (default: site)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="chapter prefixes or names to render, e.g. 06 08 (default: every notebook)")
+    parser.add_argument("--jobs", type=int, default=2, help="notebooks executed in parallel (default: 2)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default: 600)")
+
+
+def chapters(only: list[str] | None = None, folder: Path = NOTEBOOKS) -> list[Path]:
+    """The notebooks to render, in course order; `only` keeps those whose name starts with one of its entries."""
+    paths = sorted(folder.glob("[0-9][0-9]-*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
+        if not paths:
+            raise ValueError(f"--only {only} matches no notebook in {folder}")
+    return paths
+
+
+def execute(path: Path, timeout: int = 600):
+    """Run a notebook top to bottom in its own folder (no widget state kept); return (notebook, seconds)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    nb.metadata.pop("widgets", None)
+    return nb, time.perf_counter() - start
+
+
+def plotly_div(figure: dict) -> str:
+    """A plotly figure (JSON dict) as an HTML div drawn by the page's local plotly.js."""
+    import plotly.io as pio
+
+    return pio.to_html(figure, include_plotlyjs=False, full_html=False, validate=False)
+
+
+def static_bundle(data: dict) -> dict:
+    """An output bundle with its live widget view dropped and any plotly figure turned into static HTML."""
+    data = {k: v for k, v in data.items() if k != WIDGET_VIEW}
+    if PLOTLY_JSON in data:
+        return {"text/html": plotly_div(data[PLOTLY_JSON])}
+    return data
+
+
+def make_static(nb):
+    """Replace every widget view by its static fallback in place; drop outputs left with nothing to show."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if "data" in out:
+                was_widget = WIDGET_VIEW in out["data"]
+                out["data"] = static_bundle(out["data"])
+                if was_widget and set(out["data"]) <= {"text/plain"}:
+                    continue  # a widget without a fallback: its repr ("VBox(...)") is noise on a page
+            kept.append(out)
+        cell["outputs"] = kept
+    return nb
+
+
+def title_of(nb, fallback: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return fallback
+
+
+def nav_html(pages: list[tuple[str, str]], i: int) -> str:
+    links = ['<a href="index.html">All chapters</a>']
+    if i > 0:
+        links.append(f'<a href="{pages[i - 1][0]}">← {html.escape(pages[i - 1][1])}</a>')
+    if i + 1 < len(pages):
+        links.append(f'<a href="{pages[i + 1][0]}">{html.escape(pages[i + 1][1])} →</a>')
+    return " · ".join(links)
+
+
+def render(nb, nav: str) -> str:
+    """Static HTML of an executed notebook (lab look, no CDN)."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(extra_loaders=[DictLoader({"course_site.html.j2": TEMPLATE})],
+                            template_file="course_site.html.j2")
+    body, _ = exporter.from_notebook_node(make_static(nb), resources={"course_nav": nav})
+    return body
+
+
+def index_html(pages: list[tuple[str, str]]) -> str:
+    items = "\n".join(f'<li><a href="{href}">{html.escape(title)}</a></li>' for href, title in pages)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Transformer Anatomy</title>"
+            "</head>\n<body style=\"font-family:sans-serif;max-width:50em;margin:2em auto\">"
+            "<h1>Transformer Anatomy</h1>\n<p>Every chapter, executed. Figures are static; run the notebooks "
+            "in JupyterLab (<code>make lab</code>) for the live widgets.</p>\n"
+            f"<ol start=\"0\">\n{items}\n</ol></body></html>\n")
+
+
+def _execute_one(args):
+    path, timeout = args
+    return execute(Path(path), timeout)
+
+
+def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600) -> dict[str, float]:
+    """Execute and render `paths` into `out`; return seconds spent executing each notebook."""
+    out.mkdir(parents=True, exist_ok=True)
+    import plotly
+
+    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / PLOTLY_JS, out / PLOTLY_JS)
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        executed = list(pool.map(_execute_one, [(str(p), timeout) for p in paths]))
+    pages = [(p.stem + ".html", title_of(nb, p.stem)) for p, (nb, _) in zip(paths, executed)]
+    for i, (nb, _) in enumerate(executed):
+        (out / pages[i][0]).write_text(render(nb, nav_html(pages, i)), encoding="utf-8")
+    (out / "index.html").write_text(index_html(pages), encoding="utf-8")
+    return {p.name: seconds for p, (_, seconds) in zip(paths, executed)}
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    timings = build(Path(args.out), chapters(args.only), args.jobs, args.timeout)
+    for name, seconds in timings.items():
+        print(f"  {name:<40} executed in {seconds:6.1f} s")
+    print(f"site: {len(timings)} chapters in {args.out}/ ({time.perf_counter() - start:.1f} s)")
+    return 0
