@@ -36,8 +36,9 @@ WATCHED = {  # owner: attributes whose bindings the tests rely on
                  "set", "sorted", "str", "sum", "tuple", "type", "zip", "AssertionError", "Exception",
                  "NotImplementedError", "__import__", "__build_class__"),
     "math": ("isclose", "isfinite", "isnan", "sqrt"),
-    "torch": ("allclose", "isclose", "equal", "as_tensor", "tensor", "broadcast_tensors", "isnan", "softmax",
-              "matmul", "ones", "zeros", "randn", "Generator", "manual_seed", "where", "tril", "triu"),
+    "torch": ("allclose", "isclose", "equal", "as_tensor", "tensor", "broadcast_tensors", "broadcast_shapes", "isnan",
+              "softmax", "matmul", "ones", "zeros", "randn", "Generator", "manual_seed", "where", "tril", "triu",
+              "Tensor", "nn", "testing", "float64", "float32", "bool"),
     "torch.Tensor": ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
                      "__int__", "__index__", "__len__", "__getitem__", "__matmul__", "__mul__", "__add__",
                      "__sub__", "__truediv__", "__invert__", "__and__", "allclose", "equal", "isclose", "all",
@@ -88,7 +89,10 @@ def _take_snapshot() -> dict[str, tuple[object, str, object]]:
     for path in COURSE_MODULES:
         module = sys.modules.get(path) or importlib.import_module(path)
         for attr, value in vars(module).items():
-            kept = inspect.isfunction(value) or inspect.isclass(value) or isinstance(value, (dict, types.SimpleNamespace))
+            kept = inspect.isfunction(value) or inspect.isclass(value) or isinstance(value, (dict, types.ModuleType))
+            if isinstance(value, types.SimpleNamespace):  # `ref`: the namespace and each reference in it
+                kept = True
+                snap.update({f"{path}.{attr}.{name}": (value, name, obj) for name, obj in vars(value).items()})
             if kept and not attr.startswith("__"):
                 snap[f"{path}.{attr}"] = (module, attr, value)
     return snap

@@ -43,7 +43,8 @@ def test_integrity_report_is_empty_when_untouched(notebook_ns):
     (torch, "allclose"), (torch, "equal"), (torch.testing, "assert_close"), (torch.Tensor, "__eq__"),
     (torch.Tensor, "allclose"), (np, "allclose"), (np.testing, "assert_allclose"), (math, "isclose"),
     (__import__("builtins"), "round"), (course.attention, "softmax_rows"), (course.masks, "causal_mask"),
-    (harness, "expect_close"), (diagnoses, "CATALOGUE"), (planted, "expect_check"),
+    (harness, "expect_close"), (harness, "diag"), (harness.ref, "scaled_dot_product_attention"),
+    (course.attention, "torch"), (torch, "Tensor"), (diagnoses, "CATALOGUE"), (planted, "expect_check"),
 ])
 def test_integrity_report_names_every_rebound_binding(notebook_ns, monkeypatch, owner, attr):
     monkeypatch.setattr(owner, attr, lambda *a, **k: True)
