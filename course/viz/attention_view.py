@@ -168,4 +168,4 @@ class AttentionView:
         """Overview tick positions: column centres of the heads, row centres of the layers."""
         _, tq, tk = self.tile_shape(max_tile)
         return ([h * (tk + 1) + (tk - 1) / 2 for h in range(self.n_heads)],
-                [l * (tq + 1) + (tq - 1) / 2 for l in range(self.n_layers)])
+                [layer * (tq + 1) + (tq - 1) / 2 for layer in range(self.n_layers)])

@@ -1,11 +1,14 @@
 """Live training view: the loss curve and one head's attention pattern, redrawn while a small model learns.
 
+    from course import DecoderLM, ModelConfig
     from course.data import make_task
     from course.viz import TrainingView
     task = make_task("induction", length=8, n_symbols=16)
-    view = TrainingView(model, task.probe(1)[0], labels=task.tokenizer.decode(...))   # probe: ids (T,)
+    model = DecoderLM(ModelConfig.from_preset("tiny", vocab_size=task.vocab_size))
+    probe = task.probe(1)[0]                                            # token ids (T,): ^ r r
+    view = TrainingView(model, probe, list(task.tokenizer.decode(probe)))
     view.show()
-    view.train(task, steps=300, callback_every=25)   # course.training.train(..., callback=view.callback)
+    view.train(task, steps=300, callback_every=25)  # course.training.train(..., callback=view.callback)
 
 `view.callback(step, loss, model)` is the `course.training.train` callback: it appends the loss and redraws the
 pattern of the selected (layer, head) on the probe tokens (an induction probe `^ r r` shows the induction

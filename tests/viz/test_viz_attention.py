@@ -228,3 +228,19 @@ def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
     monkeypatch.setenv("COURSE_VIZ_PNG", "1")
     png = __import__("base64").b64decode(explorer._repr_mimebundle_()["image/png"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_explorer_on_a_shipped_model():
+    from course import pretrained
+    names = pretrained.available()
+    assert names, "course/weights/ ships no model"
+    model, card = pretrained.load(names[0])
+    task = pretrained.task_for(card)
+    ids = task.sequences(1, 0)[0][0, :-1]
+    explorer = AttentionExplorer(model, ids, list(task.tokenizer.decode(ids)))
+    view = explorer.attention
+    assert (view.n_layers, view.n_heads) == (model.config.n_layers, model.config.n_heads)
+    _, pattern = captured(model, ids)
+    torch.testing.assert_close(view.weights(), pattern, atol=1e-6, rtol=1e-5)
+    explorer.select(view.n_layers - 1, view.n_heads - 1)
+    assert list(map(list, explorer.fig.data[0].z)) == grid(view.heatmap(view.n_layers - 1, view.n_heads - 1).z)

@@ -266,3 +266,17 @@ def test_every_widget_bundle_has_a_static_figure(make, make_model, tokens):
     json.dumps(static, allow_nan=False)
     assert len(static["data"]) == len(w.fig.data) and static["layout"]["title"]["text"] == w.fig.layout.title.text
     json.dumps(w.fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
+
+
+def test_training_view_follows_a_real_training_run():
+    from course.data import make_task
+    task = make_task("induction", length=4, n_symbols=8)
+    model = DecoderLM(ModelConfig.from_preset("tiny", vocab_size=task.vocab_size, n_layers=1, d_model=32))
+    probe = task.probe(1)[0]
+    w = TrainingView(model, probe, list(task.tokenizer.decode(probe)))
+    log = w.train(task, steps=12, callback_every=5, batch_size=8)
+    assert list(w.fig.data[0].x) == [5, 10, 12]
+    np.testing.assert_allclose(w.fig.data[0].y, [log.losses[4], log.losses[9], log.losses[11]], atol=1e-5)
+    from course.viz import AttentionView
+    assert z_of(w.fig.data[1]) == grid(AttentionView.from_model(model, probe).heatmap(0, 0).z)
+    assert w.output.outputs == ()
