@@ -31,6 +31,7 @@ def test_explain_turns_exceptions_into_advice():
     assert explain("RuntimeError", "shape") == "your code raised RuntimeError: shape"
 
 
+@pytest.mark.slow
 def test_check_reports_points_and_diagnoses(tmp_path, capsys):
     """ex01 answered with the softmax over the wrong axis fails with that diagnosis; ex02's NaN-row mistake only
     shows in the hidden tests, so the visible check passes it; every other exercise passes."""

@@ -122,3 +122,15 @@ def test_released_stubs_score_zero():
     passed = [gid for gid, m in results.items() if m is None]
     assert passed == []
     assert all(m.startswith(("NotImplementedError", "NameError")) for m in results.values()), results
+
+
+def test_repository_nbgrader_config_maps_source_and_release():
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from course.grading.release import ROOT
+
+    c = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT / "graders")).load_config()
+    assert c.CourseDirectory.root == str(ROOT)
+    assert (ROOT / c.CourseDirectory.source_directory / "transformers" / "exercises.ipynb") == SOURCE
+    assert (ROOT / c.CourseDirectory.release_directory / "transformers" / "exercises.ipynb") == RELEASE
+    assert c.Execute.timeout >= 60 and c.OverwriteCells.add_missing_cells and c.IgnorePattern.enabled
