@@ -48,7 +48,7 @@ def ticks(labels, max_ticks: int = 40) -> dict:
     """Axis settings: numeric positions 0..T-1 labelled 'tok (i)', thinned to at most `max_ticks` ticks."""
     step = max(1, -(-len(labels) // max_ticks))
     vals = list(range(0, len(labels), step))
-    text = unique_labels(labels)
+    text = [html.escape(s) for s in unique_labels(labels)]
     return dict(tickmode="array", tickvals=vals, ticktext=[text[i] for i in vals])
 
 
