@@ -64,7 +64,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k=No
     tokens = [idx]
     step_input = idx
     for step in range(max_new_tokens):
-        logits = model(step_input if use_cache else torch.cat(tokens, 1), cache=cache)[:, -1]
+        logits = model(step_input if use_cache else torch.cat(tokens, 1), cache=cache, last_only=True)[:, -1]
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
         tokens.append(nxt)
         step_input = nxt

@@ -109,9 +109,11 @@ class DecoderLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.transformer.blocks
 
-    def forward(self, idx, cache: KVCache | None = None, is_token=None) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab_size)."""
-        return self.lm_head(self.transformer(idx, is_token, cache))
+    def forward(self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares
+        the LM head (the largest matmul) at the positions a decoder does not sample from."""
+        h = self.transformer(idx, is_token, cache)
+        return self.lm_head(h[:, -1:] if last_only else h)
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, use_cache: bool = True, seed: int | None = None):
