@@ -11,6 +11,8 @@ The correct suspect computes exactly `course.attention.MultiHeadAttention` with 
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -28,6 +30,11 @@ BUGS = {  # bug: (the check that must catch it, what is wrong)
 }
 
 
+# The planted bug lives outside the suspect (no attribute of the model names it), so a check has to find it by
+# testing the model; reaching into private names is also flagged by the grader's scan (`course.grading.tamper`).
+_PLANTED: "weakref.WeakKeyDictionary[nn.Module, str | None]" = weakref.WeakKeyDictionary()
+
+
 class SuspectBlock(nn.Module):
     """One causal self-attention sub-layer with its residual and LayerNorm; `bug` plants one mistake."""
 
@@ -38,7 +45,7 @@ class SuspectBlock(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
-        self._planted = bug
+        _PLANTED[self] = bug
         gen = torch.Generator().manual_seed(seed)
         self.ln = LayerNorm(d_model)
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d_model, d_model) for _ in range(4))
@@ -47,12 +54,12 @@ class SuspectBlock(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + (1.0 if p is self.ln.weight else 0.0))
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, d_head)
-        if self._planted == "head_split":
+        if _PLANTED[self] == "head_split":
             return x.view(x.shape[0], self.n_heads, x.shape[1], self.d_head)
         return split_heads(x, self.n_heads)
 
     def _merge(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, T, d_head) -> (B, T, D)
-        if self._planted == "head_split":
+        if _PLANTED[self] == "head_split":
             return x.reshape(x.shape[0], x.shape[2], self.d_model)
         return merge_heads(x)
 
@@ -63,18 +70,18 @@ class SuspectBlock(nn.Module):
         q, k, v = self.qkv(h)
         T = h.shape[1]
         mask = causal_mask(T)
-        if self._planted == "causal":
+        if _PLANTED[self] == "causal":
             mask = torch.ones(T, T, dtype=torch.bool).tril(1)
-        scores = attention_scores(q, k, scale=1.0 if self._planted == "scale" else None)  # (B, H, T, T)
-        if self._planted == "rows":
+        scores = attention_scores(q, k, scale=1.0 if _PLANTED[self] == "scale" else None)  # (B, H, T, T)
+        if _PLANTED[self] == "rows":
             weights = torch.softmax(scores, -1) * mask
         else:
             weights = softmax_rows(scores.masked_fill(~mask, float("-inf")))
         out = self.o_proj(self._merge(weights @ v))
-        return out, weights.mean(1) if self._planted == "shapes" else weights
+        return out, weights.mean(1) if _PLANTED[self] == "shapes" else weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._planted == "norm":
+        if _PLANTED[self] == "norm":
             return self.ln(x + self.attention(x)[0])
         return x + self.attention(self.ln(x))[0]
 
