@@ -1,0 +1,203 @@
+"""Losses, schedule, optimizer groups, the training loop, recipes and the `course train` command."""
+import argparse
+import json
+import math
+import shlex
+from dataclasses import asdict, replace
+from itertools import pairwise
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course import DecoderLM, EncoderDecoder, EncoderLM, ModelConfig
+from course.cli import main
+from course.data import make_task
+from course.pretrained import load_card
+from course.training import (
+    RECIPES,
+    _recipes_from_args,
+    accuracy,
+    add_arguments,
+    build_model,
+    lm_loss,
+    lr_at,
+    make_optimizer,
+    mlm_loss,
+    train,
+    train_recipe,
+)
+
+
+def manual_ce(logits, targets, mask):
+    """Cross-entropy written out: -log softmax at the target, averaged over the kept positions."""
+    logp = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    return -(logp * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("B,T,V", [(1, 1, 3), (2, 7, 11), (5, 13, 64)])
+def test_lm_loss_matches_cross_entropy_written_out(B, T, V):
+    logits, targets = torch.randn(B, T, V), torch.randint(0, V, (B, T))
+    mask = torch.rand(B, T) < 0.6
+    mask[0, 0] = True
+    torch.testing.assert_close(lm_loss(logits, targets), F.cross_entropy(logits.reshape(-1, V), targets.flatten()))
+    torch.testing.assert_close(lm_loss(logits, targets, mask), manual_ce(logits, targets, mask.float()),
+                               atol=1e-5, rtol=1e-5)
+    # positions outside the loss mask do not matter at all
+    noisy = logits.masked_fill(~mask[..., None], 1e4)
+    torch.testing.assert_close(lm_loss(noisy, targets, mask), lm_loss(logits, targets, mask))
+
+
+def test_loss_errors():
+    logits, targets = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    with pytest.raises(ValueError, match=r"targets of shape \(2, 4\)"):
+        lm_loss(logits, targets[:, :4])
+    with pytest.raises(ValueError, match="loss_mask must be a bool"):
+        lm_loss(logits, targets, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="no position"):
+        lm_loss(logits, targets, torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(B, T, vocab\)"):
+        lm_loss(logits[0], targets[0])
+    with pytest.raises(ValueError, match="loss_mask of hidden tokens"):
+        mlm_loss(logits, targets, None)
+
+
+def test_accuracy_counts_tokens_and_whole_rows():
+    targets = torch.tensor([[1, 2, 3], [0, 1, 2]])
+    logits = F.one_hot(torch.tensor([[1, 2, 0], [0, 1, 2]]), 4).float()  # one error, in row 0 position 2
+    assert accuracy(logits, targets) == pytest.approx((5 / 6, 0.5))
+    mask = torch.tensor([[True, True, False], [True, True, True]])  # the error is not scored
+    assert accuracy(logits, targets, mask) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("steps,warmup", [(100, 10), (37, 0), (10, 10)])
+def test_lr_schedule_warms_up_then_decays_to_min(steps, warmup):
+    lr, min_lr = 1e-3, 1e-4
+    lrs = [lr_at(s, steps, lr, warmup, min_lr) for s in range(steps)]
+    assert all(0 < a < b for a, b in pairwise(lrs[:warmup]))  # rising linearly
+    if warmup:
+        assert lrs[warmup - 1] == pytest.approx(lr) and lrs[0] == pytest.approx(lr / warmup)
+    after = lrs[warmup:]
+    assert all(a >= b for a, b in pairwise(after))
+    if after:
+        assert after[0] == pytest.approx(lr)
+        mid = warmup + (steps - warmup) // 2
+        if (steps - warmup) % 2 == 0:  # half way through the cosine: the mean of lr and min_lr
+            assert lrs[mid] == pytest.approx((lr + min_lr) / 2)
+    if steps > warmup:
+        assert lr_at(steps, steps, lr, warmup, min_lr) == pytest.approx(min_lr)
+    assert all(min_lr - 1e-12 <= v <= lr + 1e-12 for v in lrs)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = DecoderLM(ModelConfig.from_preset("tiny"))
+    decay, no_decay = make_optimizer(model, 1e-3, 0.1).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    ids = [id(p) for p in decay["params"] + no_decay["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert any(names[id(p)].endswith("ln1.weight") for p in no_decay["params"])
+
+
+def small_run(seed=0, steps=30, **kwargs):
+    task = make_task("copy", length=4, n_symbols=6)
+    model = build_model(task, seed, d_model=32, n_heads=2)
+    return model, task, train(model, task, steps, batch_size=16, seed=seed, progress=False, **kwargs)
+
+
+def test_train_is_deterministic_and_learns():
+    model_a, _, log_a = small_run()
+    model_b, _, log_b = small_run()
+    assert log_a.losses == log_b.losses
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    _, _, log_c = small_run(seed=1)
+    assert log_c.losses != log_a.losses
+    assert log_a.final_loss < 0.85 * log_a.losses[0]
+    assert not model_a.training  # returned in eval mode
+    assert len(log_a.lrs) == 30 and max(log_a.lrs) == pytest.approx(3e-3)
+
+
+def test_callback_runs_every_n_steps_in_eval_mode():
+    calls = []
+    small_run(steps=23, callback=lambda step, loss, model: calls.append((step, loss, model.training)),
+              callback_every=5)
+    assert [c[0] for c in calls] == [5, 10, 15, 20, 23]
+    assert all(isinstance(loss, float) and not training for _, loss, training in calls)
+
+
+def test_progress_bar_goes_to_stdout_and_is_silent_when_disabled(capfd):
+    small_run(steps=3)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    task = make_task("copy", length=4, n_symbols=6)
+    train(build_model(task, 0, d_model=32, n_heads=2), task, 3, 8, progress=True)
+    out, err = capfd.readouterr()
+    assert "train copy" in out and err == ""
+
+
+def test_encoder_learns_masked_lm():
+    task = make_task("copy", length=6, n_symbols=6)
+    model = build_model(task, 0, EncoderLM, d_model=32, n_heads=2)
+    log = train(model, task, 40, batch_size=32, progress=False)
+    assert log.final_loss < 0.8 * log.losses[0]
+
+
+def test_train_rejects_bad_arguments():
+    task = make_task("copy", length=4, n_symbols=6)
+    model = build_model(task, 0)
+    with pytest.raises(ValueError, match="steps=0"):
+        train(model, task, 0, progress=False)
+    with pytest.raises(ValueError, match="lr=-1"):
+        train(model, task, 5, lr=-1, progress=False)
+    with pytest.raises(ValueError, match="warmup=9"):
+        train(model, task, 5, warmup=9, progress=False)
+    with pytest.raises(ValueError, match="EncoderDecoder"):
+        train(EncoderDecoder(model.config), task, 2, progress=False)
+
+
+def test_copy_recipe_reaches_the_shipped_card_accuracy():
+    """Retrain the cheapest shipped recipe from its seed: it must reach the accuracy its card promises."""
+    card = load_card("copy")
+    recipe = RECIPES["copy"]
+    assert card["steps"] == recipe.steps and card["seed"] == recipe.seed
+    _, new_card = train_recipe(recipe, "copy", progress=False)
+    assert new_card["token_accuracy"] >= card["min_accuracy"] == recipe.min_accuracy
+    assert new_card["config"] == card["config"] and new_card["n_params"] == card["n_params"]
+
+
+def parser():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p
+
+
+def test_course_train_writes_weights_and_a_reproducing_card(tmp_path, capsys):
+    argv = ["train", "--task", "sort", "--length", "4", "--n-symbols", "6", "--steps", "30", "--batch-size", "16",
+            "--set", "d_model=32", "--set", "n_heads=2", "--out", str(tmp_path), "--name", "mini", "--no-progress"]
+    assert main(argv) == 0
+    assert "mini: loss" in capsys.readouterr().out
+    card = json.loads((tmp_path / "mini.json").read_text())
+    assert (tmp_path / "mini.safetensors").stat().st_size > 0
+    assert card["task"] == {"name": "sort", "args": {"length": 4, "n_symbols": 6}}
+    assert card["config"]["d_model"] == 32 and card["steps"] == 30 and card["seed"] == 0
+    for key in ("final_train_loss", "eval_loss", "token_accuracy", "sequence_accuracy", "torch", "command"):
+        assert key in card
+    assert math.isfinite(card["eval_loss"])
+    # the recorded command rebuilds the same recipe
+    words = shlex.split(card["command"])
+    assert words[:2] == ["course", "train"]
+    (name, recipe), = _recipes_from_args(parser().parse_args(words[2:]))
+    (name0, recipe0), = _recipes_from_args(parser().parse_args(argv[1:]))
+    assert name == name0 == "mini" and asdict(recipe) == asdict(recipe0)
+
+
+def test_recipe_commands_and_cli_errors(capsys):
+    (name, recipe), = _recipes_from_args(parser().parse_args(["induction", "--steps", "7"]))
+    assert name == "induction" and recipe == replace(RECIPES["induction"], steps=7)
+    assert [n for n, _ in _recipes_from_args(parser().parse_args(["all"]))] == list(RECIPES)
+    assert main(["train"]) == 2
+    assert main(["train", "copy", "--task", "copy"]) == 2
+    assert "either a recipe or --task" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _recipes_from_args(parser().parse_args(["--task", "copy", "--set", "nonsense=3"]))
