@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,16 +82,21 @@ class Course:
 
 
 def _config_text(root: Path, db: Path, extra: str = "") -> str:
-    return ("from course.grading.release import configure\n\nc = get_config()  # noqa: F821\n"
-            f"configure(c, {str(root)!r})\nc.CourseDirectory.db_url = {'sqlite:///' + str(db)!r}\n"
-            "c.CourseDirectory.source_directory = 'work/source'\nc.CourseDirectory.release_directory = 'work/release'\n"
-            + extra)
+    """An nbgrader_config.py with the course's settings (`release.configure`) written out as plain assignments, so
+    that nbgrader never imports `course` (and torch) just to read its configuration."""
+    from traitlets.config import Config
+    c = Config()
+    release.configure(c, root)
+    c.CourseDirectory.db_url = f"sqlite:///{db}"
+    c.CourseDirectory.source_directory, c.CourseDirectory.release_directory = "work/source", "work/release"
+    lines = [f"c.{section}.{key} = {value!r}" for section, traits in c.items() for key, value in traits.items()]
+    return "c = get_config()  # noqa: F821\n" + "\n".join(lines) + "\n" + extra
 
 
 def _nbgrader(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
     home.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=release.nbgrader_env(home),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
 
 
 def prepare(course: Course, source: Path, due: str | None = None) -> None:
@@ -135,8 +141,12 @@ class Reference:
         return sum(self.tests.values())
 
     @classmethod
-    def load(cls, course: Course) -> "Reference":
-        nb = nbformat.read(course.release_nb, as_version=4)
+    def load(cls, course: Course) -> Reference:
+        return cls.read(course.release_nb)
+
+    @classmethod
+    def read(cls, path: Path) -> Reference:
+        nb = nbformat.read(path, as_version=4)
         tests, locked, setup_id = {}, {}, None
         for cell in nb.cells:
             meta = cell.metadata.get("nbgrader", {})
@@ -188,7 +198,7 @@ def collect_zip(course: Course, archives: list[Path], regexp: str) -> list[str]:
     for a in archives:
         for p in sorted(a.iterdir()) if a.is_dir() else [a]:
             shutil.copyfile(p, arch / p.name)
-    done = _nbgrader(["zip_collect", ASSIGNMENT, "--force", f"--FileNameCollector.named_regexp={regexp}"],
+    done = _nbgrader(["zip_collect", ASSIGNMENT, "--force", f"--FileNameCollectorPlugin.named_regexp={regexp}"],
                      course.work, course.work / "home")
     if done.returncode:
         raise RuntimeError(f"nbgrader zip_collect failed:\n{done.stderr[-3000:]}")
@@ -223,7 +233,8 @@ class Result:
     reason: str = ""
     points: dict[str, float] = field(default_factory=dict)   # credited points per test grade_id
     timestamp: str | None = None
-    wall_s: float = 0.0
+    wall_s: float = 0.0       # grading time of this submission (jail, nbgrader, kernel)
+    cpu_s: float = 0.0
 
 
 def _read_submission(course: Course, sid: str, ref: Reference, limits: sandbox.Limits):
@@ -255,8 +266,8 @@ def sanitize(nb: nbformat.NotebookNode, ref: Reference, nonce: str) -> nbformat.
     duplicate or unknown grade_ids demoted to plain cells, the setup cell first, learner cells tagged with their
     scan findings, and an integrity probe before every test cell and at the end."""
     seen, cells = set(), []
-    for cell in nb.cells:
-        cell.metadata.pop("course_grading", None)
+    for number, cell in enumerate(nb.cells, 1):
+        cell.metadata["course_grading"] = {"cell": number}  # its number in the submission, for reasons
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid is not None and (gid in seen or gid not in _known_ids(ref)):
             cell.metadata.pop("nbgrader")
@@ -273,7 +284,7 @@ def sanitize(nb: nbformat.NotebookNode, ref: Reference, nonce: str) -> nbformat.
     for cell in cells:
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and not meta.get("locked"):
-            cell.metadata["course_grading"] = {"findings": tamper.scan_cell(cell.source)}
+            cell.metadata.setdefault("course_grading", {})["findings"] = tamper.scan_cell(cell.source)
         if meta.get("grade_id") in ref.tests:
             out.append(_probe_cell(nonce))
         out.append(cell)
@@ -321,18 +332,21 @@ def _probe_cell(nonce: str):
 
 
 def _job_config(limits: sandbox.Limits) -> str:
-    return (f"from course.grading.sandbox import BoundedExecute\n"
-            f"c.Execute.timeout = {int(limits.cell_s)}\nc.BoundedExecute.timeout = {int(limits.cell_s)}\n"
+    return ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('course_grading_sandbox', {sandbox.SCRIPT!r})\n"
+            "sandbox = sys.modules['course_grading_sandbox'] = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(sandbox)\n"
+            f"c.Execute.timeout = c.BoundedExecute.timeout = {int(limits.cell_s)}\n"
             f"c.BoundedExecute.output_bytes = {int(limits.output_bytes)}\n"
             "from nbgrader.converters import Autograde\n"
-            "c.Autograde.autograde_preprocessors = [BoundedExecute if p.__name__ == 'Execute' else p\n"
+            "c.Autograde.autograde_preprocessors = [sandbox.BoundedExecute if p.__name__ == 'Execute' else p\n"
             "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]\n")
 
 
 def _kernelspec(scratch: Path, private: Path, limits: sandbox.Limits) -> None:
     spec = scratch / "share" / "jupyter" / "kernels" / "python3"
     spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "course.grading.sandbox", "kernel", "--keep", str(scratch),
+    argv = [sys.executable, sandbox.SCRIPT, "kernel", "--keep", str(scratch),
             "--hide", str(private / "secret"), "--hide", str(private / "course" / "submitted"),
             "--memory-mb", str(limits.memory_mb), "--file-mb", str(limits.file_mb), "--",
             sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -375,6 +389,7 @@ def grade_one(course: Course, sid: str, ref: Reference, limits: sandbox.Limits, 
         scores = _private_scores(secret / "gradebook.db", sid) if graded is not None else None
         result = classify(sid, run, graded, scores, ref, nonce, log.read_text(errors="replace"), limits)
         result.timestamp = _timestamp(sub / "timestamp.txt")
+        result.wall_s, result.cpu_s = round(run.wall_s, 2), round(run.cpu_s, 2)
         return result, graded
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -416,17 +431,15 @@ def _timestamp(path: Path) -> str | None:
 def classify(sid: str, run: sandbox.Run, graded, scores, ref: Reference, nonce: str, log: str,
              limits: sandbox.Limits) -> Result:
     """Status, credited points and reason of one graded run (the order of checks is the status precedence)."""
-    wall = run.wall_s
     if run.timed_out:
-        return Result(sid, "timeout", reason=f"grading exceeded the {limits.wall_s:g} s wall-clock limit", wall_s=wall)
+        return Result(sid, "timeout", reason=f"grading exceeded the {limits.wall_s:g} s wall-clock limit")
     if graded is None or scores is None:
-        return Result(sid, "error", reason=_failure(log, run.returncode), wall_s=wall)
+        return Result(sid, "error", reason=_failure(log, run.returncode))
     missing = [g for g in ref.tests if scores.get(g) is None]
     if missing:
-        return Result(sid, "error", reason=f"test cells could not be scored: {', '.join(missing)}", wall_s=wall)
+        return Result(sid, "error", reason=f"test cells could not be scored: {', '.join(missing)}")
     if "DeadKernelError" in log or "Kernel died" in log or "kernel died" in log.lower():
-        return Result(sid, "error", reason="the kernel died while grading (os._exit, a crash or a signal)",
-                      wall_s=wall)
+        return Result(sid, "error", reason="the kernel died while grading (os._exit, a crash or a signal)")
     credited, findings = _credit(graded, scores, ref, nonce)
     score = sum(credited.values())
     notes = []
@@ -445,7 +458,7 @@ def classify(sid: str, run: sandbox.Run, graded, scores, ref: Reference, nonce: 
         status, reason = "flagged", "; ".join(findings[:5]) + (f" (+{len(findings) - 5} more)" if len(findings) > 5 else "")
     else:
         reason = ""
-    return Result(sid, status, score, "; ".join(filter(None, [reason, *notes])), credited, wall_s=wall)
+    return Result(sid, status, score, "; ".join(filter(None, [reason, *notes])), credited)
 
 
 def _credit(graded, scores: dict, ref: Reference, nonce: str) -> tuple[dict[str, float], list[str]]:
@@ -460,7 +473,7 @@ def _credit(graded, scores: dict, ref: Reference, nonce: str) -> tuple[dict[str,
             if bad:
                 findings += [f"integrity: {p}" for p in report] if report else ["integrity probe did not report"]
         elif mark.get("findings"):
-            findings += [f"cell {i} {f}" for f in mark["findings"]]
+            findings += [f"cell {mark.get('cell', '?')} {f}" for f in mark["findings"]]
             static_bad = i if static_bad is None else static_bad
         elif _gid(cell) in ref.tests:
             tests.append((i, _gid(cell)))
@@ -516,7 +529,6 @@ def autograde(course: Course, students: list[str], limits: sandbox.Limits, jobs:
 
 def _store(course: Course, ref: Reference, result: Result, graded) -> None:
     """Trusted write-back: the record, the graded notebook, and the gradebook row (none when there is no score)."""
-    from nbgrader.api import Gradebook, MissingEntry
     rec = course.record(result.student_id)
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps(asdict(result), indent=1))
@@ -528,6 +540,13 @@ def _store(course: Course, ref: Reference, result: Result, graded) -> None:
         nbformat.write(graded, out)
     if not STUDENT_ID.match(result.student_id):
         return
+    with warnings.catch_warnings():  # SQLAlchemy's autoflush warnings from nbgrader's add_submission
+        warnings.simplefilter("ignore")
+        _store_grades(course, ref, result, rec)
+
+
+def _store_grades(course: Course, ref: Reference, result: Result, rec: Path) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
     url = f"sqlite:///{course.db}"
     with Gradebook(url, course_id=_course_id()) as gb:
         gb.update_or_create_student(result.student_id)

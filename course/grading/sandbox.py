@@ -4,7 +4,7 @@
 namespace too when not root): loopback only, a read-only filesystem except the job's own folder, fresh empty
 `/tmp` and `/dev/shm`, secret paths (solutions, the real gradebook, other students) covered by empty mounts, and a
 wall-clock limit. When the command ends or is killed, the PID namespace dies with every process the learner
-spawned. The kernel is started through `python -m course.grading.sandbox kernel ...` (our `python3` kernelspec),
+spawned. The kernel is started through `python sandbox.py kernel ...` (our `python3` kernelspec),
 which nests a second jail: its own PID and mount namespaces (the private gradebook copy and the submitted notebook
 hidden too), RLIMIT_AS / RLIMIT_FSIZE, no capabilities, no network sockets.
 Where namespaces are unavailable, the same code degrades to process-group kill, rlimits and a socket guard.
@@ -28,6 +28,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 _STATVFS_TO_MS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
                   os.ST_NOATIME: 1024, os.ST_NODIRATIME: 2048, os.ST_RELATIME: 1 << 21}
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+SCRIPT = os.path.abspath(__file__)  # run by path: `python -m course...` would import torch through `course`
+JOB_ENV = "COURSE_GRADE_JOB"  # every process of a job inherits it, so leftovers can be found
 SPECIAL_MOUNTS = ("/proc", "/dev")  # left as they are (device nodes, the process table)
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -50,7 +52,7 @@ def _check(ret: int, what: str) -> None:
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    enc = lambda s: None if s is None else s.encode()
     _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
@@ -62,7 +64,7 @@ def unshare_prefix() -> tuple[str, ...]:
         flags = ["--user", "--map-root-user", *flags]
     cmd = ("unshare", *flags, "--")
     try:
-        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=30).returncode == 0
+        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=30, check=False).returncode == 0
     except (OSError, subprocess.SubprocessError):
         ok = False
     return cmd if ok else ()
@@ -129,6 +131,8 @@ def _set_limits(memory_mb: int, file_mb: int) -> None:
 
 
 SOCKET_GUARD = '''"""Installed by course.grading.sandbox: no network while grading (loopback and Unix sockets allowed)."""
+import sys
+sys.modules.setdefault("rfc3987_syntax", None)  # jsonschema's optional IRI checker: 1.6 s CPU per nbformat import
 import socket as _s
 _LOCAL = ("127.0.0.1", "::1", "localhost")
 def _check(sock, address):
@@ -170,8 +174,10 @@ def kernel_main(keep: list[str], hide: list[str], memory_mb: int, file_mb: int, 
 
 def jail_main(keep: list[str], hide: list[str], argv: list[str]) -> None:
     """Inside `unshare`: loopback up, filesystem confined, then exec `argv` (nbgrader)."""
+    cwd = os.getcwd()
     _loopback_up()
     confine(keep, hide)
+    os.chdir(cwd)  # re-enter through the new mounts
     os.execv(argv[0], argv)
 
 
@@ -181,6 +187,7 @@ class Run:
     returncode: int | None   # None when killed at the wall-clock limit
     timed_out: bool
     wall_s: float
+    cpu_s: float = 0.0       # user + system time of the job and every process it waited for
 
 
 def run_jailed(cmd: list[str], *, cwd: Path, env: dict, keep: list[Path], hide: list[Path], wall_s: float,
@@ -189,26 +196,46 @@ def run_jailed(cmd: list[str], *, cwd: Path, env: dict, keep: list[Path], hide: 
     prefix = unshare_prefix()
     if prefix:
         args = [str(p) for k in keep for p in ("--keep", k)] + [str(p) for h in hide for p in ("--hide", h)]
-        cmd = [*prefix, sys.executable, "-m", "course.grading.sandbox", "jail", *args, "--", *cmd]
+        cmd = [*prefix, sys.executable, SCRIPT, "jail", *args, "--", *cmd]
+    tag = f"{JOB_ENV}={os.getpid()}-{time.monotonic_ns()}"
+    env = {**env, JOB_ENV: tag.split("=", 1)[1]}
     start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-        try:
-            rc, timed_out = proc.wait(timeout=wall_s), False
-        except subprocess.TimeoutExpired:
-            rc, timed_out = None, True
-        finally:
-            _kill_group(proc)
-    return Run(rc, timed_out, time.monotonic() - start)
+        rc, cpu = _wait(proc, start + wall_s)
+        _kill_tagged(tag.encode())
+    return Run(rc, rc is None, time.monotonic() - start, cpu)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _wait(proc: subprocess.Popen, deadline: float) -> tuple[int | None, float]:
+    """Reap `proc` (exit code, CPU seconds), killing its whole process group at `deadline` (exit code None)."""
+    rc = None
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            rc = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.05)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    if rc is None:
+        _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = -9 if rc is None else rc
+    return rc, usage.ru_utime + usage.ru_stime
+
+
+def _kill_tagged(tag: bytes) -> None:
+    """Fallback for processes that left the group (setsid): kill whatever still carries the job's tag. (With
+    namespaces, the PID namespace has already taken them all.)"""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and tag in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def _output_size(content: dict) -> int:
@@ -279,4 +306,4 @@ if __name__ == "__main__":
         kernel_main(options.get("keep", []), options.get("hide", []), int(options["memory-mb"][0]),
                     int(options["file-mb"][0]), command)
     else:
-        sys.exit(f"usage: python -m course.grading.sandbox jail|kernel [--keep P] [--hide P] ... -- command")
+        sys.exit("usage: python sandbox.py jail|kernel [--keep P] [--hide P] ... -- command")

@@ -77,14 +77,14 @@ class _Scanner(ast.NodeVisitor):
                 self.report(node, f"{verb} the notebook name {target.id!r}")
         elif isinstance(target, (ast.Attribute, ast.Subscript)):
             root = self._root(target)
-            dunder = isinstance(target, ast.Attribute) and target.attr.startswith("__")
+            dunder = isinstance(target, ast.Attribute) and _dunder(target.attr)
             if root in self.imported or root in NOTEBOOK_NAMES or dunder:
                 self.report(node, f"{verb} {ast.unparse(target)}")
 
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
             self._target(node, target, "assigns to")
-        if self._root(node.value) in self.imported | NOTEBOOK_NAMES:  # aliases: `t = torch.Tensor`
+        if _is_chain(node.value) and self._root(node.value) in self.imported | NOTEBOOK_NAMES:  # `t = torch.Tensor`
             self.imported |= {t.id for t in node.targets if isinstance(t, ast.Name)}
         self.generic_visit(node)
 
@@ -122,11 +122,11 @@ class _Scanner(ast.NodeVisitor):
     visit_Lambda = visit_FunctionDef
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in BANNED_CALLS or node.id in BANNED_ATTRS and node.id.startswith("__"):
+        if node.id in BANNED_CALLS or node.id in BANNED_ATTRS and _dunder(node.id):
             self.report(node, f"uses {node.id}")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr in BANNED_ATTRS and (node.attr.startswith("__") or self._root(node) in self.imported):
+        if node.attr in BANNED_ATTRS and (_dunder(node.attr) or self._root(node) in self.imported):
             self.report(node, f"uses {ast.unparse(node)}")
         self.generic_visit(node)
 
@@ -146,6 +146,17 @@ class _Scanner(ast.NodeVisitor):
             self.report(node, f"IPython {'magic %' + str(name) if func.attr.startswith('run_') else 'shell escape'}")
             return
         self.generic_visit(node)
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _is_chain(node: ast.AST) -> bool:
+    """`a` or `a.b.c`: an alias of a module or of something in it (not a value computed from it)."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
 
 
 def scan_cell(source: str) -> list[str]:
