@@ -2,7 +2,8 @@
 
     check_shape              named-axis shape checks ("B H T d_head"); the error names the wrong axis
     check_model_shapes       every captured activation of a model against its config
-    causal_leak              perturb a future token; earlier outputs must not move
+    causal_leak              perturb a future token; earlier outputs must not move (models or functions)
+    check_attention_weights  rows sum to 1, masked keys get 0 (catches a mask applied after softmax)
     future_attention         attention weight on future keys per layer/head (A_ij for j > i must be 0)
     attention_entropy        how sharp or diffuse each head is
     residual_norms           stream norm per layer vs the size of each attention/MLP update
@@ -47,30 +48,26 @@ def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) 
                              f"{sizes[axis]} in {layout}; shape is {tuple(x.shape)}")
 
 
-def check_model_shapes(model, idx: torch.Tensor) -> list[str]:
-    """Run `model` on idx (B, T) and check every captured activation against the config.
+LAYOUTS = {"hook_resid_pre": "B T D", "hook_resid_mid": "B T D", "hook_resid_post": "B T D",
+           "hook_attn_out": "B T D", "hook_mlp_out": "B T D", "attn.hook_q": "B T H d_head",
+           "attn.hook_k": "B T H_kv d_head", "attn.hook_v": "B T H_kv d_head", "attn.hook_z": "B T H d_head",
+           "attn.hook_attn_scores": "B H T T_k", "attn.hook_pattern": "B H T T_k"}
 
-    Returns the list of checks that passed; raises ValueError at the first that fails.
-    """
+
+def check_model_shapes(model, idx: torch.Tensor) -> list[str]:
+    """Run `model` on idx (B, T) and check the logits and every block's captured activations (`LAYOUTS`)
+    against the config. Returns the checks that passed; raises ValueError at the first that fails."""
     c = model.config
     B, T = idx.shape
-    expected = {"hook_resid_pre": ("B T D", {}), "hook_resid_mid": ("B T D", {}), "hook_resid_post": ("B T D", {}),
-                "hook_attn_out": ("B T D", {}), "hook_mlp_out": ("B T D", {}),
-                "attn.hook_q": ("B T H d_head", {"H": c.n_heads}), "attn.hook_k": ("B T H d_head", {"H": c.n_kv_heads}),
-                "attn.hook_v": ("B T H d_head", {"H": c.n_kv_heads}), "attn.hook_z": ("B T H d_head", {"H": c.n_heads}),
-                "attn.hook_pattern": ("B H T_q T_k", {"H": c.n_heads, "T_k": T}),
-                "attn.hook_attn_scores": ("B H T_q T_k", {"H": c.n_heads, "T_k": T})}
-    common = {"B": B, "T": T, "T_q": T, "D": c.d_model, "d_head": c.d_head}
+    sizes = {"B": B, "T": T, "T_k": T, "D": c.d_model, "H": c.n_heads, "H_kv": c.n_kv_heads, "d_head": c.d_head}
     logits, cache = run_with_cache(model, idx)
     check_shape(logits, "B T V", "logits", B=B, T=T, V=c.vocab_size)
     passed = ["logits (B, T, V)"]
     for name, tensor in cache.items():
-        suffix = name.split(".", 2)[-1] if name.startswith("blocks.") else name
-        if suffix not in expected:
-            continue
-        spec, own = expected[suffix]
-        check_shape(tensor, spec, name, **{k: v for k, v in {**common, **own}.items() if k in spec.split()})
-        passed.append(f"{name} ({', '.join(spec.split())})")
+        spec = LAYOUTS.get(name.split(".", 2)[-1]) if name.startswith("blocks.") else None
+        if spec is not None:
+            check_shape(tensor, spec, name, **{axis: sizes[axis] for axis in spec.split()})
+            passed.append(f"{name} ({', '.join(spec.split())})")
     return passed
 
 
@@ -106,26 +103,58 @@ class LeakReport:
 
 @torch.no_grad()
 def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakReport:
-    """Perturb each token j of one sequence idx (1, T) or (T,) in turn; outputs at positions i < j must not move.
+    """Perturb each position j of one sequence in turn; outputs at positions i < j must not move.
 
-    All T - 1 perturbed copies run as one batch. A correct decoder gives changes of 0 (or float-rounding
-    level); a model whose mask lets position i read j > i (no mask, mask after softmax, a head split without
-    the transpose) moves them. `tol` defaults to 1e-6 x the largest logit (pass a larger one for bf16).
+    `model` maps a batch of sequences to per-position outputs (B, T, ...): a course model on token ids
+    idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T, D)
+    (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`.
+    All T - 1 perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding
+    level); one that lets position i read j > i (no mask, mask after softmax, a head split without the
+    transpose) moves them. `tol` defaults to 1e-6 x the largest output (pass a larger one for bf16).
     """
-    idx = idx[None] if idx.dim() == 1 else idx
-    if idx.dim() != 2 or idx.shape[0] != 1 or idx.shape[1] < 2:
-        raise ValueError(f"causal_leak takes one sequence (T,) or (1, T) with T >= 2, got {tuple(idx.shape)}")
-    T, V = idx.shape[1], model.config.vocab_size
-    base = model(idx)  # (1, T, V)
+    tokens = not idx.is_floating_point()
+    rank = 2 if tokens else 3  # (1, T) ids or (1, T, D) vectors
+    idx = idx[None] if idx.dim() == rank - 1 else idx
+    if idx.dim() != rank or idx.shape[0] != 1 or idx.shape[1] < 2:
+        raise ValueError(f"causal_leak takes one sequence, {'(T,) or (1, T)' if tokens else '(T, D) or (1, T, D)'}"
+                         f" with T >= 2, got {tuple(idx.shape)}")
+    V = getattr(getattr(model, "config", None), "vocab_size", None)
+    if tokens and V is None:
+        raise ValueError("token ids need a model with config.vocab_size; pass vectors (T, D) otherwise")
+    T = idx.shape[1]
+    base = model(idx)  # (1, T, ...)
     tol = 1e-6 * max(1.0, base.abs().max().item()) if tol is None else tol
-    perturbed = idx.repeat(T - 1, 1)  # row r changes token r + 1
+    perturbed = idx.repeat(T - 1, *[1] * (rank - 1))  # row r changes position r + 1
     rows = torch.arange(T - 1, device=idx.device)
-    perturbed[rows, rows + 1] = (perturbed[rows, rows + 1] + 1) % V
-    change = (model(perturbed) - base).abs().amax(-1).float()  # (T-1 rows, T positions)
+    if tokens:
+        perturbed[rows, rows + 1] = (perturbed[rows, rows + 1] + 1) % V
+    else:
+        perturbed[rows, rows + 1] += 1.0
+    change = (model(perturbed) - base).abs().reshape(T - 1, T, -1).amax(-1).float()  # (T-1 rows, T positions)
     future = rows[:, None] + 1 > torch.arange(T, device=idx.device)[None, :]  # position i < perturbed j
     max_change = change.masked_fill(~future, 0.0).amax(0)[: T - 1]  # (T-1,)
     reference = change.masked_fill(future, 0.0).max().item()
     return LeakReport(max_change.cpu(), reference, tol)
+
+
+def check_attention_weights(weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5) -> None:
+    """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero where
+    `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
+
+    Catches a mask applied after the softmax (or by multiplying by zero): rows then sum to less than 1.
+    """
+    if (weights < -atol).any():
+        raise ValueError(f"attention weights must be >= 0, found {weights.min().item():.3g}")
+    allowed = torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.expand_as(weights)
+    if weights.masked_fill(allowed, 0.0).abs().max() > atol:
+        raise ValueError("attention weights are non-zero on masked (forbidden) keys")
+    sums = weights.sum(-1)  # (..., T_q)
+    expected = allowed.any(-1).to(sums.dtype)
+    bad = (sums - expected).abs() > atol
+    if bad.any():
+        where = tuple(i.item() for i in bad.nonzero()[0])
+        raise ValueError(f"attention rows must sum to 1 (0 when fully masked): row {where} sums to "
+                         f"{sums[where].item():.4f}; was the mask applied after the softmax?")
 
 
 def _patterns(model, idx) -> torch.Tensor:

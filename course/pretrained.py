@@ -30,16 +30,43 @@ def load_card(name: str, directory: str | Path = WEIGHTS_DIR) -> dict:
     return json.loads(path.read_text())
 
 
+def save_weights(model, path) -> None:
+    """Write the model's tensors to a safetensors file, a tied weight once (under its first name), and no
+    metadata: the JSON card describes the model, and the same weights always give the same bytes."""
+    from safetensors.torch import save_file
+
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.detach().contiguous()
+    save_file(state, str(path))
+
+
+def load_weights(model, path, device="cpu") -> None:
+    """Fill `model` from `save_weights`' file; only tied aliases of stored tensors may be absent from it."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path), device=str(device))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise ValueError(f"{path} does not fit the model its card describes: {err}") from err
+    own = model.state_dict()
+    stored = {own[name].data_ptr() for name in state if name in own}
+    bad = sorted(unexpected) + [name for name in missing if own[name].data_ptr() not in stored]
+    if bad:
+        raise ValueError(f"{path} does not fit the model its card describes: mismatched tensors {bad}")
+
+
 def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
     """(model in eval mode, card dict) for a shipped model (or one written by `course train --out directory`)."""
-    from safetensors.torch import load_model
-
     card = load_card(name, directory)
     if card.get("model") not in MODEL_CLASSES:
         raise ValueError(f"card {name!r} names model {card.get('model')!r}; expected one of {sorted(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[card["model"]](ModelConfig(**card["config"]))
-    load_model(model, str(Path(directory) / f"{name}.safetensors"), strict=True, device=str(device))
-    return model.to(device).eval(), card
+    model = MODEL_CLASSES[card["model"]](ModelConfig(**card["config"])).to(device)
+    load_weights(model, Path(directory) / f"{name}.safetensors", device)
+    return model.eval(), card
 
 
 def task_for(card: dict) -> Task:

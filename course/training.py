@@ -262,13 +262,13 @@ def train_recipe(recipe: Recipe, name: str = "model", command: str = "", progres
 
 
 def save(model, card: dict, out_dir, name: str) -> tuple[Path, Path]:
-    """Write `<name>.safetensors` (tied weights stored once) and the `<name>.json` card."""
-    from safetensors.torch import save_model
+    """Write `<name>.safetensors` and the `<name>.json` card into `out_dir`."""
+    from .pretrained import save_weights
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights, card_path = out / f"{name}.safetensors", out / f"{name}.json"
-    save_model(model, str(weights), metadata={"name": name, "task": card["task"]["name"]})
+    save_weights(model, weights)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return weights, card_path
 

@@ -7,10 +7,12 @@ import torch
 
 import course.attention
 from course import DecoderLM, EncoderLM, ModelConfig
+from course.attention import scaled_dot_product_attention
 from course.diagnostics import (
     ablate_heads,
     attention_entropy,
     causal_leak,
+    check_attention_weights,
     check_model_shapes,
     check_shape,
     future_attention,
@@ -22,6 +24,7 @@ from course.diagnostics import (
     previous_token_scores,
     residual_norms,
 )
+from course.masks import causal_mask
 from course.training import lm_loss
 
 POSITIONAL = ["learned", "sinusoidal", "rope", "alibi", "relative"]
@@ -72,7 +75,7 @@ def test_check_model_shapes_passes_a_correct_model(preset):
     passed = check_model_shapes(model, torch.randint(0, 64, (3, 10)))
     L = model.config.n_layers
     assert any("blocks.1.attn.hook_pattern" in p for p in passed)
-    assert len([p for p in passed if "hook_k " in p]) == L  # GQA keys checked against n_kv_heads
+    assert len([p for p in passed if "hook_k (B, T, H_kv, d_head)" in p]) == L  # GQA: keys have n_kv_heads
 
 
 def test_check_model_shapes_catches_a_wrong_head_count(monkeypatch):
@@ -122,6 +125,45 @@ def test_an_encoder_is_not_causal():
 def test_causal_leak_rejects_a_batch():
     with pytest.raises(ValueError, match="one sequence"):
         causal_leak(sharp_model(), torch.zeros(2, 5, dtype=torch.long))
+
+
+def causal_self_attention(x):
+    """q = k = v = x (B, T, D), the causal mask applied to the scores (correct)."""
+    return scaled_dot_product_attention(x, x, x, causal_mask(x.shape[1]))[0]
+
+
+def mask_after_softmax(x):
+    """Planted bug: softmax over all keys, then future weights zeroed (rows no longer sum to 1)."""
+    T, D = x.shape[1:]
+    weights = torch.softmax(x @ x.transpose(-2, -1) / math.sqrt(D), -1) * causal_mask(T)
+    return weights @ x
+
+
+@pytest.mark.parametrize("T,D", [(2, 4), (9, 16)])
+def test_causal_leak_on_attention_functions(T, D):
+    x = torch.randn(T, D)
+    assert not causal_leak(causal_self_attention, x).leaks
+    report = causal_leak(mask_after_softmax, x[None])
+    assert report.leaks and 0 in report.leaky_positions
+    with pytest.raises(ValueError, match="config.vocab_size"):
+        causal_leak(causal_self_attention, torch.zeros(T, dtype=torch.long))
+
+
+def test_check_attention_weights_catches_a_mask_after_softmax():
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    mask = causal_mask(7).clone()
+    mask[2] = False  # a fully masked query row: the course gives it zero weights
+    _, weights = scaled_dot_product_attention(q, k, v, mask)
+    check_attention_weights(weights, mask)
+    check_attention_weights(torch.softmax(torch.randn(4, 5), -1))  # no mask: rows sum to 1
+    after = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), -1) * mask
+    with pytest.raises(ValueError, match="sum to 1"):
+        check_attention_weights(after, mask)
+    unmasked = torch.softmax(q @ k.transpose(-2, -1), -1)
+    with pytest.raises(ValueError, match="masked"):
+        check_attention_weights(unmasked, mask)
+    with pytest.raises(ValueError, match=">= 0"):
+        check_attention_weights(weights - 0.1, mask)
 
 
 def test_future_attention_is_zero_only_with_the_mask():

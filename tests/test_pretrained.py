@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from course import DecoderLM
 from course.data import BOS, SEP
@@ -84,6 +85,8 @@ def test_save_and_load_round_trip(tmp_path):
     idx = torch.randint(0, model.config.vocab_size, (3, 10))
     torch.testing.assert_close(again(idx), model(idx), atol=0, rtol=0)
     assert available(tmp_path) == ["again"]
+    save(again, card, tmp_path, "twice")  # same weights, same bytes (no unordered metadata in the file)
+    assert (tmp_path / "twice.safetensors").read_bytes() == (tmp_path / "again.safetensors").read_bytes()
 
 
 def test_load_errors(tmp_path):
@@ -94,3 +97,13 @@ def test_load_errors(tmp_path):
     (tmp_path / "odd.safetensors").write_bytes((WEIGHTS_DIR / "copy.safetensors").read_bytes())
     with pytest.raises(ValueError, match="Mystery"):
         load("odd", tmp_path)
+    (tmp_path / "swapped.json").write_text(json.dumps(load_card("sort")))  # sort's card, copy's weights
+    (tmp_path / "swapped.safetensors").write_bytes((WEIGHTS_DIR / "copy.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="does not fit"):
+        load("swapped", tmp_path)
+    state = load_file(WEIGHTS_DIR / "copy.safetensors")
+    del state["transformer.blocks.1.mlp.up.bias"]
+    save_file(state, tmp_path / "partial.safetensors")
+    (tmp_path / "partial.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"mismatched tensors \['transformer.blocks.1.mlp.up.bias'\]"):
+        load("partial", tmp_path)
