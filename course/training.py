@@ -13,7 +13,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -310,13 +310,15 @@ def _recipes_from_args(args) -> list[tuple[str, Recipe]]:
         raise ValueError("give a recipe (" + ", ".join(RECIPES) + ", all) or --task for a custom model")
     if args.recipe is not None and args.task is not None:
         raise ValueError("give either a recipe or --task, not both")
-    if args.task is not None:
-        base = RECIPES.get(args.task)
-        task_args = dict(base.task_args) if base else {}
-        task_args.update({k: v for k, v in (("length", args.length), ("n_symbols", args.n_symbols)) if v})
+    if args.task is not None:  # a custom model starts from the task's shipped recipe, if there is one
+        base = RECIPES.get(args.task, Recipe(args.task, {}))
+        task_args = dict(base.task_args)
+        task_args.update({k: v for k, v in (("length", args.length), ("n_symbols", args.n_symbols))
+                          if v is not None})
         if task_args.get("min_length", 0) > task_args.get("length", 0):
             task_args.pop("min_length")
-        chosen = [(args.name or args.task, Recipe(args.task, task_args, _parse_overrides(args.set)))]
+        recipe = replace(base, task_args=task_args, model={**base.model, **_parse_overrides(args.set)})
+        chosen = [(args.name or args.task, recipe)]
     else:
         names = list(RECIPES) if args.recipe == "all" else [args.recipe]
         chosen = [(args.name if args.name and len(names) == 1 else n, RECIPES[n]) for n in names]
@@ -346,7 +348,11 @@ def run(args) -> int:
         print(f"course train: {err}")
         return 2
     for name, recipe in chosen:
-        model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)
+        try:
+            model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)
+        except ValueError as err:  # a bad task or model setting
+            print(f"course train: {err}")
+            return 2
         weights, card_path = save(model, card, args.out, name)
         extra = f", induction score {card['induction_score']:.3f}" if "induction_score" in card else ""
         print(f"{name}: loss {card['eval_loss']:.4f}, token accuracy {card['token_accuracy']:.4f}, sequence "

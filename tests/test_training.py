@@ -199,5 +199,12 @@ def test_recipe_commands_and_cli_errors(capsys):
     assert main(["train"]) == 2
     assert main(["train", "copy", "--task", "copy"]) == 2
     assert "either a recipe or --task" in capsys.readouterr().out
+    assert main(["train", "--task", "copy", "--length", "1", "--no-progress"]) == 2
+    assert "length=1 must be an integer >= 2" in capsys.readouterr().out
+    # a custom model starts from its task's recipe: induction keeps RoPE unless told otherwise
+    (name, custom), = _recipes_from_args(parser().parse_args(["--task", "induction", "--length", "6",
+                                                              "--set", "n_layers=3"]))
+    assert custom.model == {**RECIPES["induction"].model, "n_layers": 3}
+    assert custom.task_args == {**RECIPES["induction"].task_args, "length": 6}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _recipes_from_args(parser().parse_args(["--task", "copy", "--set", "nonsense=3"]))
