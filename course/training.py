@@ -4,7 +4,8 @@
               the positions the loss mask keeps
     mlm_loss  masked-LM cross-entropy (encoder-only): predict the hidden tokens at their own positions
     train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
-    RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`)
+    RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
+              `setup("induction")` gives a recipe's untrained (model, task)
 """
 from __future__ import annotations
 
@@ -251,11 +252,21 @@ def make_card(name: str, model, task: Task, recipe: Recipe, log: TrainLog, comma
     return card
 
 
+def setup(recipe: Recipe | str) -> tuple[DecoderLM, Task]:
+    """(untrained model, task) of a recipe, e.g. for a live view: `model, task = setup("induction")`, then
+    `train(model, task, RECIPES["induction"].steps, callback=...)`."""
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+        recipe = RECIPES[recipe]
+    task = make_task(recipe.task, **recipe.task_args)
+    return build_model(task, recipe.seed, **recipe.model), task
+
+
 def train_recipe(recipe: Recipe, name: str = "model", command: str = "", progress: bool = True,
                  callback=None):
     """Build, train and evaluate one recipe. Returns (model in eval mode, card)."""
-    task = make_task(recipe.task, **recipe.task_args)
-    model = build_model(task, recipe.seed, **recipe.model)
+    model, task = setup(recipe)
     log = train(model, task, recipe.steps, recipe.batch_size, recipe.lr, seed=recipe.seed, progress=progress,
                 callback=callback)
     return model, make_card(name, model, task, recipe, log, command)

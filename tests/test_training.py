@@ -24,6 +24,7 @@ from course.training import (
     lr_at,
     make_optimizer,
     mlm_loss,
+    setup,
     train,
     train_recipe,
 )
@@ -164,6 +165,16 @@ def test_copy_recipe_reaches_the_shipped_card_accuracy():
     _, new_card = train_recipe(recipe, "copy", progress=False)
     assert new_card["token_accuracy"] >= card["min_accuracy"] == recipe.min_accuracy
     assert new_card["config"] == card["config"] and new_card["n_params"] == card["n_params"]
+
+
+def test_setup_builds_a_recipe_untrained():
+    model, task = setup("induction")
+    assert task.args() == RECIPES["induction"].task_args
+    assert model.config.positional == "rope" and model.config.vocab_size == task.vocab_size
+    again, _ = setup(RECIPES["induction"])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        setup("nope")
 
 
 def parser():
