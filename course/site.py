@@ -8,9 +8,11 @@ CDN.
 from __future__ import annotations
 
 import html
+import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -48,6 +50,12 @@ def chapters(only: list[str] | None = None, folder: Path = NOTEBOOKS) -> list[Pa
     return paths
 
 
+def kernel_env() -> dict[str, str]:
+    """The kernels' environment: one torch thread each (parallel kernels must not fight for cores) and no
+    Kaleido PNGs (the pages draw the plotly figures themselves); settings already in the environment win."""
+    return {"COURSE_THREADS": "1", "COURSE_VIZ_PNG": "0", **os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+
+
 def execute(path: Path, timeout: int = 600):
     """Run a notebook top to bottom in its own folder (no widget state kept); return (notebook, seconds)."""
     import nbformat
@@ -56,7 +64,7 @@ def execute(path: Path, timeout: int = 600):
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(env=kernel_env())
     nb.metadata.pop("widgets", None)
     return nb, time.perf_counter() - start
 
@@ -131,30 +139,34 @@ def index_html(pages: list[tuple[str, str]]) -> str:
             f"<ol start=\"0\">\n{items}\n</ol></body></html>\n")
 
 
-def _execute_one(args):
-    path, timeout = args
-    return execute(Path(path), timeout)
+def _page(args) -> tuple[str, float]:
+    """Worker: execute one notebook and render it; (HTML, seconds spent executing)."""
+    path, nav, timeout = args
+    nb, seconds = execute(Path(path), timeout)
+    return render(nb, nav), seconds
 
 
-def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600) -> dict[str, float]:
-    """Execute and render `paths` into `out`; return seconds spent executing each notebook."""
-    out.mkdir(parents=True, exist_ok=True)
+def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600, log=print) -> dict[str, float]:
+    """Execute and render `paths` into `out` (`jobs` at a time); return seconds spent executing each notebook."""
+    import nbformat
     import plotly
 
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / PLOTLY_JS, out / PLOTLY_JS)
+    pages = [(p.stem + ".html", title_of(nbformat.read(p, as_version=4), p.stem)) for p in paths]
+    work = [(str(p), nav_html(pages, i), timeout) for i, p in enumerate(paths)]
+    timings = {}
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        executed = list(pool.map(_execute_one, [(str(p), timeout) for p in paths]))
-    pages = [(p.stem + ".html", title_of(nb, p.stem)) for p, (nb, _) in zip(paths, executed)]
-    for i, (nb, _) in enumerate(executed):
-        (out / pages[i][0]).write_text(render(nb, nav_html(pages, i)), encoding="utf-8")
+        for (href, _), path, (page, seconds) in zip(pages, paths, pool.map(_page, work)):
+            (out / href).write_text(page, encoding="utf-8")
+            timings[path.name] = seconds
+            log(f"  {path.name:<40} executed in {seconds:6.1f} s")
     (out / "index.html").write_text(index_html(pages), encoding="utf-8")
-    return {p.name: seconds for p, (_, seconds) in zip(paths, executed)}
+    return timings
 
 
 def run(args) -> int:
     start = time.perf_counter()
-    timings = build(Path(args.out), chapters(args.only), args.jobs, args.timeout)
-    for name, seconds in timings.items():
-        print(f"  {name:<40} executed in {seconds:6.1f} s")
+    timings = build(Path(args.out), chapters(args.only), args.jobs, args.timeout, log=partial(print, flush=True))
     print(f"site: {len(timings)} chapters in {args.out}/ ({time.perf_counter() - start:.1f} s)")
     return 0
