@@ -46,7 +46,7 @@ def split_grid(T: int, D: int, H: int, correct: bool = True) -> SplitGrid:
     gap = np.full((H, 1, d), np.nan)
     stack = lambda a: np.concatenate([a, gap], axis=1).reshape(H * (T + 1), d)[:-1]  # noqa: E731
     wrong = int((token != np.arange(T)[None, :, None]).any(-1).sum())
-    title = (f"{SPLITS['correct' if correct else 'bug']}: (1, {T}, {D}) → (1, {H}, {T}, {d}) · "
+    title = (f"{SPLITS['correct' if correct else 'bug']}: (1, {T}, {D}) → (1, {H}, {T}, {d})<br>"
              f"{wrong} of {H * T} head rows hold another token's features")
     return SplitGrid(stack(token), stack(feature), wrong, title)
 

@@ -67,7 +67,7 @@ def mask_grid(kind: str, T: int, S: int | None = None, pad: int = 0) -> MaskGrid
     else:
         m, q, k = masks.cross_mask(src_is_token, T), tgt, src
     allowed = m.expand(*m.shape[:-2], len(q), len(k)).reshape(-1, len(q), len(k))[0].numpy()
-    title = (f"{KINDS[kind]}: {tuple(m.shape)} bool mask, True = may attend · "
+    title = (f"{KINDS[kind]}: {tuple(m.shape)} bool mask, True = may attend<br>"
              f"{int(allowed.sum())} of {allowed.size} cells attend")
     return MaskGrid(allowed, q, k, title)
 
@@ -83,9 +83,10 @@ class MaskBuilder(CourseWidget):
         custom = hover_grid(mg.q_labels, mg.k_labels)
         self.fig = go.FigureWidget([
             main_trace(cells(np.where(mg.allowed, 1.0, np.nan)), custom, 0, 1, ALLOWED_SCALE, showscale=False,
+                       xgap=1, ygap=1,
                        hovertemplate="query '%{customdata[0]}' (%{y}) → key '%{customdata[1]}' (%{x}): "
                                      "may attend (True)<extra></extra>"),
-            overlay_trace(mg.allowed, custom)])
+            overlay_trace(mg.allowed, custom, xgap=1, ygap=1)])
         self.fig.update_layout(width=560, height=520, plot_bgcolor=BACKGROUND, title=dict(text=mg.title, font_size=13),
                                xaxis=dict(title="key", **ticks(mg.k_labels)),
                                yaxis=dict(title="query", autorange="reversed", **ticks(mg.q_labels)))

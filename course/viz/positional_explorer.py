@@ -33,6 +33,7 @@ class Panel:
     x_title: str
     y_title: str
     text: list = field(default_factory=list)
+    mode: str = "lines+markers"
 
 
 @dataclass
@@ -86,15 +87,16 @@ def positional_panels(mode: str, T: int, d: int, index: int = 0) -> Panels:
         return Panels(
             cos.double().numpy(), ("feature pair i", "position"), -1.0, 1.0, "RdBu_r",
             Panel(np.round(rot[:, index], 4).tolist(), np.round(rot[:, index + d // 2], 4).tolist(),
-                  f"pair {index}: x[{index}]", f"x[{index + d // 2}]", [f"position {m}" for m in positions]),
-            Panel(diff, scores, "i − j", "RoPE(q, i)·RoPE(k, j)"),
+                  f"pair {index}: x[{index}]", f"x[{index + d // 2}]", [f"position {m}" for m in positions],
+                  mode="markers"),
+            Panel(diff, scores, "i − j", "RoPE(q, i)·RoPE(k, j)", mode="markers"),
             f"RoPE (T={T}, d_head={d}): pair {index} turns by θ_{index} per position; "
             f"scores at equal i − j differ by at most {spread:.1e}")
     bias = pos.alibi_bias(d, T, T).double().numpy()  # (H, T, T)
     slopes = pos.alibi_slopes(d).double().numpy()
     return Panels(
         bias[index], ("key j", "query i"), float(bias.min()) if T > 1 else -1.0, 0.0, "Blues_r",
-        Panel(list(range(d)), slopes.tolist(), "head", "slope"),
+        Panel(list(range(d)), slopes.tolist(), "head", "slope", mode="markers"),
         Panel(positions, np.round(-slopes[index] * np.arange(T), 4).tolist(), "distance |i − j|",
               f"bias of head {index}"),
         f"ALiBi ({d} heads): head {index} adds −{slopes[index]:.4g}·|i − j| to its scores")
@@ -108,14 +110,14 @@ class PositionalExplorer(CourseWidget):
         self.d = widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=d, description="d")
         self.index = widgets.IntSlider(0, min=0, max=d // 2 - 1, description="pair", continuous_update=False)
         self.fig = go.FigureWidget()
-        self.fig.add_heatmap(hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>")
-        self.fig.add_scatter(xaxis="x2", yaxis="y2", mode="markers+lines", hovertemplate="%{x}, %{y}<extra>%{text}</extra>")
-        self.fig.add_scatter(xaxis="x3", yaxis="y3", mode="markers", marker_size=5,
-                             hovertemplate="%{x}: %{y}<extra></extra>")
+        self.fig.add_heatmap(hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>", colorbar=dict(x=0.44, thickness=14))
+        self.fig.add_scatter(xaxis="x2", yaxis="y2", hovertemplate="%{x}, %{y}<extra>%{text}</extra>",
+                             marker=dict(colorscale="Viridis", size=7))
+        self.fig.add_scatter(xaxis="x3", yaxis="y3", marker_size=5, hovertemplate="%{x}: %{y}<extra></extra>")
         self.fig.update_layout(width=980, height=540, showlegend=False,
-                               xaxis=dict(domain=[0, 0.48]), yaxis=dict(autorange="reversed"),
-                               xaxis2=dict(domain=[0.6, 1], anchor="y2"), yaxis2=dict(domain=[0.58, 1], anchor="x2"),
-                               xaxis3=dict(domain=[0.6, 1], anchor="y3"), yaxis3=dict(domain=[0, 0.4], anchor="x3"))
+                               xaxis=dict(domain=[0, 0.42]), yaxis=dict(autorange="reversed"),
+                               xaxis2=dict(domain=[0.64, 1], anchor="y2"), yaxis2=dict(domain=[0.58, 1], anchor="x2"),
+                               xaxis3=dict(domain=[0.64, 1], anchor="y3"), yaxis3=dict(domain=[0, 0.4], anchor="x3"))
         self.refresh()
         self.on_change(self.mode, self._on_shape)
         self.on_change(self.d, self._on_shape)
@@ -135,8 +137,11 @@ class PositionalExplorer(CourseWidget):
         layout = self.fig.layout
         with self.fig.batch_update():
             self.fig.data[0].update(z=cells(p.z), zmin=p.zmin, zmax=p.zmax, colorscale=p.colorscale)
-            self.fig.data[1].update(x=p.top.x, y=p.top.y, text=p.top.text or None)
-            self.fig.data[2].update(x=p.bottom.x, y=p.bottom.y)
+            self.fig.data[1].update(x=p.top.x, y=p.top.y, text=p.top.text or None, mode=p.top.mode,
+                                    marker_color=list(range(len(p.top.x))))
+            self.fig.data[2].update(x=p.bottom.x, y=p.bottom.y, mode=p.bottom.mode)
+            # the rotation of a pair is a circle only with equal axis scales
+            layout.yaxis2.update(scaleanchor="x2" if self.mode.value == "rope" else None)
             layout.title.text = p.title
             layout.xaxis.title.text, layout.yaxis.title.text = p.z_titles
             layout.xaxis2.title.text, layout.yaxis2.title.text = p.top.x_title, p.top.y_title

@@ -73,7 +73,7 @@ class SamplingExplorer(CourseWidget):
         self.fig.add_scatter(name="removed", mode="markers", marker=dict(symbol="x", color="crimson", size=9),
                              hovertemplate="'%{customdata}' (%{x}): removed, probability 0<extra></extra>")
         self.fig.update_layout(width=860, height=430, barmode="group", title_font_size=13,
-                               yaxis=dict(title="probability", range=[0, 1.02]),
+                               yaxis=dict(title="probability", rangemode="tozero"),
                                xaxis=dict(title="next token (most likely first)"), legend=dict(x=0.7, y=0.98))
         self.refresh()
         for control in (self.temperature, self.top_k, self.top_p):
