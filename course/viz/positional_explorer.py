@@ -139,7 +139,9 @@ class PositionalExplorer(CourseWidget):
             self.fig.data[0].update(z=cells(p.z), zmin=p.zmin, zmax=p.zmax, colorscale=p.colorscale)
             self.fig.data[1].update(x=p.top.x, y=p.top.y, text=p.top.text or None, mode=p.top.mode,
                                     marker_color=list(range(len(p.top.x))))
-            self.fig.data[2].update(x=p.bottom.x, y=p.bottom.y, mode=p.bottom.mode)
+            # 1-D float arrays travel as binary buffers (T² points of q·k at T = 128)
+            self.fig.data[2].update(x=np.asarray(p.bottom.x, dtype=np.float32),
+                                    y=np.asarray(p.bottom.y, dtype=np.float32), mode=p.bottom.mode)
             # the rotation of a pair is a circle only with equal axis scales
             layout.yaxis2.update(scaleanchor="x2" if self.mode.value == "rope" else None)
             layout.title.text = p.title
