@@ -176,17 +176,20 @@ def future_attention(model, idx: torch.Tensor) -> torch.Tensor:
 def attention_entropy(model, idx: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys): diffuse.
 
-    normalized=True divides each row by log(number of keys the mask lets it see) (rows seeing one key are
-    skipped), so 1.0 means uniform attention whatever the position.
+    normalized=True divides each row by log(number of keys its mask shows it: i + 1 in a causal model, all T
+    in an encoder), skipping rows that see one key, so 1.0 means uniform attention whatever the position.
     """
-    _, cache = run_with_cache(model, idx, names_filter=lambda n: n.endswith(("hook_pattern", "hook_attn_scores")))
-    H = torch.special.entr(cache.stack("pattern").float()).sum(-1)  # (L, B, H, T)
+    A = _patterns(model, idx).float()  # (L, B, H, T_q, T_k)
+    H = torch.special.entr(A).sum(-1)  # (L, B, H, T_q)
     if not normalized:
         return H.mean(dim=(1, 3))
-    n_keys = (cache.stack("attn_scores") > float("-inf")).sum(-1).float()  # masked keys score -inf
-    valid = n_keys > 1
-    ratio = torch.where(valid, H / n_keys.clamp(min=2).log(), torch.zeros_like(H))
-    return ratio.sum(dim=(1, 3)) / valid.sum(dim=(1, 3)).clamp(min=1)
+    T_q, T_k = A.shape[-2:]
+    causal = getattr(getattr(model, "transformer", model), "causal", True)
+    n_keys = torch.arange(T_q, device=A.device) + 1 + T_k - T_q  # (T_q,) keys each query may see
+    if not causal:
+        n_keys = torch.full_like(n_keys, T_k)
+    seen = n_keys > 1
+    return (H[..., seen] / n_keys[seen].float().log()).mean(dim=(1, 3))
 
 
 def offset_attention(A: torch.Tensor, offset: int, first_query: int = 0) -> torch.Tensor:

@@ -188,6 +188,19 @@ def test_entropy_of_uniform_attention_is_the_maximum(T):
     assert (sharp < expected - 0.05).all() and (sharp >= 0).all()
 
 
+def test_entropy_of_a_uniform_encoder_uses_all_keys():
+    torch.manual_seed(0)
+    encoder = EncoderLM(ModelConfig.from_preset("tiny-encoder")).eval()
+    with torch.no_grad():
+        for block in encoder.blocks:
+            block.attn.q_proj.weight.zero_()
+            block.attn.q_proj.bias.zero_()
+    idx = torch.randint(4, 64, (2, 9))
+    torch.testing.assert_close(attention_entropy(encoder, idx), torch.full((2, 4), math.log(9)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(attention_entropy(encoder, idx, normalized=True), torch.ones(2, 4), atol=1e-5,
+                               rtol=0)
+
+
 def test_offset_attention_on_hand_made_patterns():
     T = 6
     prev = torch.zeros(1, 1, 1, T, T)
