@@ -2,6 +2,8 @@
 mutant answer. Far faster than one nbgrader run per mutant; nbgrader itself is exercised in test_nbgrader.py."""
 from __future__ import annotations
 
+import linecache
+
 import nbformat
 
 from course.grading.release import exercise_of
@@ -38,9 +40,11 @@ def run(nb, exercise: str | None = None, mutant: str | None = None) -> dict[str,
         if is_test and exercise is not None and exercise_of(gid) != exercise:
             continue
         sources = [cell.source] + ([mutant] if mutant and gid == f"{exercise}_solution" else [])
-        for source in sources:
+        for i, source in enumerate(sources):
+            name = f"<cell {gid or 'code'} {i}>"
+            linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # as IPython keeps cells
             try:
-                exec(compile(source, gid or "cell", "exec"), ns)  # noqa: S102 - the notebook under test
+                exec(compile(source, name, "exec"), ns)  # noqa: S102 - the notebook under test
                 outcome = None
             except Exception as e:  # noqa: BLE001 - a failing cell is a result, as in a kernel
                 outcome = f"{type(e).__name__}: {e}"

@@ -342,11 +342,13 @@ def mlp_attention_ratio(d_model, d_ff, kind="gelu"):
 """],
     "ex06": ["""
 def layer_norm(x, weight, bias, eps=1e-5):
-    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+    return torch.addcmul(bias, (x - mean) / (var + eps).sqrt(), weight)
 
 
 def rms_norm(x, weight, eps=1e-6):
-    return torch.nn.functional.rms_norm(x, x.shape[-1:], weight, eps)
+    rms = torch.sqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True) ** 2 / x.shape[-1] + eps)
+    return weight * (x / rms)
 """, """
 def layer_norm(x, weight, bias, eps=1e-5):  # in float64, with rsqrt
     x = x.double()
@@ -470,4 +472,231 @@ def check_shapes(model):
     got = {"q": tuple(q.shape), "weights": tuple(weights.shape), "out": tuple(out.shape)}
     return got == expected and k.shape == v.shape == q.shape and model(x).shape == x.shape
 """],
+}
+
+# Right answers that call what their exercise asks the learner to write: each must score below full, every lost
+# point must name the call (the substring given), and with the guard switched off it must score full.
+LIBRARY = {
+    "ex01": [
+        ("called course.attention.scaled_dot_product_attention", """
+from course.attention import scaled_dot_product_attention as my_helper  # imported under another name
+
+
+def attention(q, k, v):
+    return my_helper(q, k, v)
+"""),
+        ("called torch.nn.functional.scaled_dot_product_attention", """
+import torch.nn.functional as nnf
+
+
+def attention(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return nnf.scaled_dot_product_attention(q, k, v), weights
+"""),
+        ("called course.attention.scaled_dot_product_attention", """
+def attention(q, k, v):  # the grader's own reference
+    return H.ref.scaled_dot_product_attention(q, k, v)
+"""),
+        ("called torch.ops.aten.scaled_dot_product_attention", """
+@torch.jit.script
+def _fused(q, k, v):  # TorchScript runs in C++, out of the Python profiler's sight
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def attention(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return _fused(q, k, v), weights
+"""),
+        ("called torch.ops.aten.scaled_dot_product_attention", """
+def attention(q, k, v):  # a C function calling a C function: no profile event
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return next(map(torch.nn.functional.scaled_dot_product_attention, [q], [k], [v])), weights
+"""),
+        ("called course.attention.scaled_dot_product_attention", """
+import threading
+
+import course.attention
+
+
+def attention(q, k, v):  # in another thread
+    box = []
+    worker = threading.Thread(target=lambda: box.append(course.attention.scaled_dot_product_attention(q, k, v)))
+    worker.start()
+    worker.join()
+    return box[0]
+"""),
+        ("switched off the grader's check for library calls (sys.setprofile)", """
+import sys
+
+import course.attention
+
+
+def attention(q, k, v):
+    sys.setprofile(None)
+    return course.attention.scaled_dot_product_attention(q, k, v)
+"""),
+    ],
+    "ex02": [
+        ("called course.masks.causal_mask", "from course.masks import causal_mask"),
+        ("called torch.nn.modules.transformer.Transformer.generate_square_subsequent_mask", """
+def causal_mask(T):
+    return torch.nn.Transformer.generate_square_subsequent_mask(T) == 0
+"""),
+        ("called course.attention.softmax_rows", """
+from course.attention import softmax_rows
+
+
+def masked_softmax(scores, mask):
+    return softmax_rows(scores.masked_fill(~mask, float("-inf")))
+"""),
+        ("called torch.nn.functional.scaled_dot_product_attention", """
+def masked_softmax(scores, mask):  # attention with identity keys and values returns its weights
+    eye = torch.eye(scores.shape[-1], dtype=scores.dtype).expand(*scores.shape[:-2], -1, -1)
+    mask = mask.expand(scores.shape)
+    out = torch.nn.functional.scaled_dot_product_attention(scores, eye, eye, attn_mask=mask, scale=1.0)
+    return out.nan_to_num(0.0) * mask.any(-1, keepdim=True)
+"""),
+    ],
+    "ex03": [
+        ("called course.attention.", "from course.attention import merge_heads, split_heads"),
+        ("called course.attention.merge_heads", """
+def merge_heads(x):
+    return H.ref.merge_heads(x)
+"""),
+    ],
+    "ex04": [
+        ("called course.costs.attention_params", "from course.costs import attention_params as attention_param_count"),
+        ("called course.attention.MultiHeadAttention.__init__", """
+from course.attention import MultiHeadAttention
+from course.config import ModelConfig
+
+
+def attention_param_count(d_model, n_heads, n_kv_heads=None, bias=True):
+    with torch.device("meta"):
+        mha = MultiHeadAttention(ModelConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, bias=bias))
+    return sum(p.numel() for p in mha.parameters())
+"""),
+    ],
+    "ex05": [
+        ("called course.costs.", """
+from course import costs
+
+
+def mlp_param_count(d_model, d_ff, kind="gelu", bias=True):
+    return costs.mlp_params(d_model, d_ff, kind, bias)
+
+
+def mlp_attention_ratio(d_model, d_ff, kind="gelu"):
+    return costs.mlp_params(d_model, d_ff, kind, False) / costs.attention_params(d_model, 1, None, False)
+"""),
+        ("called course.feedforward.", """
+from course.feedforward import MLP, SwiGLU
+
+
+def mlp_param_count(d_model, d_ff, kind="gelu", bias=True):
+    with torch.device("meta"):
+        mlp = SwiGLU(d_model, d_ff, bias) if kind == "swiglu" else MLP(d_model, d_ff, "gelu", bias)
+    return sum(p.numel() for p in mlp.parameters())
+"""),
+    ],
+    "ex06": [
+        ("called torch.nn.functional.", """
+def layer_norm(x, weight, bias, eps=1e-5):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def rms_norm(x, weight, eps=1e-6):
+    return torch.nn.functional.rms_norm(x, x.shape[-1:], weight, eps)
+"""),
+        ("called course.norms.", "from course.norms import layer_norm, rms_norm"),
+        ("called torch.nn.modules.normalization.RMSNorm", """
+def rms_norm(x, weight, eps=1e-6):
+    norm = torch.nn.RMSNorm(x.shape[-1], eps=eps)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    return norm(x).detach()
+"""),
+        ("called torch.batch_norm", """
+def layer_norm(x, weight, bias, eps=1e-5):  # batch statistics over the features of each row
+    rows = x.reshape(-1, x.shape[-1]).T
+    normed = torch.batch_norm(rows, None, None, None, None, True, 0.0, eps, False)
+    return normed.T.reshape(x.shape) * weight + bias
+"""),
+        ("called torch.ops.aten.layer_norm", """
+@torch.jit.script
+def _ln(x, weight, bias, eps: float):
+    return torch.nn.functional.layer_norm(x, [x.shape[-1]], weight, bias, eps)
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    return _ln(x, weight, bias, float(eps))
+"""),
+    ],
+    "ex07": [
+        ("called course.blocks.Block", """
+from course.blocks import Block
+from course.config import ModelConfig
+
+
+def _library_block(x, ln1, attn, ln2, mlp, placement):
+    block = Block(ModelConfig(d_model=x.shape[-1], n_heads=1, norm_placement=placement))
+    block.ln1, block.attn, block.ln2, block.mlp = ln1, attn, ln2, mlp
+    return block.to(x.dtype)(x)
+
+
+def pre_ln_block(x, ln1, attn, ln2, mlp):
+    return _library_block(x, ln1, attn, ln2, mlp, "pre")
+
+
+def post_ln_block(x, ln1, attn, ln2, mlp):
+    return _library_block(x, ln1, attn, ln2, mlp, "post")
+"""),
+    ],
+    "ex08": [
+        ("called course.costs.kv_cache_bytes_for", "from course.costs import kv_cache_bytes_for as kv_cache_bytes"),
+        ("called course.kv_cache.KVCache", """
+from course.kv_cache import KVCache
+
+
+def kv_cache_bytes(config, seq_len, batch_size, dtype):
+    return KVCache(config.n_layers, batch_size, config.n_kv_heads, seq_len, config.d_head, dtype, "meta").nbytes()
+"""),
+        ("called course.costs.bytes_per_element", """
+from course.costs import bytes_per_element
+
+
+def kv_cache_bytes(config, seq_len, batch_size, dtype):
+    size = bytes_per_element(dtype)
+    return int(2 * config.n_layers * seq_len * batch_size * config.n_kv_heads * config.d_head * size)
+"""),
+    ],
+    "ex09": [
+        ("called course.masks.", """
+from course import masks
+
+
+def encoder_self_mask(src_is_token):
+    return masks.encoder_mask(src_is_token)
+
+
+def decoder_self_mask(tgt_is_token):
+    return masks.decoder_mask(tgt_is_token.shape[1], tgt_is_token)
+
+
+def cross_attention_mask(src_is_token, tgt_is_token):
+    return masks.cross_mask(src_is_token, tgt_is_token.shape[1])
+"""),
+        ("called course.masks.padding_mask", """
+from course.masks import padding_mask as keys_of
+
+
+def encoder_self_mask(src_is_token):
+    return keys_of(src_is_token)
+"""),
+        ("called torch.nn.modules.transformer.Transformer.generate_square_subsequent_mask", """
+def decoder_self_mask(tgt_is_token):
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(tgt_is_token.shape[1]) == 0
+    return causal & tgt_is_token[:, None, None, :]
+"""),
+    ],
 }

@@ -1,21 +1,28 @@
 """Mutation catalogue: every known-wrong answer scores below full on its exercise (and, where the catalogue
-knows the mistake, the failure names it); every alternative right answer scores full."""
+knows the mistake, the failure names it); every alternative right answer scores full; every right answer that
+calls what its exercise asks the learner to write scores below full, and the failures name the call."""
+import contextlib
+
 import pytest
 from exercise_runner import load, points, run, score
-from mutants import RIGHT, WRONG
+from mutants import LIBRARY, RIGHT, WRONG
 
+from course.grading import harness
 from course.grading.diagnoses import CATALOGUE
 from course.grading.release import EXERCISES, SOURCE
 
 NB = load(SOURCE)
 CASES_WRONG = [(ex, key, code) for ex, cases in WRONG.items() for key, code in cases]
 CASES_RIGHT = [(ex, code) for ex, cases in RIGHT.items() for code in cases]
+CASES_LIBRARY = [(ex, named, code) for ex, cases in LIBRARY.items() for named, code in cases]
 
 
 def test_catalogue_covers_every_exercise():
     for ex in EXERCISES:
         assert len(WRONG[ex]) >= 3, f"{ex}: fewer than 3 known-wrong answers"
         assert len(RIGHT[ex]) >= 2, f"{ex}: fewer than 2 alternative right answers"
+    for ex in harness.FORBIDDEN:
+        assert LIBRARY.get(ex), f"{ex}: no answer that calls the library"
 
 
 @pytest.mark.parametrize(("exercise", "mistake", "code"), CASES_WRONG,
@@ -35,3 +42,15 @@ def test_alternative_right_answer_scores_full(exercise, code):
     results = run(NB, exercise, code)
     failures = {gid: m for gid, m in results.items() if m}
     assert score(NB, results, exercise) == points(NB, exercise), failures
+
+
+@pytest.mark.parametrize(("exercise", "named", "code"), CASES_LIBRARY,
+                         ids=[f"{ex}-{i}" for i, (ex, _, _) in enumerate(CASES_LIBRARY)])
+def test_library_call_scores_below_full_and_is_named(exercise, named, code, monkeypatch):
+    results = run(NB, exercise, code)
+    failures = [m for m in results.values() if m]
+    assert score(NB, results, exercise) < points(NB, exercise), f"a library call got full marks: {code}"
+    assert all(named in m for m in failures), f"a failure does not name {named!r}: {failures}"
+    monkeypatch.setattr(harness, "own_work", lambda exercise: contextlib.nullcontext())
+    unguarded = run(NB, exercise, code)  # without the guard it is a right answer: only the guard takes the points
+    assert score(NB, unguarded, exercise) == points(NB, exercise), {g: m for g, m in unguarded.items() if m}
