@@ -183,6 +183,9 @@ def test_update_sends_a_small_restyle_and_never_the_bundle_again(comm_log, make_
         assert "_py2js_update" in sent and "_esm" not in sent, sent
         assert not [kind for kind, _, _ in comm_log if kind == "comm_open"]  # no new widget per update
         assert comm_log.nbytes() < 300_000, (control.description, comm_log.nbytes())
+    # a saved notebook keeps the current view at this size, not 2·H full maps per layer
+    saved = explorer._repr_mimebundle_()[PLOTLY_MIME]
+    assert len(saved["data"]) == len(explorer.fig.data) and len(json.dumps(saved)) < 1_500_000
 
 
 def test_display_bundle_carries_a_static_fallback(explorer):
@@ -211,14 +214,6 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
         assert list(button.args[0]["visible"]) == [k == h for k in range(H)] * 2
     assert [t.visible for t in fig.data] == [True] + [False] * (H - 1) + [True] + [False] * (H - 1)
     json.dumps(fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
-
-
-def test_saved_notebook_keeps_a_bounded_static_figure(make_model, tokens):
-    model = make_model("tiny", context_length=128)
-    big = AttentionExplorer(model, tokens(model, 128))
-    bundle = big._repr_mimebundle_()
-    assert len(bundle[PLOTLY_MIME]["data"]) == len(big.fig.data)  # the current view, not 2·H full maps
-    assert len(json.dumps(bundle[PLOTLY_MIME])) < 1_500_000
 
 
 def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
