@@ -11,7 +11,7 @@ export PYTHONWARNINGS := ignore
 TORCH_SPEC := $(shell ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1 && echo "torch==2.13.0" || echo "torch")
 LAB_FLAGS := $(if $(DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test test-fast browser-deps site bench release clean
+.PHONY: install lab test test-fast browser-deps site bench release check weights clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# jsonschema's optional IRI checker (pulled in by jupyter-events) costs 2-6 s of CPU in every process that
+	# imports nbformat or plotly — every notebook kernel and grading job. Nothing in the course needs it.
+	$(PY) -m pip uninstall -y -q rfc3987-syntax
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -47,6 +50,12 @@ bench: $(STAMP)
 
 release: $(STAMP)
 	$(PY) -m course grade release
+
+check: $(STAMP)
+	$(PY) -m course check exercises/transformers/exercises.ipynb
+
+weights: $(STAMP)
+	$(PY) -m course train all --out course/weights
 
 clean:
 	rm -rf site test-artifacts .pytest_cache
