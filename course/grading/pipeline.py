@@ -487,7 +487,8 @@ def _credit(graded, scores: dict, ref: Reference, nonce: str) -> tuple[dict[str,
 
 def _failure(log: str, rc: int | None) -> str:
     """A reason from nbgrader's log, in fixed words (the log itself may quote hidden tests)."""
-    known = [("DeadKernelError", "the kernel died while grading (os._exit, a crash or a signal)"),
+    known = [(sandbox.JAIL_FAILED, "the grading jail could not be set up (a grader problem, not the submission's)"),
+             ("DeadKernelError", "the kernel died while grading (os._exit, a crash or a signal)"),
              ("Kernel died", "the kernel died while grading (os._exit, a crash or a signal)"),
              ("UnresponsiveKernelError", "the kernel stopped responding"),
              ("NotJSONError", "the notebook is not valid JSON"),
@@ -502,7 +503,8 @@ def _failure(log: str, rc: int | None) -> str:
 def secret_paths(course: Course, extra: list[Path]) -> list[Path]:
     """Paths no grading job may see: the real course, the solutions, the repository's grader folder, the inputs."""
     paths = [course.root, release.ROOT / "solutions", release.ROOT / "graders", *extra]
-    return sorted({p.resolve() for p in paths if p.exists()})
+    needed = [Path(sys.prefix).resolve(), Path(release.__file__).resolve()]  # never hide what grading runs on
+    return sorted({p.resolve() for p in paths if p.exists() and not any(n.is_relative_to(p.resolve()) for n in needed)})
 
 
 def autograde(course: Course, students: list[str], limits: sandbox.Limits, jobs: int = 0,
@@ -760,6 +762,8 @@ def run(args) -> int:
             students = collect_folder(course, Path(args.source), args.notebook_mb)
         print(f"collected {len(students)} submissions into {course.root / 'submitted'}")
         return 0
+    if not course.release_nb.exists():
+        prepare(course, args.solutions, args.due)
     students = args.student or sorted(p.name for p in (course.root / "submitted").glob("*") if p.is_dir())
     if args.target == "autograde":
         results = autograde(course, students, _limits(args), args.jobs)

@@ -29,7 +29,8 @@ _STATVFS_TO_MS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: 
                   os.ST_NOATIME: 1024, os.ST_NODIRATIME: 2048, os.ST_RELATIME: 1 << 21}
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 SCRIPT = os.path.abspath(__file__)  # run by path: `python -m course...` would import torch through `course`
-JOB_ENV = "COURSE_GRADE_JOB"  # every process of a job inherits it, so leftovers can be found
+JOB_ENV = "COURSE_GRADE_JOB"
+JAIL_FAILED = "course grading jail could not be set up"  # every process of a job inherits it, so leftovers can be found
 SPECIAL_MOUNTS = ("/proc", "/dev")  # left as they are (device nodes, the process table)
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -95,19 +96,19 @@ def _mountpoints() -> list[str]:
     return sorted(set(points), key=len)
 
 
-def confine(keep: list[str], hide: list[str]) -> None:
-    """In a fresh mount namespace: cover `hide` (and /tmp, /dev/shm) with empty tmpfs, keep `keep` writable at the
-    same paths, and remount everything else read-only."""
+def confine(keep: list[str], hide: list[str], private_tmp: bool = True) -> None:
+    """In a fresh mount namespace: cover `hide` and /tmp, /dev/shm with empty tmpfs, keep `keep` writable at the
+    same paths, and remount everything else read-only (/tmp too unless `private_tmp`: a writable throw-away)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep]
     for path in ["/tmp", "/dev/shm", *hide]:
-        if os.path.isdir(path):
+        if os.path.isdir(path):  # a path under one covered already is gone
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
     for path, fd in zip(keep, fds):
         os.makedirs(path, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
-    writable = {os.path.realpath(p) for p in keep} | {"/tmp", "/dev/shm"}
+    writable = {os.path.realpath(p) for p in keep} | {"/dev/shm"} | ({"/tmp"} if private_tmp else set())
     for point in _mountpoints():
         if point in writable or point.startswith(SPECIAL_MOUNTS) or point.startswith("/sys"):
             continue
@@ -160,7 +161,7 @@ def kernel_main(keep: list[str], hide: list[str], memory_mb: int, file_mb: int, 
     child = os.fork()
     if child == 0:  # PID 1 of the kernel's namespace
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        confine(keep, hide)
+        confine(keep, hide, private_tmp=False)
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         _set_limits(memory_mb, file_mb)
         _drop_capabilities()
@@ -175,9 +176,12 @@ def kernel_main(keep: list[str], hide: list[str], memory_mb: int, file_mb: int, 
 def jail_main(keep: list[str], hide: list[str], argv: list[str]) -> None:
     """Inside `unshare`: loopback up, filesystem confined, then exec `argv` (nbgrader)."""
     cwd = os.getcwd()
-    _loopback_up()
-    confine(keep, hide)
-    os.chdir(cwd)  # re-enter through the new mounts
+    try:
+        _loopback_up()
+        confine(keep, hide)
+        os.chdir(cwd)  # re-enter through the new mounts
+    except OSError as e:
+        sys.exit(f"{JAIL_FAILED}: {e}")
     os.execv(argv[0], argv)
 
 

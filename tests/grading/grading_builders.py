@@ -18,7 +18,7 @@ def solutions_by_id(source: Path) -> dict[str, str]:
 
 
 def hidden_lines(source: Path) -> set[str]:
-    """Every non-blank line inside a hidden-test block of the source notebook."""
+    """Every non-blank line (indentation kept) inside a hidden-test block of the source notebook."""
     lines, inside = set(), False
     for cell in nbformat.read(source, as_version=4).cells:
         for line in cell.source.splitlines():
@@ -27,7 +27,7 @@ def hidden_lines(source: Path) -> set[str]:
             elif "END HIDDEN TESTS" in line:
                 inside = False
             elif inside and line.strip():
-                lines.add(line.strip())
+                lines.add(line.rstrip())
     return lines
 
 

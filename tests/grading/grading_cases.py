@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import nbformat
 from grading_builders import Builder, gid, write
 
-TOKEN = secrets.token_hex(6)  # marks files and processes a hostile submission tries to leave behind
 DUE = "2026-03-01T12:00:00+00:00"
 LATE = "2026-03-02 15:30:00.000000 UTC"
 EARLY = "2026-02-28 09:00:00.000000 UTC"
@@ -194,9 +192,10 @@ print('spawned')
 PATCH = "torch.allclose = lambda *a, **k: True\ntorch.testing.assert_close = lambda *a, **k: None"
 
 
-def cases(points: Points, repo: Path, solutions: Path, course_db: Path) -> list[Case]:
+def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Path) -> list[Case]:
+    """`token` marks the files and processes the hostile submissions try to leave behind."""
     LAST_TEST[0] = points.last
-    fmt = {"token": TOKEN, "repo": repo, "solutions": solutions, "course_db": course_db}
+    fmt = {"token": token, "repo": repo, "solutions": solutions, "course_db": course_db}
     full = lambda p: p.max
     return [
         # issue 3: perfect, blank, half right, tests edited, a test cell deleted
