@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import base64
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -58,16 +59,23 @@ def chromium_path() -> str | None:
     return next((p for p in map(shutil.which, BROWSERS) if p), None)
 
 
+def png_setting() -> str:
+    """COURSE_VIZ_PNG as "off" (0), "on" (1) or "auto" (unset: a PNG when Kaleido and a Chromium exist)."""
+    value = os.environ.get("COURSE_VIZ_PNG", "auto").strip().lower()
+    return {"0": "off", "false": "off", "no": "off", "off": "off",
+            "1": "on", "true": "on", "yes": "on", "on": "on"}.get(value, "auto")
+
+
 def png_enabled() -> bool:
-    """Whether bundles carry a PNG: COURSE_VIZ_PNG=0 never, =1 always (fails without Chromium), default when one exists."""
-    setting = os.environ.get("COURSE_VIZ_PNG", "auto").strip().lower()
-    if setting in ("0", "false", "no", "off"):
+    """Whether bundles carry a PNG: off never, on always (an error without Chromium), auto when possible."""
+    setting = png_setting()
+    if setting == "off":
         return False
-    if setting in ("1", "true", "yes", "on"):
+    if setting == "on":
         if chromium_path() is None:
             raise RuntimeError("COURSE_VIZ_PNG=1 but no Chromium/Chrome was found (install Debian's `chromium`)")
         return True
-    return chromium_path() is not None
+    return chromium_path() is not None and importlib.util.find_spec("kaleido") is not None
 
 
 @functools.cache
@@ -90,5 +98,10 @@ def static_bundle(fig: go.BaseFigure, png_fig: go.BaseFigure | None = None) -> d
     """Mime entries of a static rendering: plotly JSON of `fig`, plus a PNG of `png_fig` (default `fig`)."""
     bundle = {PLOTLY_MIME: figure_json(fig)}
     if png_enabled():
-        bundle["image/png"] = base64.b64encode(png_bytes(png_fig if png_fig is not None else fig)).decode()
+        try:
+            bundle["image/png"] = base64.b64encode(png_bytes(png_fig if png_fig is not None else fig)).decode()
+        except Exception:
+            if png_setting() == "on":
+                raise
+            # auto: a browser that fails to start costs the PNG only; the plotly JSON still shows the figure
     return bundle
