@@ -75,14 +75,27 @@ def scaled_dot_product_attention(q, k, v, mask=None, bias=None, scale=None):
     return weights @ v, weights
 
 
+# torch >= 2.5: SDPA serves each KV head to its group of query heads itself (GQA/MQA without copying K/V).
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
-    """`F.scaled_dot_product_attention` with the course's conventions (bool mask, fully masked rows -> 0)."""
+    """`F.scaled_dot_product_attention` with the course's conventions (bool mask, fully masked rows -> 0).
+
+    k, v may have fewer heads than q (GQA/MQA: (B, H_kv, T_k, d) with H divisible by H_kv)."""
     if mask is not None:
         check_mask(mask, q.shape[-2], k.shape[-2])
     attn_mask = mask
     if bias is not None:
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None)
+    gqa = {}
+    if k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
+        if _SDPA_GQA:
+            gqa = {"enable_gqa": True}
+        else:
+            k, v = repeat_kv(k, q.shape[-3] // k.shape[-3]), repeat_kv(v, q.shape[-3] // k.shape[-3])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+                                         **gqa)
     if mask is not None:
         out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
     return out
@@ -130,10 +143,10 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T_past + T, d_head)
         group = self.n_heads // self.n_kv_heads
-        k, v = repeat_kv(k, group), repeat_kv(v, group)
         if is_causal and mask is None and (k.shape[-2] != T or bias is not None or self._capturing()):
             mask, is_causal = causal_mask(T, k.shape[-2], device=x.device), False  # bottom-right aligned
         if self._capturing():
+            k, v = repeat_kv(k, group), repeat_kv(v, group)
             scores = self.hook_attn_scores(attention_scores(q, k, mask, bias))
             weights = self.hook_pattern(softmax_rows(scores))
             out = weights @ v
