@@ -130,7 +130,7 @@ def _hf_gpt2(config: ModelConfig):
     hf_config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.d_model,
                            n_layer=c.n_layers, n_head=c.n_heads, n_inner=None, activation_function="gelu_new",
                            layer_norm_epsilon=c.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                           bos_token_id=c.vocab_size - 1, eos_token_id=c.vocab_size - 1)
+                           bos_token_id=None, eos_token_id=None)  # no EOS: n new tokens, unaltered
     return GPT2LMHeadModel(hf_config)
 
 
