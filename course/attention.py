@@ -87,6 +87,7 @@ def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
         check_mask(mask, q.shape[-2], k.shape[-2])
     attn_mask = mask
     if bias is not None:
+        bias = bias.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 on GPU)
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     gqa = {}
     if k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
@@ -134,15 +135,17 @@ class MultiHeadAttention(nn.Module):
         """
         B, T, _ = x.shape
         src = x if context is None else context
-        q = self.hook_q(split_heads(self.q_proj(x), self.n_heads).transpose(1, 2)).transpose(1, 2)
-        k = self.hook_k(split_heads(self.k_proj(src), self.n_kv_heads).transpose(1, 2)).transpose(1, 2)
-        v = self.hook_v(split_heads(self.v_proj(src), self.n_kv_heads).transpose(1, 2)).transpose(1, 2)
+        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))
+        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))
+        v = _per_head_hook(self.hook_v, split_heads(self.v_proj(src), self.n_kv_heads))
         if rope is not None:
-            q = self.hook_rot_q(apply_rope(q, *rope, self.rope_convention).transpose(1, 2)).transpose(1, 2)
-            k = self.hook_rot_k(apply_rope(k, *rope, self.rope_convention).transpose(1, 2)).transpose(1, 2)
+            q = _per_head_hook(self.hook_rot_q, apply_rope(q, *rope, self.rope_convention))
+            k = _per_head_hook(self.hook_rot_k, apply_rope(k, *rope, self.rope_convention))
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T_past + T, d_head)
         group = self.n_heads // self.n_kv_heads
+        if is_causal and mask is None and T == 1 and bias is None:
+            is_causal = False  # one new query may read every cached key: no mask at all
         if is_causal and mask is None and (k.shape[-2] != T or bias is not None or self._capturing()):
             mask, is_causal = causal_mask(T, k.shape[-2], device=x.device), False  # bottom-right aligned
         if self._capturing():
@@ -152,8 +155,12 @@ class MultiHeadAttention(nn.Module):
             out = weights @ v
         else:
             out = fused_attention(q, k, v, mask, bias, is_causal=is_causal)
-        out = self.hook_z(out.transpose(1, 2)).transpose(1, 2)  # (B, H, T, d_head)
+        out = _per_head_hook(self.hook_z, out)  # (B, H, T, d_head)
         if self.head_mask is not None:
             out = out * self.head_mask.to(out)[None, :, None, None]
         return self.o_proj(merge_heads(out))
 
+
+def _per_head_hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when unhooked."""
+    return point(x.transpose(1, 2)).transpose(1, 2) if point.active else x

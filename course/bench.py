@@ -216,7 +216,7 @@ class Bench:
 
     def hf_decode(self, hf, course, big: bool) -> dict:
         """Greedy decode with each library's KV cache, prompt P + n new tokens, batch 1."""
-        P, n = (128, 128) if self.cuda else (64, 32) if big else (8, 32)
+        P, n = (128, 128) if self.cuda and big else (64, 32) if big else (8, 32)
         if self.cuda:
             hf, course = hf.to(torch.bfloat16), course.to(torch.bfloat16)
         prompt = self.randint(course.config.vocab_size, 1, P)
