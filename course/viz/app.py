@@ -5,7 +5,8 @@
 
 Voilà serves a one-cell notebook written to a temporary folder; it shows the widget and hides the code.
 `explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a kernel.
-Prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when missing.
+Prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when missing; the
+default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen twice).
 """
 from __future__ import annotations
 
@@ -15,38 +16,41 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..data import BOS, SPECIALS
+from ..training import RECIPES
+
 DEFAULT_MODEL = "induction"
-DEFAULT_PROMPTS = {  # one readable example per shipped model, in its task's format
-    "copy": "^abcdefgh|abcdefgh",
-    "reverse": "^abcdefgh|hgfedcba",
-    "sort": "^hbdafcge|abcdefgh",
-    "induction": "^uvwxyzabcdefgabcdefg",
-}
-BOS = "^"
+PROMPT_SEED = 0
 
 
 def add_model_arguments(parser) -> None:
     """--model and --prompt, shared by `course explore` and `course export-html`."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(DEFAULT_PROMPTS),
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(RECIPES),
                         help=f"a shipped model (default: {DEFAULT_MODEL})")
     parser.add_argument("--prompt", default=None,
                         help="text in the model's alphabet (default: an example of its task)")
+
+
+def default_prompt(task) -> str:
+    """A seeded example of the task, as text: `^ r r` for induction, `^ s | answer` for the others."""
+    tokens = task.probe(1, PROMPT_SEED) if hasattr(task, "probe") else task.sequences(1, PROMPT_SEED)[0]
+    return task.tokenizer.decode(tokens[0])
 
 
 def load_prompt(name: str = DEFAULT_MODEL, prompt: str | None = None):
     """(model, card, ids (T,), labels): a shipped model and the prompt encoded by its task's tokenizer."""
     from ..pretrained import load, task_for
 
-    if name not in DEFAULT_PROMPTS:
-        raise ValueError(f"model={name!r} is not a shipped model; expected one of {sorted(DEFAULT_PROMPTS)}")
+    if name not in RECIPES:
+        raise ValueError(f"model={name!r} is not a shipped model; expected one of {sorted(RECIPES)}")
     model, card = load(name)
-    text = DEFAULT_PROMPTS[name] if prompt is None else prompt
-    text = text if text.startswith(BOS) else BOS + text
+    task = task_for(card)
+    text = default_prompt(task) if prompt is None else prompt
+    text = text if text.startswith(SPECIALS[BOS]) else SPECIALS[BOS] + text
     context = model.config.context_length
     if len(text) > context:
         raise ValueError(f"prompt {text!r} has {len(text)} tokens; the {name} model reads at most {context}")
-    ids = task_for(card).tokenizer.encode(text)  # (T,)
-    return model, card, ids, list(text)
+    return model, card, task.tokenizer.encode(text), list(text)  # ids (T,)
 
 
 def explorer(name: str = DEFAULT_MODEL, prompt: str | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,6 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S = 90
-NBGRADER_COURSE = "transformers"
 # Lab settings for tests: every cell stays in the DOM, no news toast, no autosave racing the tests.
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
@@ -50,34 +50,53 @@ def throwaway_env(base: Path) -> dict:
     return env
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = SERVER_START_S) -> None:
-    """Poll `url` until it answers 200; fail with the server log if the process dies or time runs out."""
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_ready(ready, proc: subprocess.Popen, log: Path, timeout: float = SERVER_START_S) -> None:
+    """Poll `ready()` until true; fail with the server log if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not ready():
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"server not ready within {timeout} s:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)  # polling interval for the server socket, not a wait on the page
-    pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    """Start a server in its own process group (so that `stop` also ends its kernels and children)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, log: Path) -> None:
+    """SIGTERM the server's process group, SIGKILL it after 15 s; keep its log as an artefact."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            break
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(log, ARTIFACTS / log.name)
 
 
 class Server:
     """A running server: `url` (no trailing slash), `root` (its root dir), `env`, `log` (a file) and, for
-    JupyterLab, `exchange` (nbgrader's exchange dir for course NBGRADER_COURSE)."""
+    JupyterLab, `exchange` (nbgrader's exchange dir; course settings from `course.grading.release.configure`)."""
 
     def __init__(self, url: str, root: Path, env: dict, log: Path, exchange: Path | None = None):
         self.url, self.root, self.env, self.log, self.exchange = url, root, env, log, exchange
@@ -112,9 +131,13 @@ def page(browser, request):
     context.set_default_timeout(60_000)
     context.tracing.start(screenshots=True, snapshots=True)
     pg = context.new_page()
+    console = []
+    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     yield pg
     ARTIFACTS.mkdir(exist_ok=True)
     name = request.node.name.replace("/", "_")
+    (ARTIFACTS / f"{name}-console.log").write_text("\n".join(console))
     try:
         pg.screenshot(path=ARTIFACTS / f"{name}.png", full_page=False)
     finally:
@@ -135,8 +158,9 @@ def lab_server(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     (base / "exchange").mkdir()
-    (Path(env["JUPYTER_CONFIG_DIR"]) / "nbgrader_config.py").write_text(
-        f"c.Exchange.root = {str(base / 'exchange')!r}\nc.CourseDirectory.course_id = {NBGRADER_COURSE!r}\n")
+    (Path(env["JUPYTER_CONFIG_DIR"]) / "nbgrader_config.py").write_text(  # the course's settings, our dirs
+        f"from course.grading.release import configure\nconfigure(c, {str(root)!r})\n"
+        f"c.Exchange.root = {str(base / 'exchange')!r}\n")
     port = free_port()
     config = base / "jupyter_lab_test_config.py"
     config.write_text(textwrap.dedent(f"""
@@ -148,15 +172,11 @@ def lab_server(tmp_path_factory):
         c.ServerApp.root_dir = {str(root)!r}
         c.LabApp.user_settings_dir = {str(base / "settings")!r}
     """))
-    log = base / "lab.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", f"--config={config}"], cwd=root, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    log = base / "jupyterlab-server.log"
+    proc = start([sys.executable, "-m", "jupyterlab", f"--config={config}"], root, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/api", proc, log)
+        wait_ready(lambda: http_ok(f"{url}/api"), proc, log)
         yield Server(url, root, env, log, base / "exchange")
     finally:
-        stop(proc)
-        ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "jupyterlab-server.log")
+        stop(proc, log)

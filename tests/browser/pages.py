@@ -21,8 +21,8 @@ class Lab:
         self.page, self.server = page, server
 
     def open(self, path: str) -> None:
-        """Open a notebook and wait until Lab shows it with its cells."""
-        self.page.goto(f"{self.server.url}/lab/tree/{path}")
+        """Open a notebook (in a reset workspace: no other tab restored) and wait until Lab shows its cells."""
+        self.page.goto(f"{self.server.url}/lab/tree/{path}?reset")
         self.page.wait_for_function(f"p => window.jupyterapp && {CURRENT}?.context?.path === p", arg=path)
         self.page.wait_for_selector(".jp-Notebook .jp-Cell")
 
@@ -77,6 +77,30 @@ CELL_XY_JS = """(gd, [i, row, col, f]) => {
 }"""
 
 
+def wait_heatmap(page, root=None, timeout: float = 90_000):
+    """Wait until a heatmap is drawn under `root` (default: the page) and return its plot; fail at once with
+    the text of an error or stderr output if one shows up first."""
+    root = root or page
+    drawn = root.locator(f"{PLOT}:has(.heatmaplayer image)")
+    drawn.or_(page.locator(ERROR_OUTPUTS)).first.wait_for(timeout=timeout)
+    errors = page.locator(ERROR_OUTPUTS)
+    assert errors.count() == 0, f"error output: {errors.first.text_content()[:3000]}"
+    return drawn.first
+
+
+# Page coordinates of the data point (x, y) on the axes of trace `i` (log axes included).
+DATA_XY_JS = """(gd, [i, x, y]) => {
+  const t = gd._fullData[i], xa = gd._fullLayout[t.xaxis.replace('x', 'xaxis')],
+        ya = gd._fullLayout[t.yaxis.replace('y', 'yaxis')], box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(xa.d2l(x)), box.top + ya._offset + ya.l2p(ya.d2l(y))];
+}"""
+
+
+def data_xy(plot, trace: int, x, y) -> tuple[float, float]:
+    px, py = plot.evaluate(DATA_XY_JS, [trace, x, y])
+    return px, py
+
+
 def figure(plot) -> dict:
     """Data (type, name, visible, z, x, y, customdata per trace), title and plot background of a plot."""
     return plot.evaluate(FIGURE_JS)
@@ -97,23 +121,8 @@ def cell_rgb(plot, trace: int, row: int, col: int) -> tuple[int, int, int]:
 
 
 def hover(plot, trace: int, row: int, col: int) -> str:
-    """Move the mouse over a heatmap cell and return the hover label's text ('' when none shows)."""
-    page = plot.page
-    x, y = cell_xy(plot, trace, row, col)
-    page.mouse.move(x, y)
-    label = plot.locator(".hoverlayer .hovertext")
-    label.first.wait_for(state="attached", timeout=10_000)
-    return " ".join(label.first.locator("text").all_text_contents())
-
-
-def no_hover(plot, trace: int, row: int, col: int) -> bool:
-    """True when hovering that cell shows no label (plotly draws hover labels synchronously on mousemove)."""
-    page = plot.page
-    page.mouse.move(0, 0)
-    x, y = cell_xy(plot, trace, row, col)
-    page.mouse.move(x, y)
-    page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
-    return plot.locator(".hoverlayer .hovertext").count() == 0
+    """Move the mouse over a heatmap cell and return the text of the hover label that appears."""
+    return hover_at(plot, *cell_xy(plot, trace, row, col))
 
 
 def pixel(page, x: float, y: float) -> tuple[int, int, int]:
@@ -149,3 +158,40 @@ def choose(page, menu: int, label: str) -> None:
     page.locator(".updatemenu-header-group").nth(menu).click()
     page.locator(".updatemenu-dropdown-button").filter(
         has=page.locator(f"text[data-unformatted='{label}']")).click()
+
+
+# ------------------------------------------------------------------------------------------------ widgets
+
+def set_slider(root, value) -> None:
+    """Type a value into an ipywidgets slider's readout, as a person does, and confirm with Enter."""
+    readout = root.locator(".widget-readout").first
+    readout.click()
+    readout.fill(str(value))
+    readout.press("Enter")
+
+
+def click_toggle(root, label: str) -> None:
+    root.locator(".widget-toggle-button").filter(has_text=label).first.click()
+
+
+def wait_title_change(plot, old: str) -> str:
+    """Wait until the plot's title differs from `old` (the kernel answered a control); return the new one."""
+    plot.page.wait_for_function("([gd, old]) => (gd._fullLayout.title?.text ?? '') !== old",
+                                arg=[plot.element_handle(), old])
+    return figure(plot)["title"]
+
+
+def point_center(plot, layer: str, trace: int, point: int) -> tuple[float, float]:
+    """Page coordinates of the centre of a drawn mark: point `point` of the `trace`-th trace in `layer`
+    ("bar" or "scatter")."""
+    box = plot.locator(f".{layer}layer .trace").nth(trace).locator(".point").nth(point).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def hover_at(plot, x: float, y: float) -> str:
+    """Move the mouse to page point (x, y) and return the text of the hover label that appears."""
+    plot.page.mouse.move(0, 0)
+    plot.page.mouse.move(x, y)
+    label = plot.locator(".hoverlayer .hovertext")
+    label.first.wait_for(state="attached", timeout=10_000)
+    return " ".join(label.first.locator("text").all_text_contents())

@@ -1,0 +1,66 @@
+"""`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown; the
+heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query, key
+and weight, masked cells are empty in the data and drawn grey."""
+import sys
+
+import pytest
+
+from course.viz.app import load_prompt
+from course.viz.attention_view import AttentionView
+from course.viz.heatmap import MASK_GREY
+from course.viz.static import grid
+
+from .conftest import ARTIFACTS, Server, free_port, port_open, start, stop, throwaway_env, wait_ready
+from .pages import cell_rgb, click_toggle, figure, hex_rgb, hover, set_slider, wait_heatmap, wait_title_change
+
+pytestmark = pytest.mark.browser
+MODEL, PROMPT = "copy", "^abcdefgh|abcd"  # a chosen model and prompt (export-html's test covers the defaults)
+
+
+@pytest.fixture(scope="module")
+def explore_app(tmp_path_factory):
+    base = tmp_path_factory.mktemp("explore")
+    env, port, log = throwaway_env(base), free_port(), base / "course-explore.log"
+    proc = start([sys.executable, "-m", "course", "explore", "--model", MODEL, "--prompt", PROMPT, "--port", str(port), "--no-browser"], base, env, log)
+    try:
+        wait_ready(lambda: port_open(port), proc, log)  # the port only: a GET of / would run the notebook
+        yield Server(f"http://127.0.0.1:{port}", base, env, log)
+    finally:
+        stop(proc, log)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    model, _, ids, labels = load_prompt(MODEL, PROMPT)
+    return AttentionView.from_model(model, ids, labels)
+
+
+def test_explore_serves_the_explorer_without_code(explore_app, reference, page):
+    v = reference
+    page.goto(f"{explore_app.url}/")
+    plot = wait_heatmap(page, timeout=120_000)
+    assert page.locator(".jp-InputArea-editor, .cm-editor, .CodeMirror, .jp-InputPrompt").count() == 0
+    assert "import explorer" not in page.content()  # the code is not even in the HTML
+    assert page.locator(".widget-slider").count() >= 1 and page.locator(".widget-toggle-button").count() == v.n_heads
+
+    fig = figure(plot)
+    assert fig["title"] == v.heatmap(0, 0).title
+    assert fig["data"][0]["z"] == grid(v.heatmap(0, 0).z)
+    set_slider(page, 1)
+    title = wait_title_change(plot, fig["title"])
+    assert title == v.heatmap(1, 0).title and figure(plot)["data"][0]["z"] == grid(v.heatmap(1, 0).z)
+    head = v.n_heads - 1
+    click_toggle(page, f"H{head}")
+    wait_title_change(plot, title)
+    want = grid(v.heatmap(1, head).z)
+    assert figure(plot)["data"][0]["z"] == want
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".widget-vbox").first.screenshot(path=ARTIFACTS / "explorer.png")  # the README's picture
+
+    T = v.T_q
+    text = hover(plot, 0, T - 1, 1)
+    assert v.q_labels[T - 1] in text and v.k_labels[1] in text and f"{want[T - 1][1]:.3f}" in text, text
+    assert want[0][T - 1] is None
+    assert "N/A" in hover(plot, 1, 0, T - 1)
+    page.mouse.move(0, 0)
+    assert cell_rgb(plot, 0, 0, T - 1) == hex_rgb(MASK_GREY)

@@ -1,0 +1,47 @@
+"""nbgrader's JupyterLab extension: the assignment list shows the released exercise (from a throw-away
+exchange), Fetch downloads it, and Validate runs its tests: every graded test cell of the untouched release
+fails on the stub's NotImplementedError, and nothing fails for another reason."""
+import json
+import shutil
+
+import pytest
+from traitlets.config import Config
+
+from course.grading.release import ASSIGNMENT, NOTEBOOK, RELEASE, configure
+
+from .pages import Lab
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
+
+
+def test_assignment_list_fetch_and_validate(lab_server, page):
+    c = Config()
+    configure(c, lab_server.root)
+    outbound = lab_server.exchange / c.CourseDirectory.course_id / "outbound" / ASSIGNMENT
+    outbound.mkdir(parents=True)
+    shutil.copy(RELEASE, outbound / NOTEBOOK)
+    cells = json.loads(RELEASE.read_text())["cells"]
+    graded = [x for x in cells if x["cell_type"] == "code" and x["metadata"].get("nbgrader", {}).get("grade")]
+
+    lab = Lab(page, lab_server)
+    page.goto(f"{lab_server.url}/lab?reset")
+    page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('nbgrader:open-assignment-list')")
+    lab.command("nbgrader:open-assignment-list")
+    released = page.locator("#released_assignments_list")
+    released.get_by_text(ASSIGNMENT, exact=True).wait_for()
+    released.get_by_role("button", name="Fetch").click()
+    fetched = page.locator("#fetched_assignments_list")
+    link = fetched.locator(".assignment-notebooks-link").filter(has_text=ASSIGNMENT)
+    link.wait_for()
+    assert (lab_server.root / ASSIGNMENT / NOTEBOOK).exists()
+    validate = fetched.locator(".nested_list_item").filter(has_text=NOTEBOOK.removesuffix(".ipynb")) \
+        .get_by_role("button", name="Validate")
+    if not validate.is_visible():  # the notebooks of a fetched assignment show under its expanded row
+        link.click()
+    validate.click()
+    dialog = page.locator(".jp-Dialog").filter(has_text="Validation Results")
+    dialog.wait_for(timeout=300_000)
+    text = dialog.inner_text()
+    assert text.count("The following cell failed") == len(graded) > 0, text[:3000]
+    assert text.count("NotImplementedError") >= len(graded), text[:3000]
+    assert "ModuleNotFoundError" not in text and "Success" not in text
