@@ -20,10 +20,16 @@ class Lab:
     def __init__(self, page, server):
         self.page, self.server = page, server
 
+    def start(self, url_path: str = "lab") -> None:
+        """Load Lab in a reset workspace (no tab restored) and wait until it has finished restoring its layout."""
+        self.page.goto(f"{self.server.url}/{url_path}?reset")
+        self.page.wait_for_function("() => window.jupyterapp")
+        self.page.evaluate("() => jupyterapp.restored.then(() => true)")
+
     def open(self, path: str) -> None:
-        """Open a notebook (in a reset workspace: no other tab restored) and wait until Lab shows its cells."""
-        self.page.goto(f"{self.server.url}/lab/tree/{path}?reset")
-        self.page.wait_for_function(f"p => window.jupyterapp && {CURRENT}?.context?.path === p", arg=path)
+        """Open a notebook in a fresh Lab and wait until Lab shows its cells."""
+        self.start(f"lab/tree/{path}")
+        self.page.wait_for_function(f"p => {CURRENT}?.context?.path === p", arg=path)
         self.page.wait_for_selector(".jp-Notebook .jp-Cell")
 
     def wait_kernel_idle(self) -> None:

@@ -98,8 +98,7 @@ def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_se
     assert "widgets" not in nb["metadata"], "widget state must not be saved"
 
     lab = Lab(page, lab_server)
-    page.goto(f"{lab_server.url}/lab?reset")
-    page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('docmanager:open')")
+    lab.start()
     lab.command("docmanager:open", {"path": f"reopened/{ATTENTION}",
                                     "kernelPreference": {"shouldStart": False, "canStart": False}})
     page.wait_for_selector(".jp-Notebook .jp-Cell")
@@ -117,13 +116,19 @@ def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_se
     assert page.evaluate("() => !jupyterapp.shell.currentWidget.sessionContext.session?.kernel")
 
 
-def test_kv_cache_calculator_in_chapter(lab_server, page):
-    lab = Lab(page, lab_server)
-    open_and_run(lab, KV_CACHE)
-    out = lab.output_with(".widget-dropdown", PLOT).filter(has_text="KVCache.for_model").first
+def chapter_widget(page, server, chapter: str, control: str, text: str):
+    """Run a chapter; return (the output holding `control`, a plot and `text`; its plot) once drawn."""
+    lab = Lab(page, server)
+    open_and_run(lab, chapter)
+    out = lab.output_with(control, PLOT).filter(has_text=text).first
     plot = out.locator(PLOT)
     plot.wait_for()
     out.scroll_into_view_if_needed()
+    return out, plot
+
+
+def test_kv_cache_calculator_in_chapter(lab_server, page):
+    out, plot = chapter_widget(page, lab_server, KV_CACHE, ".widget-dropdown", "KVCache.for_model")
     dtype = out.locator(".widget-dropdown").filter(has_text="dtype").locator("select").input_value()
     before = figure(plot)
 
@@ -143,12 +148,7 @@ def test_kv_cache_calculator_in_chapter(lab_server, page):
 
 
 def test_sampling_explorer_in_chapter(lab_server, page):
-    lab = Lab(page, lab_server)
-    open_and_run(lab, SAMPLING)
-    out = lab.output_with(".widget-slider", PLOT).filter(has_text="temperature").first
-    plot = out.locator(PLOT)
-    plot.wait_for()
-    out.scroll_into_view_if_needed()
+    out, plot = chapter_widget(page, lab_server, SAMPLING, ".widget-slider", "temperature")
     start = figure(plot)
     base = start["data"][0]["y"]
     assert start["data"][1]["y"] == base  # temperature 1, no filter: the sampler draws from the model

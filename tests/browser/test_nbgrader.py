@@ -24,8 +24,7 @@ def test_assignment_list_fetch_and_validate(lab_server, page):
     graded = [x for x in cells if x["cell_type"] == "code" and x["metadata"].get("nbgrader", {}).get("grade")]
 
     lab = Lab(page, lab_server)
-    page.goto(f"{lab_server.url}/lab?reset")
-    page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('nbgrader:open-assignment-list')")
+    lab.start()
     lab.command("nbgrader:open-assignment-list")
     released = page.locator("#released_assignments_list")
     released.get_by_text(ASSIGNMENT, exact=True).wait_for()
