@@ -87,6 +87,9 @@ def test_attention_explorer_in_chapter(attention_chapter):
     assert cell_rgb(plot, 0, 0, T - 1) == hex_rgb(MASK_GREY)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: jupyterlab_widgets 3.0.17's widget renderer shows 'Loading widget...' / 'model not found' instead "
+    "of falling back to the static plotly figure and PNG saved in the same output bundle"))
 def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_server, page):
     saved = lab_server.root / ATTENTION
     (lab_server.root / "reopened").mkdir(exist_ok=True)
