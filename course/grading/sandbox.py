@@ -100,11 +100,14 @@ def confine(keep: list[str], hide: list[str], private_tmp: bool = True) -> None:
     """In a fresh mount namespace: cover `hide` and /tmp, /dev/shm with empty tmpfs, keep `keep` writable at the
     same paths, and remount everything else read-only (/tmp too unless `private_tmp`: a writable throw-away)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep]
+    # What grading runs on stays visible (read-only below) even when it lives under /tmp, e.g. a CI clone:
+    # the interpreter's environment and the `course` package — never the rest of the repository.
+    need = [p for p in (sys.prefix, str(Path(__file__).resolve().parents[1])) if p not in keep]
+    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in [*keep, *need]]
     for path in ["/tmp", "/dev/shm", *hide]:
         if os.path.isdir(path):  # a path under one covered already is gone
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
-    for path, fd in zip(keep, fds):
+    for path, fd in zip([*keep, *need], fds):
         os.makedirs(path, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
