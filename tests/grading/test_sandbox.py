@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,16 @@ def _jail(tmp_path: Path, code: str, wall_s: float = 60, hide=()) -> tuple[sandb
     return run, (tmp_path / "log.txt").read_text()
 
 
-def _alive(token: str) -> list[str]:
+def _alive(token: str, within_s: float = 5.0) -> list[str]:
+    """Processes whose command line holds `token`, polled until none is left or `within_s` passed (SIGKILLed
+    processes of a dead PID namespace take a moment to disappear)."""
+    deadline = time.monotonic() + within_s
+    while (found := _matching(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _matching(token: str) -> list[str]:
     found = []
     for proc in Path("/proc").iterdir():
         try:
