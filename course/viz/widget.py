@@ -4,8 +4,11 @@ Subclasses build `self.fig` (a `go.FigureWidget`, created once), their controls 
 shown), and connect controls with `self.on_change(control, handler)`. Handlers update the figure inside
 `fig.batch_update()`; an exception in a handler is printed into `self.output` instead of vanishing.
 
-Displaying a widget (`w.show()` or leaving it last in a cell) emits one output whose bundle holds the live view,
-`static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`). No widget state is
+Displaying a widget (`w.show()` or leaving it last in a cell) emits two outputs: first the static fallback,
+`static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`); then the live view
+(widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its bundle, so
+the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view) hides that fallback
+output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No widget state is
 stored in notebooks.
 """
 from __future__ import annotations
@@ -13,10 +16,31 @@ from __future__ import annotations
 import contextlib
 import traceback
 
+import anywidget
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from .static import static_bundle
+
+
+class HideStaticCopy(anywidget.AnyWidget):
+    """Invisible: hides the output just before the one it is drawn in (the static copy of a live figure).
+
+    A no-op where the page has no JupyterLab output area around it.
+    """
+    _esm = """
+    function render({ el }) {
+      let tries = 100;  // the view is attached to the page after render(): wait for it (5 s at most)
+      const hide = () => {
+        const output = el.closest(".jp-OutputArea-child");
+        if (!output) { if (--tries > 0) setTimeout(hide, 50); return; }
+        const copy = output.previousElementSibling;
+        if (copy && copy.classList.contains("jp-OutputArea-child")) copy.style.display = "none";
+      };
+      hide();
+    }
+    export default { render };
+    """
 
 
 class CourseWidget:
@@ -26,6 +50,7 @@ class CourseWidget:
     def __init__(self):
         self.output = widgets.Output()
         self._muted = False
+        self._live = None  # the view plus its HideStaticCopy, built at the first display
 
     # --- callbacks ---------------------------------------------------------------------------------------------
     def guarded(self, fn):
@@ -78,18 +103,30 @@ class CourseWidget:
         return self.to_static()
 
     def show(self) -> None:
-        """Display the widget; `update_static()` later refreshes the saved fallback of this same output."""
+        """Display the static fallback, then the live view; `update_static()` later refreshes that fallback."""
         from IPython.display import display
-        self._display = display(self, display_id=True)
+        self._display = display(self.fallback_bundle(), raw=True, display_id=True)
+        display(self._repr_mimebundle_(), raw=True)
+
+    def _ipython_display_(self) -> None:
+        self.show()
 
     def update_static(self) -> None:
-        """Re-send the shown output so that its static fallback holds the current figure (e.g. after training)."""
+        """Re-send the shown fallback output so that it holds the current figure (e.g. after training)."""
         handle = getattr(self, "_display", None)
         if handle is not None:
-            handle.update(self)
+            handle.update(self.fallback_bundle(), raw=True)
+
+    def fallback_bundle(self) -> dict:
+        """The static output's bundle: plotly JSON of `static_figure()` and maybe a PNG of the current figure."""
+        bundle = static_bundle(self.static_figure(), png_fig=go.Figure(self.fig))
+        bundle["text/plain"] = f"<{type(self).__name__}: static figure; run the notebook to use it>"
+        return bundle
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        bundle = self.view._repr_mimebundle_()
-        bundle.update(static_bundle(self.static_figure(), png_fig=go.Figure(self.fig)))
-        bundle["text/plain"] = f"<{type(self).__name__}: interactive figure; run the notebook to use it>"
+        """The live output's bundle: the view (with its `HideStaticCopy`) and text/plain only."""
+        if self._live is None:
+            self._live = widgets.VBox([self.view, HideStaticCopy()])
+        bundle = self._live._repr_mimebundle_()
+        bundle["text/plain"] = f"<{type(self).__name__}: interactive figure>"
         return bundle

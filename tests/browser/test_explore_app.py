@@ -38,7 +38,11 @@ def reference():
 def test_explore_serves_the_explorer_without_code(explore_app, reference, page):
     v = reference
     page.goto(f"{explore_app.url}/")
-    plot = wait_heatmap(page, timeout=120_000)
+    live = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider"))
+    plot = wait_heatmap(page, live, timeout=120_000)
+    static_copy = page.locator(".jp-OutputArea-child:has(+ .jp-OutputArea-child .jupyter-widgets)")
+    assert static_copy.count() == 1
+    static_copy.first.wait_for(state="hidden", timeout=10_000)  # the live view hides its static copy
     assert page.locator(".jp-InputArea-editor, .cm-editor, .CodeMirror, .jp-InputPrompt").count() == 0
     assert "import explorer" not in page.content()  # the code is not even in the HTML
     assert page.locator(".widget-slider").count() >= 1 and page.locator(".widget-toggle-button").count() == v.n_heads

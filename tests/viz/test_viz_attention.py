@@ -184,13 +184,13 @@ def test_update_sends_a_small_restyle_and_never_the_bundle_again(comm_log, make_
         assert not [kind for kind, _, _ in comm_log if kind == "comm_open"]  # no new widget per update
         assert comm_log.nbytes() < 300_000, (control.description, comm_log.nbytes())
     # a saved notebook keeps the current view at this size, not 2·H full maps per layer
-    saved = explorer._repr_mimebundle_()[PLOTLY_MIME]
+    saved = explorer.fallback_bundle()[PLOTLY_MIME]
     assert len(saved["data"]) == len(explorer.fig.data) and len(json.dumps(saved)) < 1_500_000
 
 
 def test_display_bundle_carries_a_static_fallback(explorer):
-    bundle = explorer._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.view.model_id
+    bundle = explorer.fallback_bundle()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle
     static = bundle[PLOTLY_MIME]
     json.dumps(static, allow_nan=False)
     assert len(static["data"]) == 2 * explorer.attention.n_heads and "image/png" not in bundle
@@ -221,7 +221,7 @@ def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
     if chromium_path() is None:
         pytest.skip("no Chromium: bundles carry plotly JSON only (the PNG needs Kaleido's browser)")
     monkeypatch.setenv("COURSE_VIZ_PNG", "1")
-    png = __import__("base64").b64decode(explorer._repr_mimebundle_()["image/png"])
+    png = __import__("base64").b64decode(explorer.fallback_bundle()["image/png"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 

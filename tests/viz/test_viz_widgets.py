@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
@@ -260,9 +261,10 @@ def test_training_view_callback_redraws_loss_and_pattern(make_model, tokens):
 def test_every_widget_bundle_has_a_static_figure(make, make_model, tokens):
     model = make_model("tiny-llama")
     w = make(model, tokens(model, 7))
-    bundle = w._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == w.view.model_id
-    static = bundle["application/vnd.plotly.v1+json"]
+    live = w._repr_mimebundle_()
+    assert set(live) == {"application/vnd.jupyter.widget-view+json", "text/plain"}
+    assert w.view in widgets.Widget.widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]].children
+    static = w.fallback_bundle()["application/vnd.plotly.v1+json"]
     json.dumps(static, allow_nan=False)
     assert len(static["data"]) == len(w.fig.data) and static["layout"]["title"]["text"] == w.fig.layout.title.text
     json.dumps(w.fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
@@ -280,3 +282,30 @@ def test_training_view_follows_a_real_training_run():
     from course.viz import AttentionView
     assert z_of(w.fig.data[1]) == grid(AttentionView.from_model(model, probe).heatmap(0, 0).z)
     assert w.output.outputs == ()
+
+
+def test_show_displays_the_static_copy_then_the_live_view(monkeypatch, make_model, tokens):
+    """Two outputs: the fallback (its own, refreshed through the handle) before the live view."""
+    import IPython.display
+    shown = []
+
+    class Handle:
+        def update(self, obj, raw=False):
+            shown.append(("update", obj))
+
+    def display(obj, raw=False, display_id=None):
+        assert raw, "bundles are displayed raw"
+        shown.append(("display", obj))
+        return Handle() if display_id else None
+    monkeypatch.setattr(IPython.display, "display", display)
+    model = make_model("tiny-llama")
+    w = TrainingView(model, tokens(model, 7))
+    w.show()
+    (_, static), (_, live) = shown
+    assert "application/vnd.plotly.v1+json" in static and "application/vnd.jupyter.widget-view+json" not in static
+    assert set(live) == {"application/vnd.jupyter.widget-view+json", "text/plain"}
+    w.fig.layout.title.text = f"changed {random.random()}"
+    w.update_static()
+    kind, updated = shown[2]
+    assert kind == "update" and updated["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == (
+        w.fig.layout.title.text)
