@@ -93,6 +93,16 @@ def init_weights(model: nn.Module, n_layers: int) -> None:
             nn.init.zeros_(p)
 
 
+def attach_lm_head(model: nn.Module, tok_emb: nn.Embedding) -> None:
+    """Give `model` its output projection `lm_head`, initialise all its weights, and tie the head to the token
+    embedding when `config.tie_weights` (weight tying: one (vocab, d_model) matrix read in and out)."""
+    c = model.config
+    model.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+    init_weights(model, c.n_layers)
+    if c.tie_weights:
+        model.lm_head.weight = tok_emb.weight
+
+
 class DecoderLM(nn.Module):
     """Decoder-only language model (GPT-2 / Llama style): causal self-attention, next-token logits."""
 
@@ -100,10 +110,7 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = TransformerStack(config, config.n_layers, causal=True)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        init_weights(self, config.n_layers)
-        if config.tie_weights:
-            self.lm_head.weight = self.transformer.tok_emb.weight
+        attach_lm_head(self, self.transformer.tok_emb)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -134,10 +141,7 @@ class EncoderLM(nn.Module):
         self.transformer = TransformerStack(config, config.n_layers, causal=False)
         self.mlm_transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
                                            make_norm(config))
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        init_weights(self, config.n_layers)
-        if config.tie_weights:
-            self.lm_head.weight = self.transformer.tok_emb.weight
+        attach_lm_head(self, self.transformer.tok_emb)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -161,10 +165,7 @@ class EncoderDecoder(nn.Module):
         self.encoder = TransformerStack(config, config.n_encoder_layers, causal=False)
         self.decoder = TransformerStack(config, config.n_layers, causal=True, cross_attention=True,
                                         tok_emb=self.encoder.tok_emb)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        init_weights(self, config.n_layers)
-        if config.tie_weights:
-            self.lm_head.weight = self.encoder.tok_emb.weight
+        attach_lm_head(self, self.encoder.tok_emb)
 
     @property
     def blocks(self) -> nn.ModuleList:
