@@ -5,7 +5,6 @@ fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`),
 """
 from __future__ import annotations
 
-import torch
 
 from .config import ModelConfig
 from .models import DecoderLM
