@@ -54,9 +54,21 @@ def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
 
 
 def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over keys; a row that is entirely -inf (fully masked) becomes all zeros instead of NaN."""
-    weights = torch.softmax(scores, dim=-1)
-    return weights.nan_to_num(0.0) if scores.isneginf().all(-1).any() else weights
+    """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
+
+    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it adds
+    nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured on torch 2.13):
+    `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and `nn.MultiheadAttention` returns NaN
+    outputs; `F.scaled_dot_product_attention` gives a zero output row, as `fused_attention` here guarantees
+    whatever the version. Rows with at least one finite score are exactly `torch.softmax`'s.
+    """
+    if scores.dim() < 1:
+        raise ValueError("softmax_rows needs at least one (key) axis, got a 0-d tensor")
+    dead = scores.isneginf().all(-1, keepdim=True)  # (..., 1): rows with no key to attend to
+    if not dead.any():
+        return torch.softmax(scores, dim=-1)
+    # Softmax of a harmless row, then zeros: no NaN is made, so none reaches the gradients either.
+    return torch.softmax(scores.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, bias=None, scale=None):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
-MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
+MLPS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu")
 ROPE_CONVENTIONS = ("split_half", "interleaved")
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .capture import run_with_cache
+from .losses import lm_loss
 
 AXES = {"B": "batch", "T": "time", "T_q": "query time", "T_k": "key time", "H": "heads", "H_kv": "KV heads",
         "d_head": "head size", "D": "model size", "d_model": "model size", "V": "vocab", "L": "layers"}
@@ -242,8 +243,6 @@ def gradient_norms(model, idx: torch.Tensor, targets: torch.Tensor | None = None
 
     Uses torch.autograd.grad, so the model's `.grad` fields are left untouched.
     """
-    from .training import lm_loss
-
     if targets is None:
         idx, targets = idx[:, :-1], idx[:, 1:]
     params = [list(block.parameters()) for block in model.blocks]
@@ -291,8 +290,6 @@ def ablate_heads(model, heads: dict[int, list[int]] | list[tuple[int, int]]):
 @torch.no_grad()
 def head_ablation_effects(model, x, y, loss_mask=None) -> torch.Tensor:
     """(L, H): increase of the next-token loss on (x, y) when each head alone is ablated."""
-    from .training import lm_loss
-
     base = lm_loss(model(x), y, loss_mask)
     L, H = len(model.blocks), model.config.n_heads
     out = torch.zeros(L, H)

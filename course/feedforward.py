@@ -6,6 +6,7 @@ ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),  # exact (erf) GELU, as BERT
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
     "relu": F.relu,
+    "silu": F.silu,  # x·sigmoid(x), a.k.a. swish; the gate of SwiGLU (mlp="swiglu"), here ungated
 }
 
 

@@ -5,11 +5,11 @@ fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`),
 """
 from __future__ import annotations
 
-
 from .config import ModelConfig
 from .models import DecoderLM
 
-_GPT2_ACT = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+_GPT2_ACT = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
+             "silu": "silu", "swish": "silu"}
 
 
 def _gpt2_config(hf) -> ModelConfig:

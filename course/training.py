@@ -1,8 +1,8 @@
-"""Training: losses, AdamW with warm-up + cosine decay, gradient clipping, and the `course train` command.
+"""Training: AdamW with warm-up + cosine decay, gradient clipping, the loop, and the `course train` command.
 
-    lm_loss   next-token cross-entropy; targets are the inputs shifted by one (teacher forcing), averaged over
-              the positions the loss mask keeps
-    mlm_loss  masked-LM cross-entropy (encoder-only): predict the hidden tokens at their own positions
+    make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: biases, norm gains)
+    lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
+    clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
     train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
     RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
               `setup("induction")` gives a recipe's untrained (model, task)
@@ -18,61 +18,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import ModelConfig
 from .data import Task, as_generator, make_task, mask_tokens
+from .losses import accuracy, lm_loss, masked_cross_entropy, mlm_loss
 from .models import DecoderLM, EncoderLM
 
-# ----------------------------------------------------------------------------- losses and metrics
+__all__ = ["lm_loss", "mlm_loss", "masked_cross_entropy", "accuracy",  # re-exported from course.losses
+           "evaluate", "make_optimizer", "lr_at", "clip_grad_norm", "train", "TrainLog",
+           "Recipe", "RECIPES", "build_model", "setup", "train_recipe", "make_card", "save"]
 
-def _check_targets(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None) -> None:
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be (B, T, vocab), got shape {tuple(logits.shape)}")
-    if targets.shape != logits.shape[:2]:
-        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match logits (B, T) = "
-                         f"{tuple(logits.shape[:2])}")
-    if loss_mask is not None:
-        if loss_mask.dtype != torch.bool or loss_mask.shape != targets.shape:
-            raise ValueError(f"loss_mask must be a bool tensor of shape {tuple(targets.shape)}, got "
-                             f"{loss_mask.dtype} {tuple(loss_mask.shape)}")
-        if not loss_mask.any():
-            raise ValueError("loss_mask selects no position: the loss would be 0/0")
-
-
-def masked_cross_entropy(logits, targets, loss_mask=None) -> torch.Tensor:
-    """Mean cross-entropy (in fp32) over the positions where `loss_mask` is True (all when None)."""
-    _check_targets(logits, targets, loss_mask)
-    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    losses = losses.view_as(targets)  # (B, T)
-    return losses.mean() if loss_mask is None else losses[loss_mask].mean()
-
-
-def lm_loss(logits, targets, loss_mask=None) -> torch.Tensor:
-    """Next-token loss. logits (B, T, V) from inputs x; targets (B, T) with targets[:, t] = the token after
-    x[:, t]. Every position predicts in parallel from gold inputs (teacher forcing)."""
-    return masked_cross_entropy(logits, targets, loss_mask)
-
-
-def mlm_loss(logits, targets, loss_mask) -> torch.Tensor:
-    """Masked-LM loss (see `course.data.mask_tokens`): targets are the original tokens at the same positions,
-    scored only where they were hidden (loss_mask); visible tokens would be trivial to copy."""
-    if loss_mask is None:
-        raise ValueError("mlm_loss needs the loss_mask of hidden tokens")
-    return masked_cross_entropy(logits, targets, loss_mask)
-
-
-@torch.no_grad()
-def accuracy(logits, targets, loss_mask=None) -> tuple[float, float]:
-    """(token accuracy over scored positions, fraction of rows whose scored positions are all right)."""
-    _check_targets(logits, targets, loss_mask)
-    mask = torch.ones_like(targets, dtype=torch.bool) if loss_mask is None else loss_mask
-    right = logits.argmax(-1) == targets
-    token = right[mask].float().mean().item()
-    sequence = (right | ~mask).all(-1).float().mean().item()
-    return token, sequence
-
+# ----------------------------------------------------------------------------- evaluation
 
 def _objective(model, task: Task, batch_size: int, generator, device):
     """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
@@ -100,20 +57,70 @@ def evaluate(model, task: Task, batch_size: int = 512, generator=0) -> dict:
 
 # ----------------------------------------------------------------------------- optimizer and schedule
 
-def make_optimizer(model, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (linear and embedding weights) only, never on biases or norm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def _parameters(params) -> list[torch.nn.Parameter]:
+    """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear once)."""
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    elif isinstance(params, torch.Tensor):
+        params = [params]
+    out, seen = [], set()
+    for p in params:
+        if isinstance(p, dict):
+            raise TypeError("pass a model or an iterable of parameters, not parameter groups (dicts)")
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"expected a model or tensors, got an iterable holding {type(p).__name__}")
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def make_optimizer(params, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95),
+                   eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW over a model's parameters (or any iterable of parameters) in two groups.
+
+    The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
+    matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging Face's
+    Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no benefit.
+    Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept once.
+    Group 0 is the decayed one, group 1 the other (either may be empty).
+    """
+    params = _parameters(params)
+    if not params:
+        raise ValueError("make_optimizer got no trainable parameters")
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:
-    """Learning rate for update `step` (0-based): linear warm-up over `warmup` steps, then cosine to `min_lr`."""
+    """Learning rate for update `step` (0-based) of `steps`: linear warm-up from 0, then cosine decay to min_lr.
+
+    lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak lr
+    at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
+    (steps - warmup), reaching min_lr at step == steps. This is exactly Hugging Face's
+    `get_cosine_schedule_with_warmup(opt, warmup, steps)` (min_lr = 0) and
+    `get_cosine_with_min_lr_schedule_with_warmup(..., min_lr_rate=min_lr / lr)`, where the scheduler's
+    `step()` follows each optimizer step — the tests compare them. Past `steps` it stays at min_lr (Hugging
+    Face's would climb back up the cosine).
+    """
     if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return lr * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Gradient clipping by global norm: with total = sqrt(Σ_p ‖grad_p‖²) over every gradient, multiply all of
+    them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns the
+    norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the same
+    arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor kernels)."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm={max_norm} must be > 0")
+    params = [p for p in _parameters(params) if p.grad is not None]
+    if not params:
+        return 0.0
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
 @dataclass
@@ -156,7 +163,8 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
     warmup = steps // 10 if warmup is None else warmup
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(model, lr, weight_decay)
+    params = _parameters(model)
+    optimizer = make_optimizer(params, lr, weight_decay)
     log = TrainLog()
     start, cpu_start = time.perf_counter(), time.process_time()
     model.train()
@@ -171,7 +179,7 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            clip_grad_norm(params, grad_clip)
         optimizer.step()
         log.losses.append(loss.item())
         log.lrs.append(lr_now)

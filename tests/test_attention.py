@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from course import ModelConfig
 from course.attention import (MultiHeadAttention, fused_attention, merge_heads, repeat_kv,
-                              scaled_dot_product_attention, split_heads)
+                              scaled_dot_product_attention, softmax_rows, split_heads)
 from course.masks import causal_mask, padding_mask
 
 SHAPES = [(1, 1, 3, 3, 4), (2, 4, 7, 7, 8), (3, 2, 5, 9, 16), (2, 12, 33, 33, 64)]
@@ -65,6 +65,34 @@ def test_fully_masked_row_gives_zeros_not_nan():
         assert not t.isnan().any()
     assert torch.all(w[..., 2, :] == 0) and torch.all(out[..., 2, :] == 0) and torch.all(fused[..., 2, :] == 0)
     assert_close(w[..., [0, 1, 3], :].sum(-1), torch.ones(1, 2, 3))
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 5), (2, 3, 5), (2, 2, 3, 4, 5)])
+def test_softmax_rows_any_leading_shape_zero_rows_where_torch_gives_nan(shape):
+    scores = torch.randn(shape)
+    dead = torch.rand(shape[:-1]) < 0.4  # rows whose keys are all masked
+    scores = scores.masked_fill(dead[..., None], float("-inf"))
+    w = softmax_rows(scores)
+    assert w.shape == scores.shape and not w.isnan().any()
+    torch_w = torch.softmax(scores, -1)
+    assert torch_w[dead].isnan().all()  # PyTorch's softmax: NaN in a fully masked row
+    assert torch.all(w[dead] == 0)  # the course's: zeros
+    assert_close(w[~dead], torch_w[~dead], rtol=0, atol=0)  # elsewhere exactly torch's
+    assert_close(w[~dead].sum(-1), torch.ones(int((~dead).sum())))
+
+
+def test_softmax_rows_keeps_gradients_finite_and_rejects_0d():
+    scores = torch.tensor([[0.0, 1.0], [float("-inf"), float("-inf")]], requires_grad=True)
+    (softmax_rows(scores) * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    assert not scores.grad.isnan().any() and torch.all(scores.grad[1] == 0)
+    # through attention: a query with no key to attend to gets zero output and finite gradients
+    q, k, v = (torch.randn(1, 1, 3, 4, requires_grad=True) for _ in range(3))
+    mask = torch.tensor([[True, False, False], [False, False, False], [True, True, True]])
+    out, _ = scaled_dot_product_attention(q, k, v, mask)
+    out.sum().backward()
+    assert torch.all(out[..., 1, :] == 0) and all(t.grad.isfinite().all() for t in (q, k, v))
+    with pytest.raises(ValueError, match="0-d"):
+        softmax_rows(torch.tensor(1.0))
 
 
 def test_bias_is_added_before_softmax():

@@ -152,3 +152,23 @@ def test_presets_shapes():
     llama = ModelConfig.from_preset("llama2-70b")
     assert (llama.n_layers, llama.d_model, llama.n_heads, llama.n_kv_heads) == (80, 8192, 64, 8)
     assert ModelConfig.from_preset("tiny", n_layers=3).n_layers == 3
+
+
+@pytest.mark.parametrize("name,formula", [
+    ("silu", lambda x: x * torch.sigmoid(x)),
+    ("relu", lambda x: x.clamp(min=0)),
+    ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / 2 ** 0.5))),
+    ("gelu_tanh", lambda x: 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))),
+])
+def test_activations_follow_their_formulas_and_build_models(name, formula):
+    from course.costs import param_count
+    from course.feedforward import ACTIVATIONS, MLP
+
+    x = torch.linspace(-6, 6, 101)
+    assert_close(ACTIVATIONS[name](x), formula(x), rtol=1e-5, atol=1e-6)
+    mlp = MLP(8, 16, name)
+    h = torch.randn(2, 3, 8)
+    assert_close(mlp(h), mlp.down(formula(mlp.up(h))), rtol=1e-5, atol=1e-6)
+    model = DecoderLM(tiny(mlp=name))
+    assert model.num_params() == param_count(model.config)["total"]
+    assert model(torch.randint(0, 50, (1, 5))).shape == (1, 5, 50)

@@ -20,9 +20,11 @@ from course.training import (
     accuracy,
     add_arguments,
     build_model,
+    clip_grad_norm,
     lm_loss,
     lr_at,
     make_optimizer,
+    masked_cross_entropy,
     mlm_loss,
     setup,
     train,
@@ -71,23 +73,74 @@ def test_accuracy_counts_tokens_and_whole_rows():
     assert accuracy(logits, targets, mask) == (1.0, 1.0)
 
 
-@pytest.mark.parametrize("steps,warmup", [(100, 10), (37, 0), (10, 10)])
-def test_lr_schedule_warms_up_then_decays_to_min(steps, warmup):
+@pytest.mark.parametrize("shape", [(), (7,), (2, 5), (2, 3, 4)])
+def test_masked_cross_entropy_takes_any_leading_shape(shape):
+    V = 5
+    logits, targets = torch.randn(*shape, V), torch.randint(0, V, shape)
+    mask = torch.rand(shape) < 0.5
+    mask.view(-1)[0] = True
+    flat = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")
+    torch.testing.assert_close(masked_cross_entropy(logits, targets), flat.mean())
+    torch.testing.assert_close(masked_cross_entropy(logits, targets, mask), flat[mask.reshape(-1)].mean())
+    with pytest.raises(ValueError, match="targets of shape"):
+        masked_cross_entropy(logits, targets[..., None])
+    with pytest.raises(ValueError, match="0-d"):
+        masked_cross_entropy(torch.tensor(1.0), torch.tensor(0))
+
+
+def test_masked_cross_entropy_is_fp32_for_half_logits():
+    logits, targets = torch.randn(2, 3, 7).bfloat16(), torch.randint(0, 7, (2, 3))
+    loss = masked_cross_entropy(logits, targets)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(logits.float().reshape(-1, 7), targets.flatten()))
+
+
+@pytest.mark.parametrize("steps,warmup", [(100, 10), (37, 0), (10, 10), (5, 1)])
+def test_lr_schedule_warms_up_from_zero_then_decays_to_min(steps, warmup):
     lr, min_lr = 1e-3, 1e-4
-    lrs = [lr_at(s, steps, lr, warmup, min_lr) for s in range(steps)]
-    assert all(0 < a < b for a, b in pairwise(lrs[:warmup]))  # rising linearly
+    lrs = [lr_at(s, steps, lr, warmup, min_lr) for s in range(steps + 1)]
     if warmup:
-        assert lrs[warmup - 1] == pytest.approx(lr) and lrs[0] == pytest.approx(lr / warmup)
+        assert lrs[0] == 0.0  # the first update only warms up AdamW's moments
+        assert all(a < b for a, b in pairwise(lrs[:warmup + 1]))  # rising linearly ...
+        assert lrs[1] == pytest.approx(lr / warmup)
+    assert lrs[warmup] == pytest.approx(lr)  # ... to the peak at step == warmup, held for one step only
+    if warmup < steps:
+        assert lrs[warmup + 1] < lrs[warmup]
     after = lrs[warmup:]
     assert all(a >= b for a, b in pairwise(after))
-    if after:
-        assert after[0] == pytest.approx(lr)
-        mid = warmup + (steps - warmup) // 2
-        if (steps - warmup) % 2 == 0:  # half way through the cosine: the mean of lr and min_lr
-            assert lrs[mid] == pytest.approx((lr + min_lr) / 2)
-    if steps > warmup:
-        assert lr_at(steps, steps, lr, warmup, min_lr) == pytest.approx(min_lr)
-    assert all(min_lr - 1e-12 <= v <= lr + 1e-12 for v in lrs)
+    if steps > warmup and (steps - warmup) % 2 == 0:  # half way through the cosine: the mean of lr and min_lr
+        assert lrs[warmup + (steps - warmup) // 2] == pytest.approx((lr + min_lr) / 2)
+    if warmup < steps:
+        assert lrs[steps] == pytest.approx(min_lr)
+        assert lr_at(steps + 5, steps, lr, warmup, min_lr) == pytest.approx(min_lr)  # stays there
+    assert all(0 <= v <= lr + 1e-12 for v in lrs) and all(v >= min_lr - 1e-12 for v in lrs[warmup:])
+
+
+@pytest.mark.parametrize("steps,warmup", [(100, 10), (37, 0), (10, 10), (12, 1), (1, 0), (30, 7)])
+@pytest.mark.parametrize("min_lr_ratio", [0.0, 0.1])
+def test_lr_schedule_is_hugging_faces_cosine_with_warmup(steps, warmup, min_lr_ratio):
+    """The lr each update uses equals what HF's LambdaLR gives an optimizer stepped in the usual order
+    (optimizer.step(), then scheduler.step())."""
+    transformers = pytest.importorskip("transformers")
+    lr = 3e-3
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    if min_lr_ratio:
+        sched = transformers.get_cosine_with_min_lr_schedule_with_warmup(opt, warmup, steps, min_lr_rate=min_lr_ratio)
+    else:
+        sched = transformers.get_cosine_schedule_with_warmup(opt, warmup, steps)
+    hf = []
+    for _ in range(steps):
+        hf.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [lr_at(s, steps, lr, warmup, lr * min_lr_ratio) for s in range(steps)]
+    assert ours == pytest.approx(hf, rel=1e-12, abs=1e-15)
+
+
+def test_train_uses_the_schedule_it_logs():
+    _, _, log = small_run(steps=20, warmup=4)
+    assert log.lrs == pytest.approx([lr_at(s, 20, 3e-3, 4, 3e-3 * 0.1) for s in range(20)], rel=1e-12)
+    assert log.lrs[0] == 0.0 and log.lrs[4] == pytest.approx(3e-3) and max(log.lrs) == log.lrs[4]
 
 
 def test_weight_decay_applies_to_matrices_only():
@@ -98,7 +151,76 @@ def test_weight_decay_applies_to_matrices_only():
     ids = [id(p) for p in decay["params"] + no_decay["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert any(names[id(p)].endswith("ln1.weight") for p in no_decay["params"])
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    # the no-decay rule: every bias and every norm gain, and nothing else
+    assert no_decay_names == {n for n, p in model.named_parameters() if n.endswith("bias") or ".ln" in n}
+    assert "transformer.blocks.0.ln1.weight" in no_decay_names and "transformer.ln_f.weight" in no_decay_names
+    assert "transformer.blocks.0.attn.q_proj.bias" in no_decay_names
+    assert {names[id(p)] for p in decay["params"]} >= {"transformer.tok_emb.weight", "transformer.pos_emb.weight"}
+
+
+def test_make_optimizer_takes_parameters_and_eps():
+    model = DecoderLM(ModelConfig.from_preset("tiny"))
+    params = list(model.parameters())
+    opt = make_optimizer(iter(params), 1e-3, weight_decay=0.05, betas=(0.8, 0.9), eps=1e-6)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert all(g["eps"] == 1e-6 and g["betas"] == (0.8, 0.9) and g["lr"] == 1e-3 for g in opt.param_groups)
+    assert [len(g["params"]) for g in opt.param_groups] == [sum(p.dim() >= 2 for p in params),
+                                                           sum(p.dim() < 2 for p in params)]
+    # a tied weight listed twice and a frozen tensor: kept once, and left out
+    frozen = torch.zeros(3, 3)
+    opt = make_optimizer([params[0], params[0], frozen], 1e-3)
+    assert opt.param_groups[0]["params"] == [params[0]] and opt.param_groups[1]["params"] == []
+    assert make_optimizer(model.transformer.ln_f.parameters(), 1e-3).param_groups[0]["params"] == []
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        make_optimizer([frozen], 1e-3)
+    with pytest.raises(TypeError, match="parameter groups"):
+        make_optimizer([{"params": params}], 1e-3)
+
+
+def test_make_optimizer_same_steps_as_plain_adamw_groups():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 3)
+    b = torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    ours = make_optimizer(a, 0.1, weight_decay=0.5, eps=1e-6)
+    ref = torch.optim.AdamW([{"params": [b.weight], "weight_decay": 0.5}, {"params": [b.bias], "weight_decay": 0.0}],
+                            lr=0.1, betas=(0.9, 0.95), eps=1e-6)
+    x = torch.randn(8, 4)
+    for model, opt in ((a, ours), (b, ref)):
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
+    torch.testing.assert_close(a.bias, b.bias, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1.0, 1e6])
+def test_clip_grad_norm_rescales_by_the_global_norm(max_norm):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 2))
+    model(torch.randn(3, 5)).sum().backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    total = math.sqrt(sum(g.pow(2).sum().item() for g in before))  # written out
+    norm = clip_grad_norm(model, max_norm)
+    assert isinstance(norm, float) and norm == pytest.approx(total, rel=1e-5)
+    scale = min(1.0, max_norm / (total + 1e-6))
+    for g0, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p.grad, g0 * scale)
+    after = math.sqrt(sum(p.grad.pow(2).sum().item() for p in model.parameters()))
+    assert after <= max_norm * (1 + 1e-5) or scale == 1.0
+
+
+def test_clip_grad_norm_takes_parameters_and_skips_missing_grads():
+    w, unused = torch.nn.Parameter(torch.tensor([3.0, 4.0])), torch.nn.Parameter(torch.ones(2))
+    (w * torch.tensor([3.0, 4.0])).sum().backward()  # grad (3, 4): norm 5
+    assert clip_grad_norm([w, unused], 1.0) == pytest.approx(5.0)
+    torch.testing.assert_close(w.grad, torch.tensor([0.6, 0.8]), atol=1e-6, rtol=1e-6)
+    assert unused.grad is None
+    assert clip_grad_norm([unused], 1.0) == 0.0
+    with pytest.raises(ValueError, match="max_norm=0"):
+        clip_grad_norm([w], 0)
 
 
 def small_run(seed=0, steps=30, **kwargs):
