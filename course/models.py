@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .blocks import Block
 from .config import ModelConfig
+from .costs import measured_params
 from .hooks import HookPoint
 from .kv_cache import KVCache
 from .masks import causal_mask, combine, padding_mask
@@ -129,7 +130,9 @@ class DecoderLM(nn.Module):
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, seed)
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # parameters() counts tied weights once
+        """Parameters allocated, a tied weight once: `course.costs.measured_params`, which equals
+        `course.costs.param_count(config)["total"]` (the tests pin it)."""
+        return measured_params(self)
 
 
 class EncoderLM(nn.Module):

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .config import ModelConfig
+from .costs import measured_params
 from .data import Task, as_generator, make_task, mask_tokens
 from .losses import accuracy, lm_loss, masked_cross_entropy, mlm_loss
 from .models import DecoderLM, EncoderLM
@@ -247,7 +248,7 @@ def induction_summary(model, task: Task, seed: int = 0) -> dict:
 def make_card(name: str, model, task: Task, recipe: Recipe, log: TrainLog, command: str) -> dict:
     metrics = evaluate(model, task, generator=recipe.seed + 10_000)
     card = {"name": name, "model": type(model).__name__, "task": {"name": task.name, "args": task.args()},
-            "config": model.config.to_dict(), "n_params": sum(p.numel() for p in model.parameters()),
+            "config": model.config.to_dict(), "n_params": measured_params(model),
             "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
             "final_train_loss": round(log.final_loss, 5), "eval_loss": round(metrics["loss"], 5),
             "token_accuracy": round(metrics["token_accuracy"], 4),
