@@ -615,7 +615,8 @@ def _cpu_name() -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes and fewer pairs (about a minute on CPU)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to run (default: cpu, on one thread); cuda uses bf16 autocast and TF32")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--only", metavar="SECTIONS", help=f"comma-separated subset of {','.join(SECTIONS)}")
 
@@ -629,6 +630,9 @@ def run(args) -> int:
     if unknown:
         print(f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr)
         return 2
+    if "hf" in sections:
+        from .extras import require
+        require("transformers", "the 'hf' section (leave it out with --only)")
     if args.device == "cpu":
         torch.set_num_threads(1)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -166,7 +167,15 @@ def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600, log=p
 
 
 def run(args) -> int:
+    try:
+        paths = chapters(args.only)
+    except ValueError as err:
+        print(f"course site: {err}", file=sys.stderr)
+        return 2
+    if args.jobs < 1 or args.timeout < 1:
+        print(f"course site: --jobs ({args.jobs}) and --timeout ({args.timeout}) must be positive", file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    timings = build(Path(args.out), chapters(args.only), args.jobs, args.timeout, log=partial(print, flush=True))
+    timings = build(Path(args.out), paths, args.jobs, args.timeout, log=partial(print, flush=True))
     print(f"site: {len(timings)} chapters in {args.out}/ ({time.perf_counter() - start:.1f} s)")
     return 0

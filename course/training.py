@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shlex
@@ -293,21 +294,34 @@ def save(model, card: dict, out_dir, name: str) -> tuple[Path, Path]:
     return weights, card_path
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "all"],
                         help="a shipped recipe (or 'all'); omit it and give --task for a custom model")
-    parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"], help="custom task")
-    parser.add_argument("--length", type=int, help="custom task: sequence length (the period for induction)")
-    parser.add_argument("--n-symbols", type=int, help="custom task: number of symbols")
+    parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"],
+                        help="train a custom model on this task, starting from its recipe's settings")
+    parser.add_argument("--length", type=int,
+                        help="with --task: sequence length (the period for induction); not with a recipe")
+    parser.add_argument("--n-symbols", type=int, help="with --task: number of symbols; not with a recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config override on the 'tiny' preset, e.g. --set n_layers=3 (repeatable)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
+                        help="with --task: model config override on the 'tiny' preset, e.g. --set n_layers=3 "
+                             "(repeatable); not with a recipe")
+    parser.add_argument("--steps", type=_positive_int, help="training steps (default: the recipe's)")
+    parser.add_argument("--batch-size", type=_positive_int, help="batch size (default: the recipe's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, help="seed for initialisation and batches (default: the recipe's)")
-    parser.add_argument("--name", help="output name (default: the recipe or task name)")
+    parser.add_argument("--name", help="output name (default: the recipe or task name); not with 'all'")
     parser.add_argument("--out", default=".", help="output folder (default: .); course/weights ships models")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -325,11 +339,23 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+CUSTOM_ONLY = (("--length", "length"), ("--n-symbols", "n_symbols"), ("--set", "set"))  # options of --task
+
+
 def _recipes_from_args(args) -> list[tuple[str, Recipe]]:
     if args.recipe is None and args.task is None:
         raise ValueError("give a recipe (" + ", ".join(RECIPES) + ", all) or --task for a custom model")
     if args.recipe is not None and args.task is not None:
         raise ValueError("give either a recipe or --task, not both")
+    if args.recipe is not None:  # a recipe fixes its task and its model: refuse options that would be ignored
+        ignored = [flag for flag, attr in CUSTOM_ONLY if getattr(args, attr)]
+        if ignored:
+            task = args.recipe if args.recipe in RECIPES else "TASK"
+            raise ValueError(f"{' and '.join(ignored)} only apply to a custom model; a recipe fixes its task "
+                             f"and model. For a variant of {args.recipe!r} use: course train --task {task} "
+                             f"{' '.join(ignored)} ...")
+        if args.recipe == "all" and args.name:
+            raise ValueError("--name names one model; 'all' trains several, each under its recipe's name")
     if args.task is not None:  # a custom model starts from the task's shipped recipe, if there is one
         base = RECIPES.get(args.task, Recipe(args.task, {}))
         task_args = dict(base.task_args)
@@ -365,19 +391,24 @@ def run(args) -> int:
     try:
         chosen = _recipes_from_args(args)
     except ValueError as err:
-        print(f"course train: {err}")
+        print(f"course train: {err}", file=sys.stderr)
         return 2
     for name, recipe in chosen:
         try:
             model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)
         except ValueError as err:  # a bad task or model setting
-            print(f"course train: {err}")
+            print(f"course train: {err}", file=sys.stderr)
             return 2
-        weights, card_path = save(model, card, args.out, name)
+        try:
+            weights, card_path = save(model, card, args.out, name)
+        except OSError as err:
+            print(f"course train: can not write {name} to {args.out}: {err}", file=sys.stderr)
+            return 1
         extra = f", induction score {card['induction_score']:.3f}" if "induction_score" in card else ""
         print(f"{name}: loss {card['eval_loss']:.4f}, token accuracy {card['token_accuracy']:.4f}, sequence "
               f"accuracy {card['sequence_accuracy']:.4f}{extra} in {card['train_seconds']}s "
               f"({card['train_cpu_seconds']}s CPU) -> {weights}, {card_path}")
         if card["token_accuracy"] < recipe.min_accuracy:
-            print(f"warning: {name} is below the recipe's min_accuracy={recipe.min_accuracy}")
+            print(f"course train: warning: {name} is below the recipe's min_accuracy={recipe.min_accuracy}",
+                  file=sys.stderr)
     return 0

@@ -331,9 +331,9 @@ def test_recipe_commands_and_cli_errors(capsys):
     assert [n for n, _ in _recipes_from_args(parser().parse_args(["all"]))] == list(RECIPES)
     assert main(["train"]) == 2
     assert main(["train", "copy", "--task", "copy"]) == 2
-    assert "either a recipe or --task" in capsys.readouterr().out
+    assert "either a recipe or --task" in capsys.readouterr().err
     assert main(["train", "--task", "copy", "--length", "1", "--no-progress"]) == 2
-    assert "length=1 must be an integer >= 2" in capsys.readouterr().out
+    assert "length=1 must be an integer >= 2" in capsys.readouterr().err
     # a custom model starts from its task's recipe: induction keeps RoPE unless told otherwise
     (name, custom), = _recipes_from_args(parser().parse_args(["--task", "induction", "--length", "6",
                                                               "--set", "n_layers=3"]))
