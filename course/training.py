@@ -77,8 +77,11 @@ def _parameters(params) -> list[torch.nn.Parameter]:
     return out
 
 
+_FUSED_ADAMW = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)  # fused AdamW on CPU too
+
+
 def make_optimizer(params, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95),
-                   eps: float = 1e-8) -> torch.optim.AdamW:
+                   eps: float = 1e-8, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW over a model's parameters (or any iterable of parameters) in two groups.
 
     The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
@@ -86,13 +89,19 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.9
     Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no benefit.
     Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept once.
     Group 0 is the decayed one, group 1 the other (either may be empty).
+
+    `fused` (default: wherever torch has it for these parameters — CPU and CUDA floating-point tensors, torch
+    >= 2.4) updates all tensors in one kernel: the same AdamW arithmetic, about 3x faster than the per-op
+    `foreach` path on CPU (docs/benchmarks.md), equal to it within float rounding.
     """
     params = _parameters(params)
     if not params:
         raise ValueError("make_optimizer got no trainable parameters")
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    if fused is None:
+        fused = _FUSED_ADAMW and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:

@@ -163,6 +163,38 @@ def test_rmsnorm_equals_torch(shape, eps):
     assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["layernorm", "layernorm_nobias", "rmsnorm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_norm_modules_equal_the_written_out_formulas(kind, dtype):
+    """The models' norm modules run fused kernels; values and gradients must be the written-out formulas'."""
+    d = 48
+    make = {"layernorm": lambda f: LayerNorm(d, 1e-5, fused=f), "layernorm_nobias": lambda f: LayerNorm(d, 1e-5, False, f),
+            "rmsnorm": lambda f: RMSNorm(d, 1e-6, fused=f)}[kind]
+    fused, written = make(True), make(False)
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn(p.shape))
+    written.load_state_dict(fused.state_dict())
+    fused, written = fused.to(dtype), written.to(dtype)
+    x = (torch.randn(3, 5, d) * 3 + 1).to(dtype)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fused(xa), written(xb)
+    assert ya.dtype == yb.dtype == dtype
+    tol = {} if dtype == torch.float32 else {"rtol": 1.6e-2, "atol": 1e-2}
+    assert_close(ya, yb, **tol)
+    g = torch.randn_like(ya)
+    ya.backward(g), yb.backward(g)
+    assert_close(xa.grad, xb.grad, **({"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else tol))
+    for pa, pb in zip(fused.parameters(), written.parameters()):
+        assert_close(pa.grad, pb.grad, **({"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else tol))
+    # and the formulas themselves
+    if kind != "rmsnorm" and dtype == torch.float32:
+        b = None if fused.bias is None else fused.bias
+        assert_close(fused(x), layer_norm(x, fused.weight, b, 1e-5))
+    if kind == "rmsnorm" and dtype == torch.float32:
+        assert_close(fused(x), rms_norm(x, fused.weight, 1e-6))
+
+
 def test_norm_statistics_and_difference():
     x = torch.randn(4, 32) * 5 + 3
     y = layer_norm(x)
