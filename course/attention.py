@@ -120,8 +120,6 @@ class MultiHeadAttention(nn.Module):
     Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from context).
     """
 
-    fuse_projections = True  # q/k/v (or k/v for cross-attention) as one matmul; see `project`
-
     def __init__(self, config: ModelConfig, cross: bool = False):
         super().__init__()
         c = config
@@ -137,29 +135,6 @@ class MultiHeadAttention(nn.Module):
                      "hook_pattern", "hook_z"):
             setattr(self, name, HookPoint())
 
-    def _fusable(self) -> bool:
-        return self.fuse_projections and all(
-            type(m) is nn.Linear and not m._forward_hooks and not m._forward_pre_hooks
-            for m in (self.q_proj, self.k_proj, self.v_proj))
-
-    def project(self, x, context=None):
-        """(q, k, v) = (q_proj(x), k_proj(src), v_proj(src)) with src = context or x, before the head split.
-
-        The three projections are three matrices (and three parameters in the state dict, as in most papers);
-        when they read the same input they run as one matmul on the stacked weight [W_q; W_k; W_v] — nanoGPT's
-        `c_attn` — which is faster than three (one pass over x; one GEMM in backward instead of three), and
-        gives the same numbers (tests/test_attention.py). Modules with hooks, or replaced by another kind of
-        layer, are called one by one; `fuse_projections = False` always does.
-        """
-        if not self._fusable():
-            src = x if context is None else context
-            return self.q_proj(x), self.k_proj(src), self.v_proj(src)
-        parts = (self.q_proj, self.k_proj, self.v_proj) if context is None else (self.k_proj, self.v_proj)
-        weight = torch.cat([m.weight for m in parts])
-        bias = None if parts[0].bias is None else torch.cat([m.bias for m in parts])
-        out = F.linear(x if context is None else context, weight, bias).split([m.out_features for m in parts], -1)
-        return tuple(out) if context is None else (self.q_proj(x), *out)
-
     def _capturing(self) -> bool:
         return self.hook_pattern.active or self.hook_attn_scores.active
 
@@ -171,10 +146,10 @@ class MultiHeadAttention(nn.Module):
         explicit mask is given and queries and keys are the same positions.
         """
         T = x.shape[1]
-        q, k, v = self.project(x, context)
-        q = _per_head_hook(self.hook_q, split_heads(q, self.n_heads))
-        k = _per_head_hook(self.hook_k, split_heads(k, self.n_kv_heads))
-        v = _per_head_hook(self.hook_v, split_heads(v, self.n_kv_heads))
+        src = x if context is None else context
+        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))
+        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))
+        v = _per_head_hook(self.hook_v, split_heads(self.v_proj(src), self.n_kv_heads))
         if rope is not None:
             q = _per_head_hook(self.hook_rot_q, apply_rope(q, *rope, self.rope_convention))
             k = _per_head_hook(self.hook_rot_k, apply_rope(k, *rope, self.rope_convention))

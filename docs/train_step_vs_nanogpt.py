@@ -8,7 +8,9 @@
 One process; the contenders run in turn, the order reversed every pair (A B C, C B A, ...); each sample is one
 training step after one warm-up step; the figure is the median over pairs of the per-pair ratio of CPU times
 (`time.process_time`, steady on a shared machine). A step is: forward, cross-entropy, backward, gradient
-clipping at 1.0, AdamW (decay on matrices only), zero_grad — what nanoGPT's train.py does, without compile.
+clipping at 1.0, AdamW (decay on matrices only), zero_grad — what nanoGPT's train.py does, without compile. Each
+side uses its own optimizer set-up: nanoGPT's configure_optimizers (fused AdamW on CUDA only, so foreach on CPU)
+and the course's make_optimizer; `--same-optimizer` gives every side nanoGPT's, to compare the models alone.
 
 The nanoGPT model below is nanoGPT's model.py (https://github.com/karpathy/nanoGPT, MIT licence, Copyright (c)
 2022 Andrej Karpathy) cut to what a training step runs, with its GELU switched to the tanh form GPT-2 (and the
@@ -119,14 +121,47 @@ def nanogpt_from_course(model) -> GPT:
         h, b = f"{t}h.{i}.", f"{t}blocks.{i}."
         for kind in ("weight", "bias"):
             sd[f"{h}ln_1.{kind}"], sd[f"{h}ln_2.{kind}"] = src[f"{b}ln1.{kind}"], src[f"{b}ln2.{kind}"]
-            if f"{b}attn.qkv_proj.{kind}" in src:
-                sd[f"{h}attn.c_attn.{kind}"] = src[f"{b}attn.qkv_proj.{kind}"]
-            else:
-                sd[f"{h}attn.c_attn.{kind}"] = torch.cat([src[f"{b}attn.{n}_proj.{kind}"] for n in "qkv"])
+            sd[f"{h}attn.c_attn.{kind}"] = torch.cat([src[f"{b}attn.{n}_proj.{kind}"] for n in "qkv"])
             sd[f"{h}attn.c_proj.{kind}"] = src[f"{b}attn.o_proj.{kind}"]
             sd[f"{h}mlp.c_fc.{kind}"], sd[f"{h}mlp.c_proj.{kind}"] = src[f"{b}mlp.up.{kind}"], src[f"{b}mlp.down.{kind}"]
     gpt.load_state_dict(sd, strict=True)
     return gpt
+
+
+# ----------------------------------------------------------------------------- the fused-QKV experiment
+class _StackedQKV:
+    """q_proj, k_proj and v_proj of one attention layer computed by one matmul on [W_q; W_k; W_v] (nanoGPT's
+    c_attn), the weights staying three parameters. Tried for the course model and not landed: no gain on CPU
+    (docs/benchmarks.md)."""
+
+    def __init__(self, q, k, v):
+        self.linears, self.outputs = (q, k, v), None
+
+    def part(self, i, x):
+        if i == 0:
+            q, k, v = self.linears
+            weight = torch.cat([q.weight, k.weight, v.weight])
+            bias = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias])
+            self.outputs = F.linear(x, weight, bias).split([m.out_features for m in self.linears], -1)
+        return self.outputs[i]
+
+
+class _Part(nn.Module):
+    def __init__(self, stack, i):
+        super().__init__()
+        object.__setattr__(self, "stack", stack)
+        self.i = i
+
+    def forward(self, x):
+        return self.stack.part(self.i, x)
+
+
+def stack_qkv(model) -> None:
+    for block in model.transformer.blocks:
+        attn = block.attn
+        attn.separate = nn.ModuleList([attn.q_proj, attn.k_proj, attn.v_proj])  # keeps the parameters
+        stack = _StackedQKV(attn.q_proj, attn.k_proj, attn.v_proj)
+        attn.q_proj, attn.k_proj, attn.v_proj = (_Part(stack, i) for i in range(3))
 
 
 # ----------------------------------------------------------------------------- contenders
@@ -158,15 +193,20 @@ def course_model(pkg, overrides):
     return pkg.DecoderLM(config)
 
 
-def optimizer(model):
+def nanogpt_optimizer(model):
+    """nanoGPT's configure_optimizers: decay on >= 2-D tensors, fused AdamW on CUDA only (foreach on CPU)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
                               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                              lr=1e-4, betas=(0.9, 0.95))
 
 
-def step_fn(model, idx, targets, nano: bool):
-    opt = optimizer(model)
+def course_optimizer(model, pkg):
+    """The course's own: `make_optimizer` (fused AdamW where torch has it, in this checkout)."""
+    return importlib.import_module(pkg.__name__ + ".training").make_optimizer(model, 1e-4, 0.1)
+
+
+def step_fn(model, idx, targets, nano: bool, opt):
     model.train()
 
     def step():
@@ -215,8 +255,10 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=9, help="rounds of alternated samples (default: 9)")
     ap.add_argument("--before", metavar="REV", help="also time the course package as of this git revision")
     ap.add_argument("--profile", action="store_true", help="print the top ops of one step of each model")
+    ap.add_argument("--same-optimizer", action="store_true",
+                    help="give the course models nanoGPT's optimizer too (compares the models alone)")
     ap.add_argument("--ablate", action="store_true",
-                    help="also time the course model with separate q/k/v matmuls, and with written-out norms")
+                    help="also time the course model with one q/k/v matmul, and with written-out norms")
     args = ap.parse_args()
     torch.set_num_threads(1)
     overrides, B, T = SHAPES[args.shape]
@@ -229,10 +271,8 @@ def main() -> int:
         models["before"].load_state_dict(models["course"].state_dict())
     if args.ablate:
         pkg = contenders["course"]
-        models["sep_qkv"] = course_model(pkg, overrides)
-        for m in models["sep_qkv"].modules():
-            if hasattr(m, "fuse_projections"):
-                m.fuse_projections = False
+        models["fused_qkv"] = course_model(pkg, overrides)
+        stack_qkv(models["fused_qkv"])
         models["written_ln"] = course_model(pkg, overrides)
         for m in models["written_ln"].modules():
             if hasattr(m, "fused"):
@@ -244,7 +284,11 @@ def main() -> int:
     print(f"shape {args.shape}: {overrides}, B={B}, T={T}; torch {torch.__version__}, 1 thread")
     print("initial losses (must agree):", {n: round(v, 6) for n, v in losses.items()})
     assert max(losses.values()) - min(losses.values()) < 1e-4, losses
-    fns = {n: step_fn(m, idx, targets, n == "nanogpt") for n, m in models.items()}
+    pkgs = {**contenders, "fused_qkv": contenders["course"], "written_ln": contenders["course"]}
+    opts = {n: nanogpt_optimizer(m) if n == "nanogpt" or args.same_optimizer else course_optimizer(m, pkgs[n])
+            for n, m in models.items()}
+    print("optimizers:", {n: "fused" if o.defaults.get("fused") else "foreach" for n, o in opts.items()})
+    fns = {n: step_fn(m, idx, targets, n == "nanogpt", opts[n]) for n, m in models.items()}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         for n, fn in fns.items():
@@ -258,7 +302,7 @@ def main() -> int:
     for n, ts in times.items():
         print(f"  {n:<8} median step {1e3 * statistics.median(ts):8.1f} ms CPU")
     print(f"course / nanoGPT step time: {ratio(times, 'course', 'nanogpt')}")
-    for other in ("before", "sep_qkv", "written_ln"):
+    for other in ("before", "fused_qkv", "written_ln"):
         if other in times:
             print(f"{other} / nanoGPT step time: {ratio(times, other, 'nanogpt')}")
             print(f"course / {other} step time: {ratio(times, 'course', other)}")

@@ -188,38 +188,3 @@ def test_bad_mask_dtype_and_shape_are_clear_errors():
     with pytest.raises(ValueError, match="d_k"):
         scaled_dot_product_attention(q, torch.randn(1, 1, 4, 6), v)
 
-
-@pytest.mark.parametrize("n_kv_heads,bias,cross", [(4, True, False), (2, False, False), (1, True, False),
-                                                   (4, True, True), (2, False, True)])
-def test_fused_qkv_projection_equals_three_projections(n_kv_heads, bias, cross):
-    """One matmul on [W_q; W_k; W_v] (nanoGPT's c_attn) gives the outputs and gradients of three separate ones."""
-    config = ModelConfig(d_model=32, n_heads=4, n_kv_heads=n_kv_heads, bias=bias)
-    fused = MultiHeadAttention(config, cross=cross)
-    split = MultiHeadAttention(config, cross=cross)
-    split.load_state_dict(fused.state_dict())
-    split.fuse_projections = False
-    assert fused._fusable() and not split._fusable()
-    x, ctx = torch.randn(2, 5, 32), (torch.randn(2, 7, 32) if cross else None)
-    for a, b in zip(fused.project(x, ctx), split.project(x, ctx)):
-        assert_close(a, b)
-    mask = None if cross else causal_mask(5)
-    out_f, out_s = fused(x, mask, context=ctx), split(x, mask, context=ctx)
-    assert_close(out_f, out_s)
-    g = torch.randn_like(out_f)
-    out_f.backward(g), out_s.backward(g)
-    for (name, pf), ps in zip(fused.named_parameters(), split.parameters()):
-        assert_close(pf.grad, ps.grad, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_projection_hooks_and_replacements_are_still_called():
-    mha = MultiHeadAttention(ModelConfig(d_model=16, n_heads=2))
-    seen = []
-    handle = mha.k_proj.register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    assert not mha._fusable()
-    mha(torch.randn(1, 3, 16))
-    assert seen == [torch.Size([1, 3, 16])]
-    handle.remove()
-    assert mha._fusable()
-    mha.v_proj = torch.nn.Sequential(mha.v_proj)  # e.g. a LoRA-style wrapper
-    assert not mha._fusable()
-    mha(torch.randn(1, 3, 16))
