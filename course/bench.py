@@ -206,12 +206,18 @@ class Bench:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             return fn
+        # The steps change the weights, and differently on the two sides: Adam turns rounding differences in
+        # tiny gradients into steps of size lr. Put the weights back so the decode compares identical models.
+        saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in (course, hf)]
         course.train(), hf.train()
         opt_c = torch.optim.AdamW(course.parameters(), lr=1e-4)
         opt_h = torch.optim.AdamW(hf.parameters(), lr=1e-4)
         r = paired(self.clock, step(course, opt_c, lambda x: x), step(hf, opt_h, lambda x: x.logits),
                    self.pairs, self.min_time)
         course.eval(), hf.eval()
+        del opt_c, opt_h
+        for m, state in zip((course, hf), saved):
+            m.load_state_dict(state)
         return {**r, "shape": f"B={B} T={T} AdamW"}
 
     def hf_decode(self, hf, course, big: bool) -> dict:
