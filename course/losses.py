@@ -38,6 +38,10 @@ def masked_cross_entropy(logits, targets, loss_mask=None) -> torch.Tensor:
     logits (..., V), targets (...) integer ids, loss_mask (...) bool: any leading shape — (B, T) for a batch
     of sequences, (N,) for a flat list of positions, () for one position."""
     _check_targets(logits, targets, loss_mask, sequences=False)
+    return _cross_entropy(logits, targets, loss_mask)
+
+
+def _cross_entropy(logits, targets, loss_mask) -> torch.Tensor:
     losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     losses = losses.view(targets.shape)
     return losses.mean() if loss_mask is None else losses[loss_mask].mean()
@@ -47,7 +51,7 @@ def lm_loss(logits, targets, loss_mask=None) -> torch.Tensor:
     """Next-token loss. logits (B, T, V) from inputs x; targets (B, T) with targets[:, t] = the token after
     x[:, t]. Every position predicts in parallel from gold inputs (teacher forcing)."""
     _check_targets(logits, targets, loss_mask)
-    return masked_cross_entropy(logits, targets, loss_mask)
+    return _cross_entropy(logits, targets, loss_mask)
 
 
 def mlm_loss(logits, targets, loss_mask) -> torch.Tensor:
@@ -56,7 +60,7 @@ def mlm_loss(logits, targets, loss_mask) -> torch.Tensor:
     if loss_mask is None:
         raise ValueError("mlm_loss needs the loss_mask of hidden tokens")
     _check_targets(logits, targets, loss_mask)
-    return masked_cross_entropy(logits, targets, loss_mask)
+    return _cross_entropy(logits, targets, loss_mask)
 
 
 @torch.no_grad()
