@@ -19,7 +19,9 @@ course's gelu_tanh) use, so that both models compute the same function: the scri
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,6 +174,7 @@ def course_package(rev: str | None):
         return importlib.import_module("course")
     name = "course_" + "".join(ch for ch in rev if ch.isalnum())
     tmp = Path(tempfile.mkdtemp(prefix="course-rev-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "course"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
     (tmp / "course").rename(tmp / name)
