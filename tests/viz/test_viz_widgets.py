@@ -309,3 +309,20 @@ def test_show_displays_the_static_copy_then_the_live_view(monkeypatch, make_mode
     kind, updated = shown[2]
     assert kind == "update" and updated["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == (
         w.fig.layout.title.text)
+
+
+def test_kernel_side_state_follows_the_figure_without_resending_it(comm_log):
+    """A page reloaded with the kernel alive restores the figure from `get_state()`: it must hold the current
+    data and layout (not the empty figure of construction time), yet updates send no full state."""
+    w = PositionalExplorer(mode="alibi", T=6, d=8)  # built empty, filled by add_* and update_layout
+    w._repr_mimebundle_()
+    sent = len(comm_log)
+    w.index.value = 5
+    state = w.fig.get_state()
+    assert state["_widget_layout"]["title"]["text"] == w.fig.layout.title.text
+    assert state["_widget_layout"]["yaxis"]["autorange"] == "reversed"
+    assert len(state["_widget_data"]) == 3
+    assert state["_widget_data"][0]["z"] == z_of(w.fig.data[0]) != []
+    keys = [key for kind, data, _ in comm_log[sent:] if kind == "comm_msg" for key in data.get("state", {})]
+    assert "_py2js_restyle" in keys or "_py2js_update" in keys
+    assert "_widget_data" not in keys and "_widget_layout" not in keys, "an update re-sent the whole figure"
