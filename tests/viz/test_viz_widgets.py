@@ -139,6 +139,18 @@ def test_positional_widget_switches_modes_in_place():
     assert w.fig.model_id == model_id and len(w.fig.data) == n_traces and w.output.outputs == ()
 
 
+def test_alibi_explorer_created_in_alibi_mode():
+    """Created as mode="alibi": head/heads labels, every head reachable, each head on its own colour range."""
+    w = PositionalExplorer(mode="alibi", T=16, d=8)
+    assert (w.index.description, w.d.description, w.index.max) == ("head", "heads", 7)
+    w.index.value = 7
+    assert "head 7" in w.fig.layout.title.text and w.output.outputs == ()
+    for h in range(8):
+        p = positional_panels("alibi", 16, 8, h)
+        assert p.zmin == pytest.approx(p.z.min()) and p.zmax == 0  # the flattest head spans the whole scale
+    assert w.fig.data[0].zmin == pytest.approx(positional_panels("alibi", 16, 8, 7).z.min())
+
+
 # --- norms ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("D", [2, 5, 64])
 def test_layernorm_ignores_shift_rmsnorm_does_not(D):
