@@ -187,6 +187,12 @@ def wait_title_change(plot, old: str) -> str:
     return figure(plot)["title"]
 
 
+def wait_title(plot, expected: str, timeout: float = 60_000) -> None:
+    """Wait until the plot's title is `expected` (a state, not a change: an answer that came early counts)."""
+    plot.page.wait_for_function("([gd, want]) => (gd._fullLayout?.title?.text ?? '') === want",
+                                arg=[plot.element_handle(), expected], timeout=timeout)
+
+
 def point_center(plot, layer: str, trace: int, point: int) -> tuple[float, float]:
     """Page coordinates of the centre of a drawn mark: point `point` of the `trace`-th trace in `layer`
     ("bar" or "scatter")."""

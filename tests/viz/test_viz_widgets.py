@@ -213,6 +213,18 @@ def test_kv_widget_presets_and_sliders(comm_log):
     assert w.fig.model_id == model_id and "_esm" not in comm_log.updates() and comm_log.nbytes() < 50_000
 
 
+def test_kv_seq_len_slider_steps_in_powers_of_two():
+    """One arrow key doubles or halves the length (a linear slider stepped 8192 -> 8193); 4096 sits mid-way."""
+    w = KVCacheCalculator(preset="llama2-70b")
+    lengths = [t for _, t in w.seq_len.options]
+    assert w.seq_len.value == 4096 and lengths[0] == 1 and lengths[-1] == 131072
+    assert all(b == 2 * a for a, b in zip(lengths, lengths[1:]))
+    assert 0.4 < lengths.index(4096) / (len(lengths) - 1) < 0.8
+    w.seq_len.set_state({"index": w.seq_len.index + 1})  # what the front end sends for one arrow-key press
+    assert w.seq_len.value == 8192 and "8,192 tokens" in w.fig.layout.title.text
+    assert [round(v) for v in w.fig.data[2].x] == [8192]
+
+
 # --- sampling ------------------------------------------------------------------------------------------------
 def test_sampling_filters_keep_the_right_tokens():
     V = 50
