@@ -25,6 +25,9 @@ class Lab:
         self.page.goto(f"{self.server.url}/{url_path}?reset")
         self.page.wait_for_function("() => window.jupyterapp")
         self.page.evaluate("() => jupyterapp.restored.then(() => true)")
+        # Drop "?reset" from the address: an in-page link (nbgrader's href="#...") would otherwise load the
+        # reset route again, which closes every panel (the assignment list with it).
+        self.page.evaluate("() => history.replaceState(history.state, '', location.pathname)")
 
     def open(self, path: str) -> None:
         """Open a notebook in a fresh Lab and wait until Lab shows its cells."""
