@@ -27,8 +27,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
-	  --ServerApp.default_url=/lab/tree/notebooks/00-start-here.ipynb $(LAB_FLAGS)
+	$(VENV)/bin/jupyter lab --config=course/lab/jupyter_lab_config.py $(LAB_FLAGS)
 
 # Chromium for the browser tests: Debian's package, installed when missing (needs root or sudo).
 browser-deps:

@@ -99,7 +99,29 @@ def run(args) -> int:
                "--Voila.ip=127.0.0.1", "--strip_sources=True", "--theme=light"]
         cmd += ["--no-browser"] if args.no_browser else []
         print(f"attention explorer: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
+        return serve(cmd, env, tmp)
+
+
+def serve(cmd: list[str], env: dict, cwd: str, grace_s: float = 20) -> int:
+    """Run the Voilà server until it exits; on SIGTERM or SIGINT (Ctrl-C) stop it cleanly: Voilà gets SIGTERM,
+    which makes it shut down its kernels, and is killed only if it has not exited after `grace_s` seconds."""
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)  # signals reach it through us
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
         try:
-            return subprocess.call(cmd, env=env, cwd=tmp)
-        except KeyboardInterrupt:
-            return 0
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

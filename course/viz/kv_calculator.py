@@ -49,6 +49,12 @@ class KVShape:
                                     costs.bytes_per_element(self.dtype))
 
 
+def seq_len_stops(*extra: int) -> list[int]:
+    """The sequence-length slider's stops: powers of two 1 .. 131,072 (one arrow key doubles or halves the
+    length), plus any other length a preset uses."""
+    return sorted({2 ** k for k in range(18)} | {int(t) for t in extra})
+
+
 def human(n: float) -> str:
     for unit, size in (("GiB", GIB), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= size:
@@ -93,7 +99,9 @@ class KVCacheCalculator(CourseWidget):
         slider = lambda value, lo, hi, name: widgets.IntSlider(value, min=lo, max=hi, description=name,  # noqa: E731
                                                                 continuous_update=False)
         self.n_layers = slider(s.n_layers, 1, 128, "layers")
-        self.seq_len = slider(s.seq_len, 1, 131072, "seq len")
+        # a linear 1..131,072 slider put 4,096 at its far left and stepped by 1: powers of two instead
+        self.seq_len = widgets.SelectionSlider(options=[(f"{t:,}", t) for t in seq_len_stops(s.seq_len)],
+                                               value=s.seq_len, description="seq len", continuous_update=False)
         self.batch = slider(1, 1, 64, "batch")
         self.n_kv_heads = slider(s.n_kv_heads, 1, 128, "KV heads")
         self.d_head = slider(s.d_head, 8, 256, "d_head")
@@ -124,6 +132,8 @@ class KVCacheCalculator(CourseWidget):
         s = KVShape.from_preset(change["new"], dtype=self.dtype.value)
         with self.muted():
             self.n_heads = s.n_heads
+            if s.seq_len not in self.seq_len.options:
+                self.seq_len.options = [(f"{t:,}", t) for t in seq_len_stops(s.seq_len)]
             self.n_layers.value, self.seq_len.value = s.n_layers, s.seq_len
             self.n_kv_heads.value, self.d_head.value = s.n_kv_heads, s.d_head
 

@@ -95,11 +95,19 @@ def positional_panels(mode: str, T: int, d: int, index: int = 0) -> Panels:
     bias = pos.alibi_bias(d, T, T).double().numpy()  # (H, T, T)
     slopes = pos.alibi_slopes(d).double().numpy()
     return Panels(
-        bias[index], ("key j", "query i"), float(bias.min()) if T > 1 else -1.0, 0.0, "Blues_r",
+        # each head's own colour range: with one shared range the flat heads (small slopes) look blank
+        bias[index], ("key j", "query i"), float(bias[index].min()) if T > 1 else -1.0, 0.0, "Blues_r",
         Panel(list(range(d)), slopes.tolist(), "head", "slope", mode="markers"),
         Panel(positions, np.round(-slopes[index] * np.arange(T), 4).tolist(), "distance |i − j|",
               f"bias of head {index}"),
         f"ALiBi ({d} heads): head {index} adds −{slopes[index]:.4g}·|i − j| to its scores")
+
+
+def controls(mode: str, d: int) -> tuple[str, str, int]:
+    """(index label, d label, largest index) of a mode: feature pairs 0..d/2-1, or ALiBi heads 0..d-1."""
+    if mode == "alibi":
+        return "head", "heads", d - 1
+    return "pair", "d", d // 2 - 1
 
 
 class PositionalExplorer(CourseWidget):
@@ -107,8 +115,9 @@ class PositionalExplorer(CourseWidget):
         super().__init__()
         self.mode = widgets.ToggleButtons(options=[(v, k) for k, v in MODES.items()], value=mode)
         self.T = widgets.IntSlider(T, min=2, max=128, description="T", continuous_update=False)
-        self.d = widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=d, description="d")
-        self.index = widgets.IntSlider(0, min=0, max=d // 2 - 1, description="pair", continuous_update=False)
+        index_label, d_label, top = controls(mode, d)
+        self.d = widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=d, description=d_label)
+        self.index = widgets.IntSlider(0, min=0, max=top, description=index_label, continuous_update=False)
         self.fig = go.FigureWidget()
         self.fig.add_heatmap(hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>", colorbar=dict(x=0.44, thickness=14))
         self.fig.add_scatter(xaxis="x2", yaxis="y2", hovertemplate="%{x}, %{y}<extra>%{text}</extra>",
@@ -126,11 +135,8 @@ class PositionalExplorer(CourseWidget):
         self.view = widgets.VBox([self.mode, widgets.HBox([self.T, self.d, self.index]), self.fig, self.output])
 
     def _on_shape(self, change) -> None:
-        alibi = self.mode.value == "alibi"
         with self.muted():
-            self.index.description = "head" if alibi else "pair"
-            self.d.description = "heads" if alibi else "d"
-            self.index.max = self.d.value - 1 if alibi else self.d.value // 2 - 1
+            self.index.description, self.d.description, self.index.max = controls(self.mode.value, self.d.value)
 
     def refresh(self) -> None:
         p = positional_panels(self.mode.value, self.T.value, self.d.value, self.index.value)

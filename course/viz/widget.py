@@ -24,22 +24,49 @@ from .static import static_bundle
 
 
 class HideStaticCopy(anywidget.AnyWidget):
-    """Invisible: hides the output just before the one it is drawn in (the static copy of a live figure).
+    """Invisible: hides the output just before the one it is drawn in (the static copy of a live figure), once
+    the live view beside it has drawn its figure — never before, so a widget never ends blank.
 
-    A no-op where the page has no JupyterLab output area around it.
+    A figure widget's front end can fail to start (anywidget gives up after ~2 s on a busy machine) or draw
+    bare axes; then the static copy stays and a note says what to do. If the live view draws later, the copy
+    and the note go. Its CSS also hides the "Error displaying widget" line of a course widget whose model a
+    reloaded page could not restore, where its static copy shows the figure. A no-op outside an output area.
     """
     _esm = """
+    const drawn = (gd) => Array.isArray(gd.data) && gd.data.length > 0 && !!gd._fullLayout
+                          && !!gd.querySelector('.main-svg');
     function render({ el }) {
-      let tries = 100;  // the view is attached to the page after render(): wait for it (5 s at most)
-      const hide = () => {
-        const output = el.closest(".jp-OutputArea-child");
-        if (!output) { if (--tries > 0) setTimeout(hide, 50); return; }
-        const copy = output.previousElementSibling;
-        if (copy && copy.classList.contains("jp-OutputArea-child")) copy.style.display = "none";
+      const start = Date.now();
+      let note = null;
+      const check = () => {
+        if (!el.isConnected && Date.now() - start > 5000) return;  // the output was cleared
+        const output = el.closest('.jp-OutputArea-child');
+        const copy = output && output.previousElementSibling;
+        if (output && copy && copy.classList.contains('jp-OutputArea-child')) {
+          const plots = [...output.querySelectorAll('.js-plotly-plot')];
+          if (plots.length > 0 && plots.every(drawn)) {
+            copy.style.display = 'none';
+            if (note) { note.remove(); note = null; }
+            return;
+          }
+          if (!note && Date.now() - start > 15000) {
+            note = document.createElement('div');
+            note.className = 'course-live-note';
+            note.textContent = 'The live figure has not started (the machine may be busy): the static figure '
+              + 'above shows the result. Run this cell again for the interactive one.';
+            el.appendChild(note);
+          }
+        }
+        if (Date.now() - start < 600000) setTimeout(check, 200);
       };
-      hide();
+      check();
     }
     export default { render };
+    """
+    _css = """
+    .course-live-note { color: #7a5b00; background: #fff8e1; padding: 4px 8px; font-size: 12px; }
+    .jp-OutputArea-child:has(> .jp-OutputArea-output[data-mime-type="application/vnd.plotly.v1+json"])
+      + .jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets:not(:has(*))) { display: none; }
     """
 
 
@@ -63,7 +90,9 @@ class CourseWidget:
             if self.output.outputs:
                 self.output.outputs = ()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                self._keep_state_current()
+                return result
             except ValueError as e:
                 self.output.append_stderr("".join(traceback.format_exception_only(e)))
             except Exception:
@@ -88,6 +117,20 @@ class CourseWidget:
         finally:
             self._muted = False
         self.guarded(self.refresh)()
+
+    def _keep_state_current(self) -> None:
+        """Point the figure's synced state at its current data and layout, without sending anything.
+
+        FigureWidget sends updates as restyle/relayout messages and leaves `_widget_data` / `_widget_layout` as
+        they were when it was created; a front end that restores the widget from the kernel (a page reload with
+        the kernel alive) would draw that stale state (a layout set after creation lost: query 0 at the bottom,
+        no axis titles). The front end already holds the current figure, so nothing needs sending: the trait
+        values are set directly (no change notification, no message), and `get_state()` reads them at restore.
+        """
+        fig = getattr(self, "fig", None)
+        if isinstance(fig, go.FigureWidget):
+            fig._trait_values["_widget_data"] = fig._data
+            fig._trait_values["_widget_layout"] = fig._layout
 
     def refresh(self) -> None:
         """Redraw the figure from the controls' current values (in place, inside `fig.batch_update()`)."""
@@ -125,6 +168,7 @@ class CourseWidget:
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """The live output's bundle: the view (with its `HideStaticCopy`) and text/plain only."""
+        self._keep_state_current()
         if self._live is None:
             self._live = widgets.VBox([self.view, HideStaticCopy()])
         bundle = self._live._repr_mimebundle_()

@@ -25,6 +25,9 @@ class Lab:
         self.page.goto(f"{self.server.url}/{url_path}?reset")
         self.page.wait_for_function("() => window.jupyterapp")
         self.page.evaluate("() => jupyterapp.restored.then(() => true)")
+        # Drop "?reset" from the address: an in-page link (nbgrader's href="#...") would otherwise load the
+        # reset route again, which closes every panel (the assignment list with it).
+        self.page.evaluate("() => history.replaceState(history.state, '', location.pathname)")
 
     def open(self, path: str) -> None:
         """Open a notebook in a fresh Lab and wait until Lab shows its cells."""
@@ -185,6 +188,12 @@ def wait_title_change(plot, old: str) -> str:
     plot.page.wait_for_function("([gd, old]) => (gd._fullLayout.title?.text ?? '') !== old",
                                 arg=[plot.element_handle(), old])
     return figure(plot)["title"]
+
+
+def wait_title(plot, expected: str, timeout: float = 60_000) -> None:
+    """Wait until the plot's title is `expected` (a state, not a change: an answer that came early counts)."""
+    plot.page.wait_for_function("([gd, want]) => (gd._fullLayout?.title?.text ?? '') === want",
+                                arg=[plot.element_handle(), expected], timeout=timeout)
 
 
 def point_center(plot, layer: str, trace: int, point: int) -> tuple[float, float]:

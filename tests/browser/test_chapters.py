@@ -23,6 +23,7 @@ from .pages import (
     point_center,
     set_slider,
     wait_heatmap,
+    wait_title,
     wait_title_change,
 )
 
@@ -140,16 +141,20 @@ def chapter_widget(page, server, chapter: str, control: str, text: str):
 def test_kv_cache_calculator_in_chapter(lab_server, page):
     out, plot = chapter_widget(page, lab_server, KV_CACHE, ".widget-dropdown", "KVCache.for_model")
     dtype = out.locator(".widget-dropdown").filter(has_text="dtype").locator("select").input_value()
-    before = figure(plot)
+    wait_title(plot, kv_figures(KVShape.from_preset("llama2-70b", dtype=dtype)).title)  # drawn, as created
 
     out.locator(".widget-dropdown").filter(has_text="preset").locator("select").select_option("gpt2-small")
-    title = wait_title_change(plot, before["title"])
     want = kv_figures(KVShape.from_preset("gpt2-small", dtype=dtype))
-    assert title == want.title and figure(plot)["data"][0]["y"] == want.gib
+    wait_title(plot, want.title)
+    assert figure(plot)["data"][0]["y"] == want.gib
 
-    set_slider(out.locator(".widget-slider").filter(has_text="seq len"), 2048)
-    wait_title_change(plot, title)
+    # the sequence length moves in powers of two: one arrow key from gpt2-small's 1,024 is 2,048
+    seq = out.locator(".widget-slider").filter(has_text="seq len")
+    assert seq.locator(".widget-readout").inner_text() == "1,024"
+    seq.locator("[role=slider]").focus()
+    seq.locator("[role=slider]").press("ArrowRight")
     shape = KVShape.from_preset("gpt2-small", seq_len=2048, dtype=dtype)
+    wait_title(plot, kv_figures(shape).title)
     now = figure(plot)["data"][2]
     assert now["x"] == [2048] and now["y"] == [round(shape.nbytes() / GIB, 6)]
     text = hover_at(plot, *data_xy(plot, 2, now["x"][0], now["y"][0]))

@@ -1,7 +1,11 @@
 """`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown; the
 heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query, key
 and weight, masked cells are empty in the data and drawn grey."""
+import os
+import signal
 import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -68,3 +72,51 @@ def test_explore_serves_the_explorer_without_code(explore_app, reference, page):
     assert "N/A" in hover(plot, 1, 0, T - 1)
     page.mouse.move(0, 0)
     assert cell_rgb(plot, 0, 0, T - 1) == hex_rgb(MASK_GREY)
+
+
+def children(pid: int) -> set[int]:
+    """Every live descendant of a process (from /proc)."""
+    parents = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_explore_stops_cleanly_on_a_signal(tmp_path, sig):
+    """SIGTERM / SIGINT to `course explore` ends the Voilà server and the kernel it started, not just itself."""
+    env, port, log = throwaway_env(tmp_path), free_port(), tmp_path / "course-explore.log"
+    proc = start([sys.executable, "-m", "course", "explore", "--model", MODEL, "--prompt", PROMPT,
+                  "--port", str(port), "--no-browser"], tmp_path, env, log)
+    try:
+        wait_ready(lambda: port_open(port), proc, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=180) as page:  # runs the notebook
+            assert page.status == 200
+        family = children(proc.pid)
+        assert len(family) >= 2, f"expected Voilà and its kernel under course explore, got {family}"
+        os.kill(proc.pid, sig)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(map(alive, family)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling the process table for the kernel's exit
+        left = [p for p in family if alive(p)]
+        assert not left, f"still running after {sig.name}: {left}\n{log.read_text()[-3000:]}"
+    finally:
+        stop(proc, log)

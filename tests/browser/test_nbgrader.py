@@ -14,6 +14,15 @@ from .pages import Lab
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
 
 
+ROW_STATE_JS = """name => {
+  const item = [...document.querySelectorAll('#fetched_assignments_list .list_item')]
+    .find(i => i.querySelector('.assignment-notebooks-link')?.innerText.trim() === name);
+  const link = item?.querySelector('.assignment-notebooks-link'), rows = item?.querySelector('.collapse');
+  if (!link || !rows || !link.querySelector('i.fa')) return null;  // not rendered, or its toggle not wired yet
+  return rows.classList.contains('in') ? 'expanded' : 'collapsed';
+}"""
+
+
 def test_assignment_list_fetch_and_validate(lab_server, page):
     c = Config()
     configure(c, lab_server.root)
@@ -33,10 +42,14 @@ def test_assignment_list_fetch_and_validate(lab_server, page):
     link = fetched.locator(".assignment-notebooks-link").filter(has_text=ASSIGNMENT)
     link.wait_for()
     assert (lab_server.root / ASSIGNMENT / NOTEBOOK).exists()
+    # A fetched assignment's notebooks are listed under its row once expanded. Wait until the row has rendered
+    # completely (its toggle's caret icon is the last thing added), then expand it if it is collapsed.
+    state = page.wait_for_function(ROW_STATE_JS, arg=ASSIGNMENT).json_value()
     validate = fetched.locator(".nested_list_item").filter(has_text=NOTEBOOK.removesuffix(".ipynb")) \
         .get_by_role("button", name="Validate")
-    if not validate.is_visible():  # the notebooks of a fetched assignment show under its expanded row
+    if state == "collapsed":
         link.click()
+        page.wait_for_function(f"name => ({ROW_STATE_JS})(name) === 'expanded'", arg=ASSIGNMENT)
     validate.click()
     dialog = page.locator(".jp-Dialog").filter(has_text="Validation Results")
     dialog.wait_for(timeout=300_000)

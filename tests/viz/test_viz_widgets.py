@@ -139,6 +139,18 @@ def test_positional_widget_switches_modes_in_place():
     assert w.fig.model_id == model_id and len(w.fig.data) == n_traces and w.output.outputs == ()
 
 
+def test_alibi_explorer_created_in_alibi_mode():
+    """Created as mode="alibi": head/heads labels, every head reachable, each head on its own colour range."""
+    w = PositionalExplorer(mode="alibi", T=16, d=8)
+    assert (w.index.description, w.d.description, w.index.max) == ("head", "heads", 7)
+    w.index.value = 7
+    assert "head 7" in w.fig.layout.title.text and w.output.outputs == ()
+    for h in range(8):
+        p = positional_panels("alibi", 16, 8, h)
+        assert p.zmin == pytest.approx(p.z.min()) and p.zmax == 0  # the flattest head spans the whole scale
+    assert w.fig.data[0].zmin == pytest.approx(positional_panels("alibi", 16, 8, 7).z.min())
+
+
 # --- norms ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("D", [2, 5, 64])
 def test_layernorm_ignores_shift_rmsnorm_does_not(D):
@@ -199,6 +211,18 @@ def test_kv_widget_presets_and_sliders(comm_log):
     predicted, measured = predicted_vs_measured(w.model, 2, 64, "fp32")
     assert f"{predicted:,} B" in w.measured.value and "equal" in w.measured.value
     assert w.fig.model_id == model_id and "_esm" not in comm_log.updates() and comm_log.nbytes() < 50_000
+
+
+def test_kv_seq_len_slider_steps_in_powers_of_two():
+    """One arrow key doubles or halves the length (a linear slider stepped 8192 -> 8193); 4096 sits mid-way."""
+    w = KVCacheCalculator(preset="llama2-70b")
+    lengths = [t for _, t in w.seq_len.options]
+    assert w.seq_len.value == 4096 and lengths[0] == 1 and lengths[-1] == 131072
+    assert all(b == 2 * a for a, b in zip(lengths, lengths[1:]))
+    assert 0.4 < lengths.index(4096) / (len(lengths) - 1) < 0.8
+    w.seq_len.set_state({"index": w.seq_len.index + 1})  # what the front end sends for one arrow-key press
+    assert w.seq_len.value == 8192 and "8,192 tokens" in w.fig.layout.title.text
+    assert [round(v) for v in w.fig.data[2].x] == [8192]
 
 
 # --- sampling ------------------------------------------------------------------------------------------------
@@ -309,3 +333,20 @@ def test_show_displays_the_static_copy_then_the_live_view(monkeypatch, make_mode
     kind, updated = shown[2]
     assert kind == "update" and updated["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == (
         w.fig.layout.title.text)
+
+
+def test_kernel_side_state_follows_the_figure_without_resending_it(comm_log):
+    """A page reloaded with the kernel alive restores the figure from `get_state()`: it must hold the current
+    data and layout (not the empty figure of construction time), yet updates send no full state."""
+    w = PositionalExplorer(mode="alibi", T=6, d=8)  # built empty, filled by add_* and update_layout
+    w._repr_mimebundle_()
+    sent = len(comm_log)
+    w.index.value = 5
+    state = w.fig.get_state()
+    assert state["_widget_layout"]["title"]["text"] == w.fig.layout.title.text
+    assert state["_widget_layout"]["yaxis"]["autorange"] == "reversed"
+    assert len(state["_widget_data"]) == 3
+    assert state["_widget_data"][0]["z"] == z_of(w.fig.data[0]) != []
+    keys = [key for kind, data, _ in comm_log[sent:] if kind == "comm_msg" for key in data.get("state", {})]
+    assert "_py2js_restyle" in keys or "_py2js_update" in keys
+    assert "_widget_data" not in keys and "_widget_layout" not in keys, "an update re-sent the whole figure"

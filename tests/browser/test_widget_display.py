@@ -1,0 +1,86 @@
+"""Course widgets in JupyterLab are never blank and never show an error: the static copy stays until the live
+view has drawn its figure, and after a browser refresh with the kernel alive every figure shows correctly."""
+import nbformat
+import pytest
+
+from .pages import PLOT, Lab
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
+WIDGETS = {  # chapter 0's mask builder and chapter 7's three positional explorers
+    "mask": 'MaskBuilder(kind="causal", T=5)',
+    "sinusoidal": 'PositionalExplorer(mode="sinusoidal", T=16, d=16)',
+    "rope": 'PositionalExplorer(mode="rope", T=16, d=16)',
+    "alibi": 'PositionalExplorer(mode="alibi", T=16, d=8)',
+}
+# Per cell: is its live view drawn (every plot has data), is its static copy shown, the y-axis title and
+# direction of the drawn plots, and any text of an error.
+CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].slice(1).map(cell => {
+  const outs = [...cell.querySelectorAll('.jp-OutputArea-child')];
+  const shown = o => o.offsetParent !== null && getComputedStyle(o).display !== 'none';
+  const live = outs.find(o => o.querySelector('.jupyter-widgets, .jp-RenderedText'));
+  const plots = live ? [...live.querySelectorAll('.js-plotly-plot')] : [];
+  const drawn = plots.length > 0 && plots.every(g => (g.data || []).length > 0 && g._fullLayout);
+  return {drawn, static_shown: outs.length > 1 && shown(outs[0]) && !!outs[0].querySelector('.js-plotly-plot, img'),
+          ytitle: drawn ? plots[0]._fullLayout.yaxis.title.text : null,
+          reversed: drawn ? plots[0]._fullLayout.yaxis.range[0] > plots[0]._fullLayout.yaxis.range[1] : null,
+          text: cell.querySelector('.jp-OutputArea').innerText};
+})"""
+
+
+def notebook(path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("from course.viz import MaskBuilder, PositionalExplorer")]
+    nb.cells += [nbformat.v4.new_code_cell(code) for code in WIDGETS.values()]
+    nbformat.write(nb, path)
+
+
+def cells_ok(page) -> bool:
+    """Every widget cell shows its figure: live (drawn, static copy hidden) or static; no error text."""
+    return page.evaluate(f"() => ({CELLS_JS})().every(c => (c.drawn !== c.static_shown) && "
+                         "!/Error displaying widget|model not found/.test(c.text))")
+
+
+def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
+    notebook(lab_server.root / "widgets.ipynb")
+    lab = Lab(page, lab_server)
+    lab.open("widgets.ipynb")
+    lab.run_all()
+    page.wait_for_function(f"() => ({CELLS_JS})().every(c => c.drawn && !c.static_shown)")
+    before = page.evaluate(CELLS_JS)
+    assert before[0]["ytitle"] == "query" and before[0]["reversed"], before[0]
+    lab.save()
+
+    page.reload()
+    page.wait_for_function("() => window.jupyterapp")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-OutputArea-child")
+    lab.wait_kernel_idle()
+    page.wait_for_function(f"() => ({CELLS_JS})().every(c => c.drawn && !c.static_shown)", timeout=90_000)
+    after = page.evaluate(CELLS_JS)
+    assert page.get_by_text("Error displaying widget").count() == 0
+    for name, b, a in zip(WIDGETS, before, after):  # the restored live views draw what they drew before
+        assert (a["ytitle"], a["reversed"]) == (b["ytitle"], b["reversed"]), (name, a, b)
+
+
+BROKEN = '''import ipywidgets as widgets
+from course.viz import MaskBuilder
+w = MaskBuilder(kind="causal", T=5)
+# a live view whose figure never draws, as when its front end fails to start: bare axes, no data
+w.view = widgets.VBox([widgets.HTML('<div class="js-plotly-plot">bare axes</div>')])
+w'''
+
+
+def test_static_copy_stays_until_the_live_figure_has_drawn(lab_server, page):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(BROKEN)]
+    nbformat.write(nb, lab_server.root / "broken.ipynb")
+    lab = Lab(page, lab_server)
+    lab.open("broken.ipynb")
+    lab.run_all()
+    outputs = page.locator(".jp-OutputArea-child")
+    note = page.locator(".course-live-note")
+    note.wait_for(timeout=60_000)  # the live view's watcher has run for a while and says what to do
+    assert outputs.count() == 2 and outputs.first.locator(f"{PLOT}, img").count() >= 1
+    assert outputs.first.is_visible(), "the static copy was hidden although the live figure never drew"
+    assert "Run this cell again" in note.inner_text()
