@@ -4,6 +4,7 @@
               the positions the loss mask keeps
     mlm_loss  masked-LM cross-entropy (encoder-only): predict the hidden tokens at their own positions
     train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
+              (returning True stops early)
     RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
               `setup("induction")` gives a recipe's untrained (model, task)
 """
@@ -78,7 +79,7 @@ def _objective(model, task: Task, batch_size: int, generator, device):
     """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
-        x, y, mask = (t.to(device) for t in mask_tokens(tokens, generator=generator))
+        x, y, mask = (t.to(device) for t in mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size))
         return model(x), y, mask, mlm_loss
     if isinstance(model, DecoderLM):
         x, y, mask = (t.to(device) for t in task.batch(batch_size, generator))
@@ -150,7 +151,9 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
     model's; on CUDA the forward pass runs under bf16 autocast. `warmup` defaults to steps // 10.
     `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after the
-    last one, with the model in eval mode. The progress bar writes to stdout, and nothing when progress=False.
+    last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
+    held-out accuracy is reached: `log.losses` then has one entry per step taken). The progress bar writes to
+    stdout, and nothing when progress=False.
     """
     _check_train_args(steps, batch_size, lr, warmup, grad_clip, callback_every)
     warmup = steps // 10 if warmup is None else warmup
@@ -179,8 +182,10 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
             bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
         if callback is not None and ((step + 1) % callback_every == 0 or step + 1 == steps):
             model.eval()
-            callback(step + 1, log.losses[-1], model)
+            stop = callback(step + 1, log.losses[-1], model)
             model.train()
+            if stop is True:
+                break
     model.eval()
     log.seconds = time.perf_counter() - start
     log.cpu_seconds = time.process_time() - cpu_start

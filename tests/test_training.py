@@ -127,6 +127,18 @@ def test_callback_runs_every_n_steps_in_eval_mode():
     assert all(isinstance(loss, float) and not training for _, loss, training in calls)
 
 
+def test_callback_returning_true_stops_training():
+    calls = []
+
+    def stop_at_10(step, loss, model):
+        calls.append(step)
+        return step >= 10
+
+    model, _, log = small_run(steps=23, callback=stop_at_10, callback_every=5)
+    assert calls == [5, 10] and len(log.losses) == 10 and len(log.lrs) == 10
+    assert not model.training
+
+
 def test_progress_bar_goes_to_stdout_and_is_silent_when_disabled(capfd):
     small_run(steps=3)
     out, err = capfd.readouterr()
