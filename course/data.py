@@ -255,20 +255,45 @@ def make_task(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
+BERT_SPLIT = (0.8, 0.1, 0.1)  # of the chosen tokens: [MASK], a random symbol, left unchanged (Devlin et al., 2019)
+
+
 def mask_tokens(tokens: torch.Tensor, mask_prob: float = 0.15, generator=None, mask_id: int = MASK,
-                n_specials: int = len(SPECIALS)):
-    """Masked-LM inputs: hide a random `mask_prob` of the non-special tokens behind `mask_id`.
+                n_specials: int = len(SPECIALS), split: tuple[float, float, float] | None = BERT_SPLIT,
+                vocab_size: int | None = None):
+    """Masked-LM inputs: choose a random `mask_prob` of the non-special tokens for the model to predict.
+
+    BERT's rule (`split=(0.8, 0.1, 0.1)`, the default): of the chosen tokens, 80 % are replaced by `mask_id`,
+    10 % by a random symbol (uniform over ids [n_specials, vocab_size); it may happen to equal the original) and
+    10 % are left unchanged. All chosen tokens are scored, so the model cannot tell from the input which visible
+    tokens it will be asked about, and must keep a good representation of every token — `[MASK]` never occurs
+    at fine-tuning time. `split=None` (or `(1, 0, 0)`) hides every chosen token behind `mask_id`.
+    `vocab_size` defaults to the largest id in `tokens` + 1; pass the real one (e.g. `task.vocab_size`).
 
     Returns (inputs, targets, loss_mask), each (B, T): targets are the original tokens *at the same positions*
-    (no shift: an encoder sees both sides), loss_mask marks the hidden ones. At least one token per row is hidden.
+    (no shift: an encoder sees both sides), loss_mask marks the chosen ones. At least one token per row is chosen.
     """
     if not 0.0 < mask_prob <= 1.0:
         raise ValueError(f"mask_prob={mask_prob} must lie in (0, 1]")
     if tokens.dim() != 2:
         raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
+    split = (1.0, 0.0, 0.0) if split is None else tuple(float(v) for v in split)
+    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"split={split} must be three non-negative shares ([MASK], random, unchanged) summing to 1")
     maskable = tokens >= n_specials
     if not maskable.any(-1).all():
         raise ValueError("every row needs at least one non-special token to mask")
-    u = torch.rand(tokens.shape, generator=as_generator(generator)).masked_fill(~maskable, 2.0)
-    hidden = (u < mask_prob) | (u == u.min(-1, keepdim=True).values)  # the row's lowest draw is always hidden
-    return tokens.masked_fill(hidden, mask_id), tokens, hidden
+    vocab_size = int(tokens.max()) + 1 if vocab_size is None else vocab_size
+    if vocab_size <= n_specials:
+        raise ValueError(f"vocab_size={vocab_size} must exceed n_specials={n_specials}")
+    g = as_generator(generator)
+    u = torch.rand(tokens.shape, generator=g).masked_fill(~maskable, 2.0)
+    chosen = (u < mask_prob) | (u == u.min(-1, keepdim=True).values)  # the row's lowest draw is always chosen
+    if split == (1.0, 0.0, 0.0):  # no further draws: the same generator gives the same masks as before
+        return tokens.masked_fill(chosen, mask_id), tokens, chosen
+    how = torch.rand(tokens.shape, generator=g)
+    to_mask = chosen & (how < split[0])
+    to_random = chosen & (how >= split[0]) & (how < split[0] + split[1])
+    random_ids = torch.randint(n_specials, vocab_size, tokens.shape, generator=g)
+    inputs = torch.where(to_random, random_ids, tokens).masked_fill(to_mask, mask_id)
+    return inputs, tokens, chosen

@@ -69,6 +69,15 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
     return model.eval(), card
 
 
+def load_curves(name: str = "norm-study", directory: str | Path = WEIGHTS_DIR) -> dict:
+    """Recorded training curves shipped without weights, e.g. chapter 5's `norm-study.json` (made by
+    `course train norm-study --out course/weights`; `course.training.norm_study` recomputes them)."""
+    path = Path(directory) / f"{name}.json"
+    if not path.exists():
+        raise ValueError(f"no recorded curves {name!r} in {directory}")
+    return json.loads(path.read_text())
+
+
 def task_for(card: dict) -> Task:
     """The synthetic task a model was trained on, rebuilt from its card."""
     return make_task(card["task"]["name"], **card["task"]["args"])

@@ -4,8 +4,11 @@
     lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
     clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
     train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
+              (returning True stops early)
     RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
               `setup("induction")` gives a recipe's untrained (model, task)
+    norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
+              recorded curves, `course/weights/norm-study.json` (`course train norm-study --out course/weights`)
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def _objective(model, task: Task, batch_size: int, generator, device):
     """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
-        x, y, mask = (t.to(device) for t in mask_tokens(tokens, generator=generator))
+        x, y, mask = (t.to(device) for t in mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size))
         return model(x), y, mask, mlm_loss
     if isinstance(model, DecoderLM):
         x, y, mask = (t.to(device) for t in task.batch(batch_size, generator))
@@ -168,7 +171,9 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
     model's; on CUDA the forward pass runs under bf16 autocast. `warmup` defaults to steps // 10.
     `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after the
-    last one, with the model in eval mode. The progress bar writes to stdout, and nothing when progress=False.
+    last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
+    held-out accuracy is reached: `log.losses` then has one entry per step taken). The progress bar writes to
+    stdout, and nothing when progress=False.
     """
     _check_train_args(steps, batch_size, lr, warmup, grad_clip, callback_every)
     warmup = steps // 10 if warmup is None else warmup
@@ -198,8 +203,10 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
             bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
         if callback is not None and ((step + 1) % callback_every == 0 or step + 1 == steps):
             model.eval()
-            callback(step + 1, log.losses[-1], model)
+            stop = callback(step + 1, log.losses[-1], model)
             model.train()
+            if stop is True:
+                break
     model.eval()
     log.seconds = time.perf_counter() - start
     log.cpu_seconds = time.process_time() - cpu_start
@@ -291,6 +298,76 @@ def train_recipe(recipe: Recipe, name: str = "model", command: str = "", progres
     return model, make_card(name, model, task, recipe, log, command)
 
 
+# ----------------------------------------------------------------------------- the Pre-LN / Post-LN study
+
+@dataclass
+class NormStudy:
+    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter 5).
+
+    Every run: the copy task, the "tiny" preset at `n_layers = depth`, untied head, token and position
+    embeddings drawn with std `embedding_std` (unit scale, as the original Transformer's √D-scaled embeddings;
+    GPT-2's 0.02 would make Post-LN fail even at depth 2, for a different reason), AdamW at peak `lr` with
+    gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a fixed
+    batch are recorded at initialization and every `grad_every` steps.
+    """
+
+    depths: tuple[int, ...] = (2, 6, 12)
+    warmups: tuple[int, ...] = (0, 100)
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    embedding_std: float = 1.0
+    seed: int = 0
+    grad_every: int = 25
+
+
+def norm_study_run(depth: int, placement: str, warmup: int, study: NormStudy | None = None) -> dict:
+    """One run of the study: losses per step, per-block gradient norms over training, final evaluation."""
+    from .diagnostics import gradient_norms
+
+    study = NormStudy() if study is None else study
+
+    task = make_task("copy", length=8, n_symbols=16)
+    model = build_model(task, study.seed, n_layers=depth, norm_placement=placement, tie_weights=False)
+    torch.nn.init.normal_(model.transformer.tok_emb.weight, std=study.embedding_std)
+    torch.nn.init.normal_(model.transformer.pos_emb.weight, std=study.embedding_std)
+    gx, gy, gmask = task.batch(study.batch_size, generator=study.seed + 1)  # fixed batch for gradient norms
+    grad_steps, grads = [0], [gradient_norms(model, gx, gy, gmask).tolist()]
+
+    def record(step, loss, m):
+        grad_steps.append(step)
+        grads.append(gradient_norms(m, gx, gy, gmask).tolist())
+
+    log = train(model, task, study.steps, study.batch_size, study.lr, warmup=warmup, seed=study.seed,
+                progress=False, callback=record, callback_every=study.grad_every)
+    metrics = evaluate(model, task, generator=study.seed + 10_000)
+    return {"depth": depth, "placement": placement, "warmup": warmup,
+            "losses": [round(v, 4) for v in log.losses], "grad_steps": grad_steps,
+            "grad_norms": [[round(v, 5) for v in row] for row in grads],
+            "final_train_loss": round(log.final_loss, 4), "eval_loss": round(metrics["loss"], 4),
+            "token_accuracy": round(metrics["token_accuracy"], 4), "cpu_seconds": round(log.cpu_seconds, 1)}
+
+
+def norm_study(study: NormStudy | None = None, command: str = "", progress: bool = True) -> dict:
+    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it took."""
+    study = NormStudy() if study is None else study
+    start, cpu_start = time.perf_counter(), time.process_time()
+    runs = []
+    for depth in study.depths:
+        for placement in ("pre", "post"):
+            for warmup in study.warmups:
+                runs.append(norm_study_run(depth, placement, warmup, study))
+                if progress:
+                    r = runs[-1]
+                    print(f"  {placement}-LN, {depth:>2} layers, warm-up {warmup:>3}: final loss "
+                          f"{r['final_train_loss']:.3f}, token accuracy {r['token_accuracy']:.3f}", flush=True)
+    return {"name": "norm-study", "task": {"name": "copy", "args": {"length": 8, "n_symbols": 16}},
+            "model": "tiny preset, n_layers = depth, tie_weights = False", "study": asdict(study), "runs": runs,
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "command": command}
+
+
 def save(model, card: dict, out_dir, name: str) -> tuple[Path, Path]:
     """Write `<name>.safetensors` and the `<name>.json` card into `out_dir`."""
     from .pretrained import save_weights
@@ -314,8 +391,9 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "all"],
-                        help="a shipped recipe (or 'all'); omit it and give --task for a custom model")
+    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "all", "norm-study"],
+                        help="a shipped recipe (or 'all'); 'norm-study' records chapter 5's Pre-/Post-LN training "
+                             "curves (norm-study.json, no weights); omit it and give --task for a custom model")
     parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"],
                         help="train a custom model on this task, starting from its recipe's settings")
     parser.add_argument("--length", type=int,
@@ -397,6 +475,15 @@ def _command(name: str, recipe: Recipe, args) -> str:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
+    if args.recipe == "norm-study":
+        command = f"course train norm-study --threads {args.threads} --out {args.out}"
+        study = norm_study(command=command, progress=not args.no_progress)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "norm-study.json").write_text(json.dumps(study) + "\n")
+        print(f"norm-study: {len(study['runs'])} runs in {study['train_seconds']}s "
+              f"({study['train_cpu_seconds']}s CPU) -> {out / 'norm-study.json'}")
+        return 0
     try:
         chosen = _recipes_from_args(args)
     except ValueError as err:

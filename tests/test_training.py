@@ -251,6 +251,18 @@ def test_callback_runs_every_n_steps_in_eval_mode():
     assert all(isinstance(loss, float) and not training for _, loss, training in calls)
 
 
+def test_callback_returning_true_stops_training():
+    calls = []
+
+    def stop_at_10(step, loss, model):
+        calls.append(step)
+        return step >= 10
+
+    model, _, log = small_run(steps=23, callback=stop_at_10, callback_every=5)
+    assert calls == [5, 10] and len(log.losses) == 10 and len(log.lrs) == 10
+    assert not model.training
+
+
 def test_progress_bar_goes_to_stdout_and_is_silent_when_disabled(capfd):
     small_run(steps=3)
     out, err = capfd.readouterr()
@@ -343,3 +355,24 @@ def test_recipe_commands_and_cli_errors(capsys):
     assert custom.task_args == {**RECIPES["induction"].task_args, "length": 6}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _recipes_from_args(parser().parse_args(["--task", "copy", "--set", "nonsense=3"]))
+
+
+def test_norm_study_run_records_losses_and_gradients():
+    from course.training import NormStudy, norm_study_run
+
+    study = NormStudy(depths=(2,), steps=10, batch_size=8, grad_every=5)
+    run = norm_study_run(2, "post", 0, study)
+    assert len(run["losses"]) == 10 and run["grad_steps"] == [0, 5, 10]
+    assert all(len(row) == 2 for row in run["grad_norms"])
+
+
+def test_shipped_norm_study_shows_deep_post_ln_stalling_without_warmup():
+    """The recorded curves chapter 5 reads (course train norm-study) hold the claims the chapter asserts."""
+    from course.pretrained import load_curves
+
+    study = load_curves("norm-study")
+    runs = {(r["depth"], r["placement"], r["warmup"]): r for r in study["runs"]}
+    assert len(runs) == 12 and study["command"].startswith("course train norm-study")
+    assert all(r["token_accuracy"] > 0.99 for (d, p, w), r in runs.items() if p == "pre")
+    assert runs[6, "post", 0]["token_accuracy"] < 0.2 and runs[6, "post", 100]["token_accuracy"] > 0.99
+    assert all(len(r["losses"]) == study["study"]["steps"] for r in runs.values())
