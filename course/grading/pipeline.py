@@ -5,10 +5,11 @@
     course grade collect SRC [--zip | --exchange DIR]   # into the course (default graders/)
     course grade autograde | feedback | export --out grades.csv
 
-Each submission is graded by `nbgrader autograde` in its own jailed process (`sandbox`), in a private course holding
-only a pristine copy of the gradebook and that one notebook; results are read back and written to the real
-gradebook by this (trusted) process only. Learner cells are scanned and the notebook gets integrity probes
-(`tamper`). Every submission yields exactly one row: status graded | late | error | timeout | oom | flagged |
+nbgrader keeps the course (generate, collect, gradebook, formgrader, export); `nbgrader autograde` is not used.
+Each submission's own cells run in a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process
+and call the learner's functions through the channel, getting plain data back (`grader`, `session`, `wire`).
+Scores are written to the gradebook from here. The static scan (`tamper`) only adds review notes. Every
+submission yields exactly one row: status graded | late | error | timeout | oom | flagged |
 missing | invalid, a score (blank when nothing could be graded, never a silent 0), and a reason.
 """
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import datetime as dt
+import hashlib
 import html
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -31,15 +32,13 @@ from pathlib import Path
 
 import nbformat
 
-from course.grading import release, sandbox, tamper
+from course.grading import check, grader, jail, release, session, wire
 
 STATUSES = ("graded", "late", "error", "timeout", "oom", "flagged", "missing", "invalid")
 COLUMNS = ["student_id", "status", "score", "max_score", "reason", *release.EXERCISES]
 ASSIGNMENT, NOTEBOOK = release.ASSIGNMENT, release.NOTEBOOK
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 ZIP_REGEXP = r".*?(?:^|/)(?P<student_id>[A-Za-z0-9.@-]+)(?:_[^/]*)?[/_](?P<file_id>exercises\.ipynb)$"
-OOM_SIGNS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "bad_alloc", "out of memory")
-TRUNCATED = sandbox.TRUNCATED_NOTE
 SUBCOMMANDS = ("release", "collect", "autograde", "feedback", "export")
 
 
@@ -168,12 +167,12 @@ def collect_folder(course: Course, submissions: Path, notebook_mb: float) -> lis
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         sid = entry.name
-        dest = course.submitted(sid) if STUDENT_ID.match(sid) else course.work / "bad-ids" / _safe(sid)
+        dest = course.submitted(sid) if STUDENT_ID.match(sid) else course.work / "bad-ids" / _bad_id(sid)
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         files = sorted(p for p in entry.rglob("*") if p.is_file() or p.is_symlink())
-        note = {"files": [str(p.relative_to(entry)) for p in files], "oversized": [], "id": sid}
+        note = {"files": [_shown(str(p.relative_to(entry))) for p in files], "oversized": [], "id": _shown(sid)}
         for p in files:
             if p.is_symlink() or p.parent != entry or not (p.suffix == ".ipynb" or p.name == "timestamp.txt"):
                 continue
@@ -188,6 +187,17 @@ def collect_folder(course: Course, submissions: Path, notebook_mb: float) -> lis
 
 def _safe(sid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]", "_", sid)[:64].lstrip(".") or "_"
+
+
+def _bad_id(name: str) -> str:
+    """A unique, stable row id for a folder name that is not a student id (non-UTF-8 bytes included)."""
+    raw = os.fsencode(name)
+    return f"{_safe(name)[:48]}-{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
+def _shown(name: str) -> str:
+    """A file or folder name as text that always encodes (undecodable bytes shown as \\xNN)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def collect_zip(course: Course, archives: list[Path], regexp: str) -> list[str]:
@@ -233,38 +243,14 @@ class Result:
     reason: str = ""
     points: dict[str, float] = field(default_factory=dict)   # credited points per test grade_id
     timestamp: str | None = None
-    wall_s: float = 0.0       # grading time of this submission (jail, nbgrader, kernel)
+    wall_s: float = 0.0       # grading time of this submission (jail start-ups, cells, tests)
     cpu_s: float = 0.0
+    messages: dict[str, str] = field(default_factory=dict)  # grade_id -> why the test failed ("" passed)
 
 
-def _read_submission(course: Course, sid: str, ref: Reference, limits: sandbox.Limits):
-    """The submitted notebook, or a Result saying why there is none to grade."""
-    folder = course.submitted(sid)
-    note = json.loads((folder / ".collect.json").read_text()) if (folder / ".collect.json").exists() else {}
-    files = note.get("files", sorted(p.name for p in folder.iterdir() if not p.name.startswith(".collect")))
-    if NOTEBOOK in note.get("oversized", []):
-        return Result(sid, "invalid", reason=f"{NOTEBOOK} is larger than the {limits.notebook_mb:g} MB limit")
-    path = folder / NOTEBOOK
-    if not path.is_file():
-        if not [f for f in files if f != "timestamp.txt"]:
-            return Result(sid, "missing", reason="the submission folder is empty")
-        others = [f for f in files if f.endswith(".ipynb")]
-        return Result(sid, "invalid", reason=f"no {NOTEBOOK} in the submission folder" +
-                      (f" (found {', '.join(others[:3])}: notebooks must keep their name)" if others else ""))
-    if path.stat().st_size > limits.notebook_mb * 2**20:
-        return Result(sid, "invalid", reason=f"{NOTEBOOK} is larger than the {limits.notebook_mb:g} MB limit")
-    try:
-        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-        nbformat.validate(nb)
-    except Exception as e:  # noqa: BLE001 - any unreadable notebook is invalid, whatever the parser says
-        return Result(sid, "invalid", reason=f"{NOTEBOOK} is not a valid notebook ({type(e).__name__})")
-    return nb
-
-
-def sanitize(nb: nbformat.NotebookNode, ref: Reference, nonce: str) -> nbformat.NotebookNode:
-    """The notebook actually graded: locked cells restored from the release (type, metadata, position if deleted),
-    duplicate or unknown grade_ids demoted to plain cells, the setup cell first, learner cells tagged with their
-    scan findings, and an integrity probe before every test cell and at the end."""
+def sanitize(nb: nbformat.NotebookNode, ref: Reference) -> nbformat.NotebookNode:
+    """The notebook as graded: locked cells restored from the release (type, metadata, position if deleted),
+    duplicate or unknown grade_ids demoted to plain cells. Each cell keeps its number in the submission."""
     seen, cells = set(), []
     for number, cell in enumerate(nb.cells, 1):
         cell.metadata["course_grading"] = {"cell": number}  # its number in the submission, for reasons
@@ -278,20 +264,15 @@ def sanitize(nb: nbformat.NotebookNode, ref: Reference, nonce: str) -> nbformat.
             cell.metadata["nbgrader"] = _release_meta(ref, gid)
         seen.add(gid)
         cells.append(cell)
-    cells = _restore_missing(cells, ref)
-    cells = _setup_first(cells, ref)
-    out = []
-    for cell in cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and not meta.get("locked"):
-            cell.metadata.setdefault("course_grading", {})["findings"] = tamper.scan_cell(cell.source)
-        if meta.get("grade_id") in ref.tests:
-            out.append(_probe_cell(nonce))
-        out.append(cell)
-    out.append(_probe_cell(nonce))
-    nb.cells = out
+    nb.cells = _restore_missing(cells, ref)
     nb.metadata["kernelspec"] = ref.nb.metadata["kernelspec"]
     return nb
+
+
+def learner_cells(nb: nbformat.NotebookNode, ref: Reference) -> list[tuple[int, str]]:
+    """(number in the submission, source) of every code cell the learner could edit, in order."""
+    return [(c.metadata.get("course_grading", {}).get("cell", 0), c.source) for c in nb.cells
+            if c.cell_type == "code" and _gid(c) not in ref.locked]
 
 
 def _known_ids(ref: Reference) -> set[str]:
@@ -318,108 +299,76 @@ def _restore_missing(cells: list, ref: Reference) -> list:
     return cells
 
 
-def _setup_first(cells: list, ref: Reference) -> list:
-    setup = next((c for c in cells if _gid(c) == ref.setup_id), None)
-    if setup is None:
-        return cells
-    rest = [c for c in cells if c is not setup]
-    first_code = next((j for j, c in enumerate(rest) if c.cell_type == "code"), len(rest))
-    return rest[:first_code] + [setup] + rest[first_code:]
-
-
-def _probe_cell(nonce: str):
-    return nbformat.v4.new_code_cell(tamper.probe_source(nonce), metadata={"course_grading": {"probe": True}})
-
-
-def _job_config(limits: sandbox.Limits) -> str:
-    return ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('course_grading_sandbox', {sandbox.SCRIPT!r})\n"
-            "sandbox = sys.modules['course_grading_sandbox'] = importlib.util.module_from_spec(spec)\n"
-            "spec.loader.exec_module(sandbox)\n"
-            f"c.Execute.timeout = c.BoundedExecute.timeout = {int(limits.cell_s)}\n"
-            f"c.BoundedExecute.output_bytes = {int(limits.output_bytes)}\n"
-            "from nbgrader.converters import Autograde\n"
-            "c.Autograde.autograde_preprocessors = [sandbox.BoundedExecute if p.__name__ == 'Execute' else p\n"
-            "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]\n")
-
-
-def _kernelspec(scratch: Path, private: Path, limits: sandbox.Limits) -> None:
-    spec = scratch / "share" / "jupyter" / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, sandbox.SCRIPT, "kernel", "--keep", str(scratch),
-            "--hide", str(private / "secret"), "--hide", str(private / "course" / "submitted"),
-            "--memory-mb", str(limits.memory_mb), "--file-mb", str(limits.file_mb), "--",
-            sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3 (graded)",
-                                                  "language": "python"}))
-
-
-def grade_one(course: Course, sid: str, ref: Reference, limits: sandbox.Limits, jobs: Path,
-              hide: list[Path]) -> tuple[Result, nbformat.NotebookNode | None]:
-    """Grade one collected submission in a private jailed course; returns the result and the graded notebook."""
+def grade_one(course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits
+              ) -> tuple[Result, nbformat.NotebookNode | None]:
+    """Grade one collected submission: its cells in the jail, the tests here. Returns the result and the graded
+    notebook (the submission with the release's test cells and the trusted verdicts as their outputs)."""
     found = _read_submission(course, sid, ref, limits)
     if isinstance(found, Result):
         return found, None
-    nonce = secrets.token_hex(16)
-    private = Path(tempfile.mkdtemp(prefix=f"{sid}-", dir=jobs))
-    root, secret, scratch = private / "course", private / "secret", private / "scratch"
-    sub = root / "submitted" / sid / ASSIGNMENT
-    for d in (sub, secret, scratch / "home", scratch / "runtime", scratch / "site", scratch / "tmp"):
-        d.mkdir(parents=True)
-    nbformat.write(sanitize(found, ref, nonce), sub / NOTEBOOK)
-    stamp = course.submitted(sid) / "timestamp.txt"
-    if stamp.is_file() and stamp.stat().st_size < 200:
-        shutil.copyfile(stamp, sub / "timestamp.txt")
-    shutil.copyfile(course.pristine_db, secret / "gradebook.db")
-    (root / "nbgrader_config.py").write_text(_config_text(root, secret / "gradebook.db", _job_config(limits)))
-    _kernelspec(scratch, private, limits)
-    (scratch / "site" / "sitecustomize.py").write_text(sandbox.SOCKET_GUARD)
-    env = release.nbgrader_env(scratch / "home")
-    env.update(JUPYTER_PATH=str(scratch / "share" / "jupyter"), JUPYTER_RUNTIME_DIR=str(scratch / "runtime"),
-               TMPDIR=str(scratch / "tmp"),  # nbclient writes the kernel's connection file there
-               IPYTHONDIR=str(scratch / "home" / ".ipython"), MPLCONFIGDIR=str(scratch / "home"),
-               PYTHONPATH=os.pathsep.join([str(scratch / "site"), env["PYTHONPATH"]]), MALLOC_ARENA_MAX="2",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
-    log = course.log(sid)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    run = sandbox.run_jailed([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--student", sid, "--force"],
-                             cwd=root, env=env, keep=[private], hide=hide, wall_s=limits.wall_s, log=log)
+    nb = sanitize(found, ref)
+    cells = learner_cells(nb, ref)
     try:
-        graded = _safe_read_nb(root / "autograded" / sid / ASSIGNMENT / NOTEBOOK, limits)
-        scores = _private_scores(secret / "gradebook.db", sid) if graded is not None else None
-        result = classify(sid, run, graded, scores, ref, nonce, log.read_text(errors="replace"), limits)
-        result.timestamp = _timestamp(sub / "timestamp.txt")
-        result.wall_s, result.cpu_s = round(run.wall_s, 2), round(run.cpu_s, 2)
-        return result, graded
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+        outcome = grader.grade(cells, source_nb, limits)
+    except session.LearnerError as e:
+        return Result(sid, "error", reason=f"{e} (a grader problem, not the submission's)"), None
+    result = classify(sid, outcome, ref, limits, grader.review_notes(cells))
+    result.timestamp = _timestamp(course.submitted(sid) / "timestamp.txt")
+    return result, annotate(nb, outcome)
 
 
-def _safe_read_nb(path: Path, limits: sandbox.Limits):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(int(limits.notebook_mb * 2**20) + 64 * limits.output_bytes + 2**20)
-    try:
-        return nbformat.reads(data.decode("utf-8"), as_version=4)
-    except Exception:  # noqa: BLE001
-        return None
+def annotate(nb: nbformat.NotebookNode, outcome: grader.Outcome) -> nbformat.NotebookNode:
+    """Outputs of the graded notebook, all written here: the learner's own output per cell (truncated) and one
+    verdict line per test cell."""
+    verdicts = {v.grade_id: v for v in outcome.verdicts}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count, cell.outputs = None, []
+        number = cell.metadata.get("course_grading", {}).get("cell")
+        if _gid(cell) in verdicts:
+            v = verdicts[_gid(cell)]
+            text = f"{'✓' if not v.message else '✗'} {v.grade_id}: {v.earned:g} / {v.points:g}" + (
+                f" — {v.message}" if v.message else "")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text + "\n")]
+        elif number in outcome.cells:
+            run = outcome.cells[number]
+            text = run.output + ({"timeout": "[this cell went over its time limit and was skipped]\n",
+                                  "crashed": "[this cell ended the grading process and was skipped]\n"}
+                                 .get(run.fate, ""))
+            if text:
+                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+    return nb
 
 
-def _private_scores(db: Path, sid: str) -> dict[str, float | None] | None:
-    from nbgrader.api import Gradebook, MissingEntry
+def _read_submission(course: Course, sid: str, ref: Reference, limits: jail.Limits):
+    """The submitted notebook, or a Result saying why there is none to grade."""
+    folder = course.submitted(sid)
+    note = json.loads((folder / ".collect.json").read_text()) if (folder / ".collect.json").exists() else {}
+    files = note.get("files", sorted(p.name for p in folder.iterdir() if not p.name.startswith(".collect")))
+    if NOTEBOOK in note.get("oversized", []):
+        return Result(sid, "invalid", reason=f"{NOTEBOOK} is larger than the {limits.notebook_mb:g} MB limit")
+    path = folder / NOTEBOOK
+    if not path.is_file():
+        if not [f for f in files if f != "timestamp.txt"]:
+            return Result(sid, "missing", reason="the submission folder is empty")
+        others = [wire.clean(f) for f in files if f.endswith(".ipynb")]
+        return Result(sid, "invalid", reason=f"no {NOTEBOOK} in the submission folder" +
+                      (f" (found {', '.join(others[:3])}: notebooks must keep their name)" if others else ""))
+    if path.stat().st_size > limits.notebook_mb * 2**20:
+        return Result(sid, "invalid", reason=f"{NOTEBOOK} is larger than the {limits.notebook_mb:g} MB limit")
     try:
-        with Gradebook(f"sqlite:///{db}", course_id=_course_id()) as gb:
-            nb = gb.find_submission_notebook(NOTEBOOK[:-6], ASSIGNMENT, sid)
-            return {g.name: g.auto_score for g in nb.grades}
-    except (MissingEntry, Exception):  # noqa: BLE001 - no row: nbgrader failed before saving
-        return None
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            cell.source = wire.clean(cell.source)
+    except Exception as e:  # noqa: BLE001 - any unreadable notebook is invalid, whatever the parser says
+        return Result(sid, "invalid", reason=f"{NOTEBOOK} is not a valid notebook ({type(e).__name__})")
+    return nb
 
 
 def _timestamp(path: Path) -> str | None:
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size > 200:
         return None
     try:
         from nbgrader.utils import parse_utc
@@ -428,104 +377,54 @@ def _timestamp(path: Path) -> str | None:
         return None
 
 
-def classify(sid: str, run: sandbox.Run, graded, scores, ref: Reference, nonce: str, log: str,
-             limits: sandbox.Limits) -> Result:
-    """Status, credited points and reason of one graded run (the order of checks is the status precedence)."""
-    if run.timed_out:
-        return Result(sid, "timeout", reason=f"grading exceeded the {limits.wall_s:g} s wall-clock limit")
-    if graded is None or scores is None:
-        return Result(sid, "error", reason=_failure(log, run.returncode))
-    missing = [g for g in ref.tests if scores.get(g) is None]
-    if missing:
-        return Result(sid, "error", reason=f"test cells could not be scored: {', '.join(missing)}")
-    if "DeadKernelError" in log or "Kernel died" in log or "kernel died" in log.lower():
-        return Result(sid, "error", reason="the kernel died while grading (os._exit, a crash or a signal)")
-    credited, findings = _credit(graded, scores, ref, nonce)
-    score = sum(credited.values())
-    notes = []
-    outputs = [(i, o) for i, c in enumerate(graded.cells) if c.cell_type == "code" for o in c.get("outputs", [])]
-    timeouts = sorted({i for i, o in outputs if o.get("ename") == "CellTimeoutError"})
-    ooms = sorted({i for i, o in outputs if o.get("output_type") == "error" and
-                   any(s in f"{o.get('ename')}: {o.get('evalue')}" for s in OOM_SIGNS)})
-    if any(TRUNCATED in str(o.get("text", "")) for _, o in outputs):
-        notes.append(f"output over {limits.output_bytes} bytes per cell was truncated")
-    status = "graded"
-    if timeouts:
-        status, reason = "timeout", f"cell {timeouts[0]} exceeded the {limits.cell_s} s per-cell limit"
-    elif ooms:
-        status, reason = "oom", f"cell {ooms[0]} exceeded the {limits.memory_mb} MB memory limit"
-    elif findings:
-        status, reason = "flagged", "; ".join(findings[:5]) + (f" (+{len(findings) - 5} more)" if len(findings) > 5 else "")
-    else:
-        reason = ""
-    return Result(sid, status, score, "; ".join(filter(None, [reason, *notes])), credited)
-
-
-def _credit(graded, scores: dict, ref: Reference, nonce: str) -> tuple[dict[str, float], list[str]]:
-    """Points per test, withholding every test that ran after a flagged learner cell or around a failed probe."""
-    findings, static_bad, probes, tests = [], None, [], []
-    for i, cell in enumerate(graded.cells):
-        mark = cell.metadata.get("course_grading", {})
-        if mark.get("probe"):
-            report = tamper.read_probe(cell.get("outputs", []), nonce)
-            bad = report is None or bool(report)
-            probes.append((i, bad))
-            if bad:
-                findings += [f"integrity: {p}" for p in report] if report else ["integrity probe did not report"]
-        elif mark.get("findings"):
-            findings += [f"cell {mark.get('cell', '?')} {f}" for f in mark["findings"]]
-            static_bad = i if static_bad is None else static_bad
-        elif _gid(cell) in ref.tests:
-            tests.append((i, _gid(cell)))
-    credited = {}
-    for i, gid in tests:
-        next_probe = next((j for j, _ in probes if j > i), len(graded.cells))
-        tampered = (static_bad is not None and static_bad < i) or any(bad for j, bad in probes if j <= next_probe)
-        credited[gid] = 0.0 if tampered else float(scores[gid])
-    return credited, list(dict.fromkeys(findings))
-
-
-def _failure(log: str, rc: int | None) -> str:
-    """A reason from nbgrader's log, in fixed words (the log itself may quote hidden tests)."""
-    known = [(sandbox.JAIL_FAILED, "the grading jail could not be set up (a grader problem, not the submission's)"),
-             ("DeadKernelError", "the kernel died while grading (os._exit, a crash or a signal)"),
-             ("Kernel died", "the kernel died while grading (os._exit, a crash or a signal)"),
-             ("UnresponsiveKernelError", "the kernel stopped responding"),
-             ("NotJSONError", "the notebook is not valid JSON"),
-             ("SchemaTooNewError", "the notebook's grading metadata is corrupt"),
-             ("Skipping unknown notebook", "the notebook is not part of the assignment"),
-             ("MemoryError", "nbgrader ran out of memory")]
-    why = next((text for sign, text in known if sign in log), None)
-    return why or f"nbgrader autograde failed (exit {rc}); see the course's work/logs"
+def classify(sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Limits, notes: list[str]) -> Result:
+    """Status, credited points and reason of one graded submission. Points come from the trusted verdicts only;
+    the status says what else the instructor should know (precedence: timeout, oom, flagged, graded)."""
+    credited = {v.grade_id: v.earned for v in outcome.verdicts}
+    reasons = []
+    for what in outcome.timed_out:
+        if what.startswith("cell"):
+            reasons.append(f"{what} exceeded the {limits.cell_s:g} s per-cell limit and was skipped")
+        elif what == "wall":
+            reasons.append(f"grading exceeded the {limits.wall_s:g} s wall-clock limit")
+        else:
+            reasons.append(f"exercise {int(what[2:])} went over its {limits.exercise_s:g} s time budget")
+    if outcome.memory:
+        reasons.append(f"{outcome.memory[0]} exceeded the {limits.memory_mb} MB memory limit")
+    reasons += [f"cell {n} ended the grading process (os._exit, a crash or a signal) and was skipped"
+                for n in outcome.crashed]
+    if any(len(c.output) >= limits.output_bytes for c in outcome.cells.values()):
+        reasons.append(f"output over {limits.output_bytes} bytes per cell was truncated")
+    if notes:
+        reasons.append("review: " + "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else ""))
+    status = ("timeout" if outcome.timed_out else "oom" if outcome.memory else "flagged" if notes else "graded")
+    result = Result(sid, status, sum(credited.values()), "; ".join(reasons), credited)
+    result.messages = {v.grade_id: v.message for v in outcome.verdicts}
+    result.wall_s = outcome.wall_s
+    return result
 
 
 # --- autograde / feedback / export -----------------------------------------------------------------------------
-def secret_paths(course: Course, extra: list[Path]) -> list[Path]:
-    """Paths no grading job may see: the real course, the solutions, the repository's grader folder, the inputs."""
-    paths = [course.root, release.ROOT / "solutions", release.ROOT / "graders", *extra]
-    needed = [Path(sys.prefix).resolve(), Path(release.__file__).resolve()]  # never hide what grading runs on
-    return sorted({p.resolve() for p in paths if p.exists() and not any(n.is_relative_to(p.resolve()) for n in needed)})
-
-
-def autograde(course: Course, students: list[str], limits: sandbox.Limits, jobs: int = 0,
-              hide: list[Path] = ()) -> list[Result]:
-    """Grade `students` in parallel jails; write results to the real gradebook from this process only."""
+def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: int = 0) -> list[Result]:
+    """Grade `students` in parallel; write results to the real gradebook from this process only. Every step of a
+    submission runs inside its own error boundary, so each one gets exactly one record."""
+    jail.check(limits)
     ref = Reference.load(course)
-    work = Path(tempfile.mkdtemp(prefix="course-grade-jobs-"))
-    secrets_ = secret_paths(course, [work, *hide])
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs or os.cpu_count() or 1)) as pool:
-            futures = {sid: pool.submit(grade_one, course, sid, ref, limits, work, secrets_) for sid in students}
-            results = []
-            for sid, fut in futures.items():
-                try:
-                    result, graded = fut.result()
-                except Exception as e:  # noqa: BLE001 - one broken submission never stops the batch
-                    result, graded = Result(sid, "error", reason=f"grader failure: {type(e).__name__}: {e}"[:300]), None
+    source_nb = nbformat.read(course.work / "source" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs or os.cpu_count() or 1)) as pool:
+        futures = {sid: pool.submit(grade_one, course, sid, ref, source_nb, limits) for sid in students}
+        results = []
+        for sid, fut in futures.items():
+            try:
+                result, graded = fut.result()
+            except Exception as e:  # noqa: BLE001 - one broken submission never stops the batch
+                result, graded = Result(sid, "error", reason=f"grader failure: {type(e).__name__}"), None
+            try:
                 _store(course, ref, result, graded)
-                results.append(result)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            except Exception as e:  # noqa: BLE001
+                result, graded = Result(sid, "error", reason=f"grader failure while storing: {type(e).__name__}"), None
+                _store(course, ref, result, None)
+            results.append(result)
     return results
 
 
@@ -580,65 +479,61 @@ def _duration(seconds: float) -> str:
 
 
 def feedback(course: Course, students: list[str]) -> list[Path]:
-    """Feedback HTML per graded student, rendered here from the graded notebook: test cells show their released
-    (visible) source and a one-line verdict, never the hidden tests or a traceback."""
-    ref = Reference.load(course)
+    """Feedback HTML per graded student, rendered here (nbconvert) from the trusted record and graded notebook."""
     written = []
     for sid in students:
         graded, rec = course.autograded(sid), course.record(sid)
         if not graded.exists() or not rec.exists():
             continue
-        result = Result(**json.loads(rec.read_text()))
-        path = course.feedback(sid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_feedback(nbformat.read(graded, as_version=4), ref, result))
-        written.append(path)
+        try:
+            result = Result(**json.loads(rec.read_text()))
+            path = course.feedback(sid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_feedback(nbformat.read(graded, as_version=4), Reference.load(course), result))
+            written.append(path)
+        except Exception:  # noqa: BLE001 - a feedback page that cannot be rendered is left out, the row stays
+            continue
     return written
 
 
-def render_feedback(nb, ref: Reference, result: Result) -> str:
-    parts = [f"<h1>{html.escape(ASSIGNMENT)} — {html.escape(result.student_id)}</h1>",
-             f"<p>Status: <b>{result.status}</b>. Score: {_fmt(result.score)} / {_fmt(ref.max_score)}.</p>"]
-    if result.reason:
-        parts.append(f"<p>{html.escape(result.reason)}</p>")
+def feedback_notebook(nb, ref: Reference, result: Result) -> nbformat.NotebookNode:
+    """Score table first (per exercise, coloured), then the learner's cells with their own output, and each
+    test as released (visible part only) with its verdict, diagnosis first. Never a hidden test."""
+    rows_ = []
+    for ex in release.EXERCISES:
+        tests = [g for g in ref.tests if release.exercise_of(g) == ex]
+        got, total = sum(result.points.get(g, 0.0) for g in tests), sum(ref.tests[g] for g in tests)
+        colour = "#d4edda" if got == total else "#fff3cd" if got else "#f8d7da"
+        rows_.append(f"<tr style='background:{colour}'><td>{ex}</td><td>{got:g} / {total:g}</td></tr>")
+    head = (f"# {ASSIGNMENT}: feedback for {html.escape(result.student_id)}\n\n"
+            f"**Status:** {result.status}. **Score:** {_fmt(result.score)} / {_fmt(ref.max_score)}.\n\n"
+            + (f"{html.escape(result.reason)}\n\n" if result.reason else "")
+            + "<table><tr><th>exercise</th><th>points</th></tr>" + "".join(rows_) + "</table>")
+    cells = [nbformat.v4.new_markdown_cell(head)]
     for cell in nb.cells:
-        gid, mark = _gid(cell), cell.metadata.get("course_grading", {})
-        if mark.get("probe"):
-            continue
-        if gid in ref.locked:
-            source = ref.locked[gid].source
-        else:
-            source = cell.source
-        tag = "pre" if cell.cell_type == "code" else "div"
-        parts.append(f"<{tag} class='{cell.cell_type}'>{html.escape(source)}</{tag}>")
+        gid = _gid(cell)
         if gid in ref.tests:
-            got = result.points.get(gid)
-            verdict = _error_line(cell) or "passed"
-            parts.append(f"<p class='verdict'>{html.escape(gid)}: {_fmt(got)} / {_fmt(ref.tests[gid])} — "
-                         f"{html.escape(verdict)}</p>")
-        elif cell.cell_type == "code":
-            parts += [f"<pre class='out'>{html.escape(t)}</pre>" for t in _texts(cell)]
-    style = "pre{background:#f6f6f6;padding:6px}.out{background:#fff;border-left:3px solid #ccc}.verdict{font-weight:bold}"
-    return f"<!doctype html><meta charset='utf-8'><title>Feedback</title><style>{style}</style>{''.join(parts)}"
+            source = check.HIDDEN.sub("", ref.locked[gid].source)
+            message = result.messages.get(gid, "")
+            verdict = (f"✓ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g}" if not message else
+                       f"✗ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g} — {message}")
+            new = nbformat.v4.new_code_cell(source)
+            new.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdict + "\n")]
+            cells.append(new)
+        elif gid in ref.locked:
+            cells.append(nbformat.from_dict(dict(ref.locked[gid])))
+        else:
+            cells.append(cell)
+    out = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": ref.nb.metadata.get("kernelspec", {})})
+    return out
 
 
-def _error_line(cell) -> str:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            return f"failed: {out.get('ename')}: {str(out.get('evalue'))[:500]}"
-    return ""
-
-
-def _texts(cell) -> list[str]:
-    texts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            texts.append(str(out.get("text", ""))[:5000])
-        elif out.get("output_type") in ("execute_result", "display_data"):
-            texts.append(str(out.get("data", {}).get("text/plain", ""))[:5000])
-        elif out.get("output_type") == "error":
-            texts.append(f"{out.get('ename')}: {str(out.get('evalue'))[:500]}")
-    return texts
+def render_feedback(nb, ref: Reference, result: Result) -> str:
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter(template_name="lab", sanitize_html=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(feedback_notebook(nb, ref, result))
+    return body
 
 
 def _fmt(x: float | None) -> str:
@@ -690,17 +585,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--due", help="due date, ISO 8601 (e.g. 2026-03-01T23:59:00+00:00); later = late")
     parser.add_argument("--student", action="append", help="autograde / feedback: only these students")
     parser.add_argument("--jobs", type=int, default=0, help="submissions graded in parallel (default: CPU count)")
-    defaults = sandbox.Limits()
+    defaults = jail.Limits()
     parser.add_argument("--wall-s", type=float, default=defaults.wall_s, help="wall-clock limit per submission")
     parser.add_argument("--cell-s", type=int, default=defaults.cell_s, help="time limit per cell")
-    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="kernel address-space limit")
+    parser.add_argument("--exercise-s", type=float, default=defaults.exercise_s,
+                        help="time budget of one exercise's tests (all calls of the learner's functions)")
+    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="jail address-space limit")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run learner code without bubblewrap (only where it cannot run; no isolation at all)")
     parser.add_argument("--output-bytes", type=int, default=defaults.output_bytes, help="outputs kept per cell")
     parser.add_argument("--notebook-mb", type=float, default=defaults.notebook_mb, help="largest notebook accepted")
 
 
-def _limits(args) -> sandbox.Limits:
-    return sandbox.Limits(wall_s=args.wall_s, cell_s=args.cell_s, memory_mb=args.memory_mb,
-                          output_bytes=args.output_bytes, notebook_mb=args.notebook_mb)
+def _limits(args) -> jail.Limits:
+    return jail.Limits(wall_s=args.wall_s, cell_s=args.cell_s, exercise_s=args.exercise_s, memory_mb=args.memory_mb,
+                       output_bytes=args.output_bytes, notebook_mb=args.notebook_mb, sandbox=not args.unsafe_no_sandbox)
 
 
 def _roster(args) -> list[str]:
@@ -721,7 +620,7 @@ def grade_folder(submissions: Path, out: Path, course_dir: Path | None, args) ->
         students = collect_folder(course, submissions, args.notebook_mb)
         _invalid_ids(course)
         valid = [s for s in students if STUDENT_ID.match(s)]
-        autograde(course, valid, _limits(args), args.jobs, hide=[submissions.resolve(), out.resolve().parent])
+        autograde(course, valid, _limits(args), args.jobs)
         feedback(course, valid)
         return export(course, out, _roster(args))
     finally:
@@ -731,14 +630,22 @@ def grade_folder(submissions: Path, out: Path, course_dir: Path | None, args) ->
 
 def _invalid_ids(course: Course) -> None:
     for folder in sorted((course.work / "bad-ids").glob("*")):
-        note = json.loads((folder / ".collect.json").read_text())
-        sid = f"{_safe(note['id'])}"
+        sid = folder.name
         result = Result(sid, "invalid", reason="the folder name is not a valid student id")
         course.record(sid).parent.mkdir(parents=True, exist_ok=True)
         course.record(sid).write_text(json.dumps(asdict(result)))
 
 
 def run(args) -> int:
+    try:
+        return _run(args)
+    except jail.JailUnavailable as e:
+        print(f"course grade: {e}. Refusing to grade without isolation; pass --unsafe-no-sandbox to run learner "
+              "code unjailed (only on a machine you do not mind the learners owning).", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     course = Course((args.course or release.ROOT / "graders").resolve())
     if args.target not in SUBCOMMANDS:
         if not args.out:

@@ -1,40 +1,31 @@
-"""Tamper detection for learner code: a static scan of the learner's cells before grading, and a runtime probe
-injected into the graded notebook that reports the grading harness's integrity snapshot.
+"""A review aid for the instructor: a static scan of the learner's cells for techniques that only an attempt on the
+grader needs (process exits, tracing hooks, torch dispatch overrides, IPython hooks, the interpreter's internals).
 
-    scan_cell(source) -> ["line 3: assigns to torch.allclose", ...]   # empty: nothing suspicious
-    probe_source(nonce) -> the code of an injected probe cell; read_probe(outputs, nonce) -> findings or None
+    scan_cell(source) -> ["line 3: uses sys.settrace", ...]   # empty: nothing to review
+
+Findings are notes (status `flagged`, reason `review: ...`); they never change a score: the comparison runs
+outside the learner's process, so no technique found here can raise one. Ordinary code (`import inspect`, a
+parameter named `input`, re-running the set-up cell's imports) is not reported.
 """
 from __future__ import annotations
 
 import ast
-import json
-import os
-import sys
 
-# Modules a learner's answer never needs; importing one is reported.
-BANNED_MODULES = {
-    "ctypes", "cffi", "gc", "inspect", "subprocess", "sqlite3", "socket", "urllib", "http", "requests", "httpx",
-    "ssl", "ftplib", "smtplib", "multiprocessing", "concurrent", "pty", "signal", "importlib", "builtins",
-    "marshal", "pickle", "shutil", "resource", "mmap", "site", "code", "codeop", "nbformat", "nbgrader",
-    "IPython", "ipykernel", "asyncio", "threading", "_thread", "sysconfig", "tempfile", "pathlib", "io", "glob",
-    "zipfile", "tarfile", "webbrowser", "dis", "types", "weakref", "atexit", "faulthandler", "tracemalloc",
-}
-# Built-in names whose use in an answer is reported (process exit, dynamic code, files, introspection).
-BANNED_CALLS = {"exec", "eval", "compile", "open", "exit", "quit", "breakpoint", "input", "setattr", "delattr",
-                "globals", "vars", "locals", "__import__", "memoryview", "help"}
-# Attributes that reach into the interpreter's machinery.
-BANNED_ATTRS = {"__dict__", "__class__", "__globals__", "__code__", "__closure__", "__subclasses__", "__mro__",
-                "__bases__", "__builtins__", "__getattribute__", "__setattr__", "__delattr__", "__import__",
-                "__loader__", "__spec__", "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame", "__self__",
-                "__func__", "__wrapped__", "modules", "_getframe", "settrace", "setprofile", "_exit", "kill",
-                "killpg", "fork", "forkpty", "system", "popen", "spawnl", "spawnv", "execv", "execve", "execl",
-                "execlp", "execvp", "setsid", "remove", "unlink", "rmdir", "removedirs", "rename", "replace",
-                "chmod", "chown", "symlink", "link", "chdir", "putenv", "unsetenv", "write_text", "write_bytes",
-                "read_text", "read_bytes", "mkfifo", "truncate", "exit", "abort", "displayhook", "excepthook",
-                "addaudithook", "register_at_fork"}
-NOTEBOOK_NAMES = {"H", "torch"}  # names the test cells rely on (course.grading.harness.NAMESPACE)
-SAFE_MAGICS = {"matplotlib", "time", "timeit", "precision", "pprint", "who", "whos"}
-PROBE_MARK = "course-grading-integrity"
+# Modules an answer never needs and an attack on the grader might: importing one is noted.
+BANNED_MODULES = {"ctypes", "cffi", "subprocess", "sqlite3", "socket", "urllib", "http", "requests", "httpx", "ssl",
+                  "ftplib", "smtplib", "pty", "signal", "marshal", "nbgrader", "ipykernel", "faulthandler", "mmap"}
+# Built-in names whose use is noted (process exit, dynamic code).
+BANNED_CALLS = {"exec", "eval", "compile", "exit", "quit", "__import__"}
+# Attributes that reach into the interpreter, the shell or torch's dispatch.
+BANNED_ATTRS = {"__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__", "__getattribute__",
+                "__torch_function__", "__torch_dispatch__", "f_globals", "f_locals", "f_back", "gi_frame",
+                "tb_frame", "_getframe", "settrace", "setprofile", "_exit", "kill", "killpg", "fork", "forkpty",
+                "system", "popen", "execv", "execve", "setsid", "displayhook", "excepthook", "addaudithook",
+                "set_custom_exc", "input_transformers_post", "input_transformers_cleanup", "ast_transformers",
+                "events", "TorchFunctionMode", "TorchDispatchMode", "library", "_C"}
+NOTEBOOK_NAMES: set[str] = set()
+GUARDED_ROOTS = {"torch", "np", "numpy", "math", "sys", "builtins", "os", "F"}  # patching these is noted
+SAFE_MAGICS = {"matplotlib", "time", "timeit", "precision", "pprint", "who", "whos", "load_ext", "autoreload"}
 
 
 class _Scanner(ast.NodeVisitor):
@@ -78,7 +69,7 @@ class _Scanner(ast.NodeVisitor):
         elif isinstance(target, (ast.Attribute, ast.Subscript)):
             root = self._root(target)
             dunder = isinstance(target, ast.Attribute) and _dunder(target.attr)
-            if root in self.imported or root in NOTEBOOK_NAMES or dunder:
+            if root in GUARDED_ROOTS or dunder:
                 self.report(node, f"{verb} {ast.unparse(target)}")
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -126,7 +117,7 @@ class _Scanner(ast.NodeVisitor):
             self.report(node, f"uses {node.id}")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr in BANNED_ATTRS and (_dunder(node.attr) or self._root(node) in self.imported):
+        if node.attr in BANNED_ATTRS:
             self.report(node, f"uses {ast.unparse(node)}")
         self.generic_visit(node)
 
@@ -173,35 +164,3 @@ def scan_cell(source: str) -> list[str]:
     scanner = _Scanner()
     scanner.visit(tree)
     return scanner.findings
-
-
-# --- runtime probe (runs inside the learner's kernel) -----------------------------------------------------------
-def probe_source(nonce: str) -> str:
-    return f"from course.grading.tamper import probe as _course_probe\n_course_probe({nonce!r})"
-
-
-def probe(nonce: str) -> None:
-    """Print the harness's integrity report, tagged with `nonce` (unknown to learner code)."""
-    harness = sys.modules.get("course.grading.harness")
-    expected = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
-    if harness is None:
-        problems = ["the grading harness was never set up"]
-    elif getattr(getattr(harness.integrity_report, "__code__", None), "co_filename", None) != expected:
-        problems = ["the grading harness module was replaced"]
-    else:
-        problems = list(harness.integrity_report())
-    print(f"{PROBE_MARK} {nonce} {json.dumps(problems)}", flush=True)
-
-
-def read_probe(outputs: list[dict], nonce: str) -> list[str] | None:
-    """Findings of an executed probe cell; None when it printed no report (it did not run, or was silenced)."""
-    head = f"{PROBE_MARK} {nonce} "
-    for out in outputs:
-        for line in str(out.get("text", "")).splitlines():
-            if line.startswith(head):
-                try:
-                    found = json.loads(line[len(head):])
-                except ValueError:
-                    return None
-                return [str(f) for f in found] if isinstance(found, list) else None
-    return None
