@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from course.grading import harness, jail, release, session, tamper, wire
+from course.grading import diagnoses, harness, jail, release, session, tamper, wire
 
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) HIDDEN TESTS[^\n]*\n?", re.MULTILINE)
 _ATTENTION = ("scaled_dot_product_attention", "multi_head_attention_forward", "_scaled_dot_product_attention_math")
@@ -110,9 +110,9 @@ class _Clock:
             self.spent[self.exercise] = self.spent.get(self.exercise, 0.0) + time.monotonic() - start
 
 
-def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits) -> Outcome:
+def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits, *, exercises=None) -> Outcome:
     """Run `cells` (the learner's code cells, numbered as in the submission) in a jail and every test of
-    `source_nb` here."""
+    `source_nb` (of `exercises` only, when given) here."""
     start = time.monotonic()
     functions, values = answer_names(source_nb)
     run = session.Session(cells, limits)
@@ -121,6 +121,8 @@ def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits) -> Outco
     try:
         run.start()
         for grade_id, points, code in test_cells(source_nb):
+            if exercises is not None and release.exercise_of(grade_id) not in exercises:
+                continue
             clock.exercise = release.exercise_of(grade_id)
             ns = {"H": harness, "torch": torch, "math": math, "__name__": "__grading__"}
             ns.update({name: _Answer(run, name, clock) for name in functions})
@@ -132,7 +134,8 @@ def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits) -> Outco
             verdicts.append(Verdict(grade_id, points, 0.0 if message else points, message))
     except session.LearnerError as e:  # the jail never started, or the wall-clock limit hit during start-up
         done = {v.grade_id for v in verdicts}
-        verdicts += [Verdict(g, p, 0.0, str(e)) for g, p, _ in test_cells(source_nb) if g not in done]
+        verdicts += [Verdict(g, p, 0.0, str(e)) for g, p, _ in test_cells(source_nb) if g not in done
+                     and (exercises is None or release.exercise_of(g) in exercises)]
         timed_out.append("wall") if isinstance(e, session.CallTimeout) else None
         if not run.runs and not isinstance(e, session.CallTimeout):
             raise
@@ -158,6 +161,8 @@ def _run_test(code: str, ns: dict, run: session.Session, values: set[str], clock
             ns[name] = value
         exec(compile(code, "<test>", "exec"), ns)  # noqa: S102 - the instructor's test code, trusted
     except session.LearnerError as e:
+        if "in place" in str(e):
+            return _first(f"{e}. Likely mistake: {diagnoses.message('input_modified')}")
         return _first(str(e))
     except AssertionError as e:
         return _first(str(e) or "a test assertion failed")

@@ -177,6 +177,14 @@ def f64(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.detach().double() for t in tensors)
 
 
+def perturb(module: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
+    """Add seeded noise to every parameter (in place), so that parts built alike (ln1, ln2) differ."""
+    with torch.no_grad():
+        for i, p in enumerate(module.parameters()):
+            p.add_(randn(*p.shape, seed=seed * 1000 + i, dtype=p.dtype) * scale)
+    return module
+
+
 def randn(*shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:
     """Test inputs from a private generator, so the learner's use of the global RNG never changes them."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)

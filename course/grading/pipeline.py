@@ -333,7 +333,7 @@ def annotate(nb: nbformat.NotebookNode, outcome: grader.Outcome) -> nbformat.Not
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text + "\n")]
         elif number in outcome.cells:
             run = outcome.cells[number]
-            text = run.output + ({"timeout": "[this cell went over its time limit and was skipped]\n",
+            text = run.output + (f"{run.error}\n" if run.error else "") + ({"timeout": "[this cell went over its time limit and was skipped]\n",
                                   "crashed": "[this cell ended the grading process and was skipped]\n"}
                                  .get(run.fate, ""))
             if text:
@@ -393,7 +393,7 @@ def classify(sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Lim
         reasons.append(f"{outcome.memory[0]} exceeded the {limits.memory_mb} MB memory limit")
     reasons += [f"cell {n} ended the grading process (os._exit, a crash or a signal) and was skipped"
                 for n in outcome.crashed]
-    if any(len(c.output) >= limits.output_bytes for c in outcome.cells.values()):
+    if any(c.output.endswith("characters]\n") and "[output truncated at" in c.output for c in outcome.cells.values()):
         reasons.append(f"output over {limits.output_bytes} bytes per cell was truncated")
     if notes:
         reasons.append("review: " + "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else ""))

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import wire  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
-OUTPUT_CAP = 20_000  # characters of output kept per cell (only shown back to the learner)
+OUTPUT_CAP = 1_000_000  # characters of output kept per cell (the grader keeps less, and notes the cut)
 
 
 class _Capped(io.StringIO):
@@ -47,7 +47,9 @@ class _Watch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if self.found is None and name in self.names:
-            self.found = f"{getattr(func, '__module__', None) or 'torch'}.{name}"
+            owner = "torch.nn.functional" if getattr(torch.nn.functional, name, None) is func else (
+                getattr(func, "__module__", None) or "torch")
+            self.found = f"{owner}.{name}"
         return func(*args, **(kwargs or {}))
 
 
@@ -127,7 +129,10 @@ def _shell():
     config = Config()
     config.HistoryManager.enabled = False
     config.InteractiveShell.colors = "NoColor"
-    return InteractiveShell.instance(config=config)
+    shell = InteractiveShell.instance(config=config)
+    shell.showtraceback = lambda *args, **kwargs: None  # the error's one line goes back with the cell instead
+    shell.showsyntaxerror = lambda *args, **kwargs: None
+    return shell
 
 
 def _prelude(ns: dict, seed: int) -> None:
@@ -175,17 +180,26 @@ def serve(channel: Channel, ns: dict) -> None:
             channel.send({"op": "result", "error": f"NameError: name {name!r} is not defined"})
             continue
         if message.get("op") == "get":
-            channel.send({"op": "result"}, ns[name])
+            try:
+                channel.send({"op": "result"}, ns[name])
+            except (wire.WireError, RecursionError, OverflowError) as e:
+                channel.send({"op": "result", "error": f"the value cannot be sent to the grader ({e})"[:500]})
             continue
         watch, out = _Watch(message.get("forbidden") or ()), _Capped()
         try:
             args, kwargs = decoder(message.get("args")), decoder(message.get("kwargs"))
+            inputs = [t for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
+            before = [t.clone() for t in inputs]
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), watch:
                 value = ns[name](*args, **kwargs)
+            modified = any(not torch.equal(a, b) for a, b in zip(before, inputs))
         except BaseException as e:  # noqa: BLE001 - the learner's function, whatever it raised
             channel.send({"op": "result", "error": f"{type(e).__name__}: {e}"[:2000]})
             continue
-        channel.send({"op": "result", "forbidden": watch.found}, value)
+        try:
+            channel.send({"op": "result", "forbidden": watch.found, "modified": modified}, value)
+        except (wire.WireError, RecursionError, OverflowError) as e:
+            channel.send({"op": "result", "error": f"the value cannot be sent to the grader ({e})"[:500]})
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ class Session:
                 error = message.get("error")
                 self.runs.setdefault(current, CellRun(
                     current, wire.clean(str(error))[:2000] if error else None,
-                    wire.clean(str(message.get("output", "")))[: self.limits.output_bytes],
+                    _cut(wire.clean(str(message.get("output", ""))), self.limits.output_bytes),
                     "error" if error else "ok"))
                 current, budget = None, self.limits.cell_s
             elif op == "ready":
@@ -137,6 +137,8 @@ class Session:
                 if "error" in reply:
                     raise LearnerError(f"{what} raised {wire.clean(str(reply['error']))[:1000]}")
                 value = wire.Decoder(reply_blobs)(reply.get("value"))
+                if reply.get("modified") is True:
+                    raise LearnerError(f"{what} changed its input tensors in place")
                 return value, reply.get("forbidden") if type(reply.get("forbidden")) is str else None
             raise LearnerError(f"{what}: more than {MAX_CALLBACKS} calls of the model")
         except (socket.timeout, TimeoutError):
@@ -171,6 +173,10 @@ class Session:
             raise
         except Exception as e:  # noqa: BLE001 - the learner's inputs made the trusted model raise
             wire.send(self.sock, {"op": "callback_result", "error": f"{type(e).__name__}: {e}"[:500]})
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n[output truncated at {limit} characters]\n"
 
 
 def _methods(obj) -> set[str]:

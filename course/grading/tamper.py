@@ -24,7 +24,7 @@ BANNED_ATTRS = {"__globals__", "__code__", "__closure__", "__subclasses__", "__b
                 "set_custom_exc", "input_transformers_post", "input_transformers_cleanup", "ast_transformers",
                 "events", "TorchFunctionMode", "TorchDispatchMode", "library", "_C"}
 NOTEBOOK_NAMES: set[str] = set()
-GUARDED_ROOTS = {"torch", "np", "numpy", "math", "sys", "builtins", "os", "F"}  # patching these is noted
+GUARDED_ROOTS = {"H", "torch", "np", "numpy", "math", "sys", "builtins", "os", "F"}  # patching these is noted
 SAFE_MAGICS = {"matplotlib", "time", "timeit", "precision", "pprint", "who", "whos", "load_ext", "autoreload"}
 
 

@@ -102,7 +102,7 @@ class Encoder:
         return self.handle(value)
 
     def tensor(self, t: torch.Tensor) -> dict:
-        t = torch.Tensor(t.detach()) if type(t) is not torch.Tensor else t.detach()  # subclasses as plain tensors
+        t = t.detach().as_subclass(torch.Tensor)  # a subclass travels as its plain data
         if t.dtype not in DTYPE_NAMES or t.is_complex():
             return {"__unsupported__": f"tensor of dtype {t.dtype}"}
         t = t.cpu().contiguous()

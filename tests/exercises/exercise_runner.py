@@ -1,12 +1,18 @@
-"""Run the exercise notebook's cells in this process: the solution source, the release, or the source with a
-mutant answer. Far faster than one nbgrader run per mutant; nbgrader itself is exercised in test_nbgrader.py."""
+"""Grade the exercise notebook's answers through the real trusted grader (`course.grading.grader`): the answer
+cells run in the jail, the test cells (visible and hidden) here. A mutant replaces the names it defines after the
+exercise's answer cell ran, so an answer that fails to define them scores nothing."""
 from __future__ import annotations
 
-import linecache
+import ast
+import re
 
 import nbformat
 
+from course.grading import grader, jail
 from course.grading.release import exercise_of
+
+MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$\n?", re.MULTILINE)
+LIMITS = jail.Limits(cell_s=30, exercise_s=30, wall_s=120)
 
 
 def load(path) -> nbformat.NotebookNode:
@@ -25,32 +31,29 @@ def points(nb, exercise: str) -> float:
     return sum(meta(c)["points"] for c in grade_cells(nb) if exercise_of(meta(c)["grade_id"]) == exercise)
 
 
+def _defined(code: str) -> list[str]:
+    names = []
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [a.asname or a.name.split(".")[0] for a in node.names]
+    return names
+
+
 def run(nb, exercise: str | None = None, mutant: str | None = None) -> dict[str, str | None]:
-    """Execute every non-test cell in order in a fresh namespace (errors ignored, as a kernel would go on), the
-    `mutant` code right after `exercise`'s answer cell, and the test cells (of `exercise` only, if given).
-    Returns {grade_id: None when the test cell passed, else "ExceptionName: message"}."""
-    ns: dict = {"__name__": "__main__"}
-    results = {}
-    for cell in nb.cells:
-        m = meta(cell)
-        gid = m.get("grade_id", "")
-        if cell.cell_type != "code" or gid == "self_check":
-            continue
-        is_test = m.get("grade", False)
-        if is_test and exercise is not None and exercise_of(gid) != exercise:
-            continue
-        sources = [cell.source] + ([mutant] if mutant and gid == f"{exercise}_solution" else [])
-        for i, source in enumerate(sources):
-            name = f"<cell {gid or 'code'} {i}>"
-            linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # as IPython keeps cells
-            try:
-                exec(compile(source, name, "exec"), ns)  # noqa: S102 - the notebook under test
-                outcome = None
-            except Exception as e:  # noqa: BLE001 - a failing cell is a result, as in a kernel
-                outcome = f"{type(e).__name__}: {e}"
-        if is_test:
-            results[gid] = outcome
-    return results
+    """{grade_id: None when the test passed, else its message} for the tests of `exercise` (all when None)."""
+    cells = []
+    for number, cell in enumerate(nb.cells, 1):
+        if meta(cell).get("solution"):
+            cells.append((number, MARKERS.sub("", cell.source)))
+            if mutant and meta(cell)["grade_id"] == f"{exercise}_solution":
+                forget = "".join(f"del {name}\n" for name in _defined(mutant) if name in _defined(cells[-1][1]))
+                cells.append((number, forget + mutant))
+    outcome = grader.grade(cells, nb, LIMITS, exercises=None if exercise is None else {exercise})
+    return {v.grade_id: (v.message or None) for v in outcome.verdicts}
 
 
 def score(nb, results: dict[str, str | None], exercise: str) -> float:
