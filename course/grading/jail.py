@@ -76,6 +76,7 @@ def command(*, limits: Limits, fd: int = 3) -> list[str]:
              "--dir", "/grader"]
     for f in FILES:
         argv += ["--ro-bind", str(f), f"/grader/{f.name}"]
+    argv += ["--remount-ro", "/"]  # the jail's own root: read-only too, so /tmp (sized) is the only writable place
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "IPYTHONDIR": "/tmp/.ipython",
            "MPLCONFIGDIR": "/tmp", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
            "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "LANG": "C.UTF-8"}

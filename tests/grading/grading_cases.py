@@ -148,7 +148,7 @@ def _at_top(source: str, answered):
 
 def _runtime_tamper(b, folder, sid):
     nb = b.notebook("all")  # rebinding through a container: invisible to the static scan, caught by the probes
-    write(folder, sid, b.after(nb, "ex09_which", "_m = [torch]\n_m[0].allclose = lambda *a, **k: True"))
+    write(folder, sid, b.after(nb, LAST_TEST[0], "_m = [torch]\n_m[0].allclose = lambda *a, **k: True"))
 
 
 def _late(b, folder, sid):
@@ -163,7 +163,7 @@ READ_SECRETS = """
 import glob, os
 hits = []
 for path in ['{solutions}', '{course_db}', '{repo}/.git/config', '{repo}/solutions', os.path.expanduser('~/.bashrc'),
-             '/root', '/etc/passwd', *glob.glob('/tmp/course-grade-*/**/gradebook.db', recursive=True),
+             '/root/.bashrc', '/root/.ssh', '/etc/passwd', '/home', *glob.glob('/tmp/course-grade-*/**/gradebook.db', recursive=True),
              *glob.glob('/run/**/*.sock', recursive=True)]:
     try:
         os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(10)
@@ -349,10 +349,11 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         Case("patch-allclose", _at_top(PATCH, ()), "flagged", zero, "assigns to torch.allclose"),
         Case("patch-harness", _at_top("H.expect_close = lambda *a, **k: None", "all"), "flagged", full,
              "assigns to H.expect_close"),
-        Case("runtime-tamper", _runtime_tamper, "graded", full),
+        # it breaks torch.allclose in its own process: its own checks of exercise 10 use it, and lose 5 points
+        Case("runtime-tamper", _runtime_tamper, "graded", lambda p: p.max - 5),
         Case("shell-hooks", _hostile(SHELL_HOOKS), "flagged", zero, "set_custom_exc"),
         Case("tracing-hooks", _hostile(TRACING), "flagged", zero, "sys.settrace"),
-        Case("torch-dispatch", _hostile(DISPATCH), "flagged", zero, "TorchFunctionMode"),
+        Case("torch-dispatch", _hostile(DISPATCH), "flagged", zero, "torch.library"),
         Case("lying-objects", _hostile("pass"), "graded", zero),
         Case("stdout-forgery", _hostile(STDOUT_FORGE), "graded", zero),
         Case("imports-course", _imports_course, "graded", lambda p: p.max - p.of("ex01")),

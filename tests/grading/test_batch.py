@@ -72,7 +72,7 @@ def batch(tmp_path_factory):
 
 
 def test_one_row_per_submission_with_the_contract_columns(batch):
-    assert len(batch["table"]) == len({c.sid for c in batch["table"]}) >= 40
+    assert len(batch["table"]) == len({c.sid for c in batch["table"]}) == 42
     assert sorted(batch["rows"]) == sorted(csv_id(c.sid) for c in batch["table"])
     header = batch["out"].read_text().splitlines()[0].split(",")
     assert header[:5] == ["student_id", "status", "score", "max_score", "reason"]
@@ -80,7 +80,7 @@ def test_one_row_per_submission_with_the_contract_columns(batch):
     assert {r["max_score"] for r in batch["rows"].values()} == {f"{batch['points'].max:g}"}
 
 
-@pytest.mark.parametrize("index", range(43))
+@pytest.mark.parametrize("index", range(42))
 def test_each_submission_gets_its_defined_outcome(batch, index):
     case = batch["table"][index]
     row = batch["rows"][csv_id(case.sid)]
@@ -150,12 +150,13 @@ def test_nothing_of_the_instructor_is_visible_from_the_jail(batch):
     assert "LEAKS []" in out and "HISTORY []" in out, out
     env = out.split("ENV ", 1)[1].splitlines()[0]
     assert "GRADER_SECRET" not in env and "PATH" in env, env
-    assert "FDS ['0', '1', '2', '3', '4']" in out or "FDS ['0', '1', '2', '3']" in out, out  # stdio, channel, listdir
+    fds = out.split("FDS ", 1)[1].splitlines()[0]
+    assert fds.count("'") == 2 * 5, fds  # stdin/out/err (/dev/null), the channel, and listdir's own descriptor
 
 
 def test_writes_outside_the_jail_do_not_land(batch):
     out = _cell_output(batch["course"], "write-outside", "WROTE")
-    assert out.count("DENIED") == 3 and "WROTE" not in out or "WROTE /tmp/pwned" in out and out.count("DENIED") == 2, out
+    assert "WROTE /tmp/pwned" in out and out.count("DENIED") == 2, out  # only the jail's own /tmp is writable
     token = batch["token"]
     assert not (release.ROOT / f"pwned-{token}").exists() and not Path(f"/tmp/pwned-{token}").exists()
     assert b"pwned" not in batch["course"].db.read_bytes()
