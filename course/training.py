@@ -6,6 +6,7 @@
     train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
     RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
               `setup("induction")` gives a recipe's untrained (model, task)
+    text      `course train text`: a small GPT on real English (`course.text_model`), with its BPE tokenizer
 """
 from __future__ import annotations
 
@@ -285,8 +286,9 @@ def save(model, card: dict, out_dir, name: str) -> tuple[Path, Path]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "all"],
-                        help="a shipped recipe (or 'all'); omit it and give --task for a custom model")
+    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "text", "all"],
+                        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; omit it and give "
+                             "--task for a custom model")
     parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"], help="custom task")
     parser.add_argument("--length", type=int, help="custom task: sequence length (the period for induction)")
     parser.add_argument("--n-symbols", type=int, help="custom task: number of symbols")
@@ -298,6 +300,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed for initialisation and batches (default: the recipe's)")
     parser.add_argument("--name", help="output name (default: the recipe or task name)")
     parser.add_argument("--out", default=".", help="output folder (default: .); course/weights ships models")
+    parser.add_argument("--vocab-size", type=int, help="text: BPE vocabulary size (default: the recipe's, 2048)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -353,11 +356,22 @@ def _command(name: str, recipe: Recipe, args) -> str:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
+    if args.recipe == "text":
+        from .text_model import run_text
+        return run_text(args)
     try:
         chosen = _recipes_from_args(args)
     except ValueError as err:
         print(f"course train: {err}")
         return 2
+    status = _run_recipes(chosen, args)
+    if status == 0 and args.recipe == "all":
+        from .text_model import run_text
+        return run_text(args)
+    return status
+
+
+def _run_recipes(chosen: list[tuple[str, Recipe]], args) -> int:
     for name, recipe in chosen:
         try:
             model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)

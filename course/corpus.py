@@ -1,0 +1,107 @@
+"""Real English text, offline: the documentation that ships inside CPython's standard library.
+
+Source: `pydoc_data.topics`, the module behind `help("if")`, `help("assert")`, ... in every CPython install. It
+holds the text of about 80 sections of the Python Language Reference and Library Reference (statements,
+expressions, data model, ...), about 0.46 MB of English prose with some grammar rules and code examples.
+Nothing is downloaded.
+
+Licence: the Python documentation is Copyright (c) 2001 Python Software Foundation, distributed under the PSF
+License Agreement (Python Software Foundation License Version 2), https://docs.python.org/3/license.html.
+The text differs slightly between Python versions; `corpus_info()` records the version and a SHA-256.
+
+Many topics share passages (the "specialnames" topic repeats "attribute-access", "customization", ...), about
+a fifth of the text. `corpus_text()` keeps only the first copy of each paragraph, so held-out text cannot be a
+verbatim copy of training text.
+
+    text = corpus_text()                         # the topics, sorted by name; repeated paragraphs dropped
+    train, held_out = split(text)                # deterministic: every 10th chunk of paragraphs is held out
+    stream = TokenStream(ids, context=128)       # random (x, y) windows for training, like a course Task
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+
+import torch
+
+from .data import as_generator
+
+SOURCE = "CPython standard library, module pydoc_data.topics (the Python documentation behind help())"
+LICENCE = ("PSF License Agreement (Python Software Foundation License Version 2); Copyright (c) 2001 Python "
+           "Software Foundation; https://docs.python.org/3/license.html")
+
+
+def corpus_text() -> str:
+    """The topics of `pydoc_data.topics`, sorted by name, as paragraphs separated by blank lines; a paragraph
+    seen before (a repeated passage) is dropped."""
+    from pydoc_data.topics import topics
+
+    seen, out = set(), []
+    for name in sorted(topics):
+        for paragraph in topics[name].strip("\n").split("\n\n"):
+            if paragraph.strip() and paragraph not in seen:
+                seen.add(paragraph)
+                out.append(paragraph + "\n\n")
+    return "".join(out)
+
+
+def corpus_info(text: str | None = None) -> dict:
+    """Source, licence, Python version and size/hash of the corpus, for model cards."""
+    text = corpus_text() if text is None else text
+    data = text.encode("utf-8")
+    return {"source": SOURCE, "licence": LICENCE, "python": platform.python_version(), "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def chunks(text: str, *, chunk_chars: int = 2000) -> list[str]:
+    """Consecutive paragraphs (split at blank lines) grouped into chunks of at least `chunk_chars` characters."""
+    if chunk_chars < 1:
+        raise ValueError(f"chunk_chars={chunk_chars} must be >= 1")
+    out, current = [], ""
+    for paragraph in text.split("\n\n"):
+        current += paragraph + "\n\n"
+        if len(current) >= chunk_chars:
+            out.append(current)
+            current = ""
+    return out + ([current] if current else [])
+
+
+def split(text: str, *, held_out_every: int = 10, chunk_chars: int = 2000) -> tuple[str, str]:
+    """(train, held_out): chunk i goes to held_out when i % held_out_every == held_out_every - 1 (about 10%).
+
+    Whole chunks of paragraphs are held out, so the held-out text is prose the model never saw, from the same
+    documents (and so the same distribution) as the training text.
+    """
+    if held_out_every < 2:
+        raise ValueError(f"held_out_every={held_out_every} must be >= 2")
+    parts = chunks(text, chunk_chars=chunk_chars)
+    held = [i % held_out_every == held_out_every - 1 for i in range(len(parts))]
+    return ("".join(p for p, h in zip(parts, held) if not h), "".join(p for p, h in zip(parts, held) if h))
+
+
+class TokenStream:
+    """A long 1-D tensor of token ids served as windows of `context` inputs, like a course `Task`.
+
+    `batch(B, generator)` -> (x, y, loss_mask), each (B, context): random windows, y = x shifted by one,
+    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for evaluation.
+    """
+
+    name = "text"
+
+    def __init__(self, ids: torch.Tensor, context: int):
+        if ids.dim() != 1 or ids.numel() < context + 1:
+            raise ValueError(f"ids must be 1-D with more than context={context} tokens, got shape "
+                             f"{tuple(ids.shape)}")
+        self.ids, self.context = ids.long(), context
+
+    def batch(self, batch_size: int, generator=None):
+        starts = torch.randint(0, self.ids.numel() - self.context, (batch_size,), generator=as_generator(generator))
+        rows = starts[:, None] + torch.arange(self.context + 1)  # (B, context + 1)
+        tokens = self.ids[rows]
+        return tokens[:, :-1], tokens[:, 1:], torch.ones(batch_size, self.context, dtype=torch.bool)
+
+    def windows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = (self.ids.numel() - 1) // self.context
+        x = self.ids[: n * self.context].view(n, self.context)  # (N, context)
+        y = self.ids[1: n * self.context + 1].view(n, self.context)  # (N, context)
+        return x, y
