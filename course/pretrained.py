@@ -118,22 +118,36 @@ class HFTokenizer:
         return [self.hf.decode([i]) for i in self.hf.encode(text)]
 
 
-def gpt2(name: str = "gpt2") -> LanguageModel:
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds (offline: False, at once)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def gpt2(name: str = "gpt2", *, timeout: float = 3.0) -> LanguageModel:
     """Hugging Face's GPT-2 (`from_pretrained(name)`, converted by `course.from_hf`) as a course DecoderLM.
 
-    Needs `transformers` and the network (or a Hugging Face cache) the first time. When the download fails,
-    prints why and returns the offline text model instead: check `.name` ("gpt2" or "text").
+    Needs `transformers`, and the network or a Hugging Face cache. When huggingface.co does not answer within
+    `timeout` seconds, only the cache is tried (no minute of download retries). When loading fails, prints why
+    and returns the offline text model instead: check `.name` ("gpt2" or "text").
     """
+    local_only = not hub_reachable(timeout=timeout)
     try:
         from transformers import AutoTokenizer, GPT2LMHeadModel
 
-        hf_model = GPT2LMHeadModel.from_pretrained(name)
-        hf_tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception as err:  # offline (OSError), no transformers (ImportError), a hub or file error
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"course.pretrained.gpt2: could not load {name!r} from Hugging Face ({type(err).__name__}: "
-              f"{reason[:200]}).\nUsing the offline text model instead: course.pretrained.load('text'), "
-              f"a {load_card('text')['n_params']:,}-parameter GPT trained on Python's documentation.")
+        hf_model = GPT2LMHeadModel.from_pretrained(name, local_files_only=local_only)
+        hf_tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    except Exception as err:  # offline and not cached (OSError), no transformers (ImportError), a hub error
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        where = " (huggingface.co is unreachable, so the cache only)" if local_only else ""
+        print(f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: {type(err).__name__}: "
+              f"{reason}\nUsing the offline text model instead: course.pretrained.load('text'), a "
+              f"{load_card('text')['n_params']:,}-parameter GPT trained on Python's documentation.")
         model, _ = load("text")
         return LanguageModel(model, load_tokenizer("text"), "text")
     from .interop import from_hf

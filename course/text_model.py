@@ -27,11 +27,12 @@ from .models import DecoderLM
 from .tokenizer import BPETokenizer, word_pieces
 from .training import train
 
-TEXT_MODEL = dict(context_length=128, d_model=128, n_layers=4, n_heads=4, positional="rope")
+TEXT_MODEL = dict(context_length=128, d_model=128, n_layers=4, n_heads=4, positional="rope", dropout=0.1)
 SAMPLE_PROMPTS = ("The ", "A class ", "When an exception is raised, ")
 SAMPLE_SETTINGS = dict(max_new_tokens=48, temperature=0.8, top_k=50)
 DEMO_WORDS = ("statement", "exception", "iterator", "unconditionally", "transformer")
 BIGRAM_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+CURVE_WINDOWS = 32
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TextRecipe:
 
     vocab_size: int = 2048
     model: dict = field(default_factory=lambda: dict(TEXT_MODEL))
-    steps: int = 2400
+    steps: int = 2000
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
@@ -128,10 +129,10 @@ def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed:
 
 
 def sample_texts(model, tokenizer: BPETokenizer, *, seed: int = 0, prompts=SAMPLE_PROMPTS) -> list[dict]:
-    """One seeded continuation per prompt (SAMPLE_SETTINGS), as text."""
+    """One seeded continuation per prompt (SAMPLE_SETTINGS), as text. A tiny context keeps the prompt's end."""
     out = []
     for prompt in prompts:
-        ids = tokenizer.encode(prompt)[None]  # (1, T)
+        ids = tokenizer.encode(prompt)[None, -(model.config.context_length // 2):]  # (1, T)
         n = min(SAMPLE_SETTINGS["max_new_tokens"], model.config.context_length - ids.shape[1])
         settings = {**SAMPLE_SETTINGS, "max_new_tokens": n}
         new = model.generate(ids, seed=seed, **settings)[0, ids.shape[1]:]
@@ -160,15 +161,25 @@ def build_text_model(recipe: TextRecipe, vocab_size: int) -> DecoderLM:
 
 
 def train_text(recipe: TextRecipe, *, name: str = "text", command: str = "", progress: bool = True,
-               callback=None):
-    """Build the tokenizer and the model, train, measure. Returns (model in eval mode, card, tokenizer)."""
+               curve_every: int = 200):
+    """Build the tokenizer and the model, train, measure. Returns (model in eval mode, card, tokenizer).
+
+    Every `curve_every` steps the held-out loss on its first CURVE_WINDOWS windows joins the card's "curve"."""
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
     stream = TokenStream(data["train"], model.config.context_length)
+    curve = []
+
+    def record(step, loss, model):
+        held = heldout_loss(model, data["held_out"], tokenizer, max_windows=CURVE_WINDOWS)["loss"]
+        curve.append([step, round(loss, 4), round(held, 4)])
+
     log = train(model, stream, recipe.steps, recipe.batch_size, recipe.lr, seed=recipe.seed, progress=progress,
-                callback=callback)
+                callback=record, callback_every=curve_every)
     card = text_card(name, model, tokenizer, data, recipe, log, command)
+    card["curve"] = {"columns": ["step", "train_loss", f"held_out_loss_first_{CURVE_WINDOWS}_windows"],
+                     "rows": curve}
     return model, card, tokenizer
 
 
@@ -191,7 +202,8 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
         "tokens_seen": tokens_seen, "epochs": round(tokens_seen / data["train"].numel(), 2),
         "train_seconds": round(log.seconds, 1), "train_cpu_seconds": round(log.cpu_seconds, 1),
-        "tokens_per_second": round(tokens_seen / log.seconds), "final_train_loss": round(log.final_loss, 4),
+        "tokens_per_second": round(tokens_seen / log.seconds),
+        "tokens_per_cpu_second": round(tokens_seen / log.cpu_seconds), "final_train_loss": round(log.final_loss, 4),
         "held_out": _rounded(held), "baselines": {k: _rounded(v) for k, v in baselines.items()},
         "heads": head_properties(model, data["held_out"], seed=recipe.seed),
         "samples": sample_texts(model, tokenizer, seed=recipe.seed),

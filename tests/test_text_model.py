@@ -220,12 +220,13 @@ def test_gpt2_goes_through_from_pretrained_and_from_hf(monkeypatch):
 
     hf = _tiny_hf_gpt2()
     calls = []
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda **kw: True)
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: calls.append(name) or hf))
+                        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or hf))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: calls.append(name) or _FakeHFTokenizer()))
+                        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or _FakeHFTokenizer()))
     lm = pretrained.gpt2()
-    assert lm.name == "gpt2" and calls == ["gpt2", "gpt2"]
+    assert lm.name == "gpt2" and calls == [("gpt2", {"local_files_only": False})] * 2
     ids = lm.tokenizer.encode("The if statement")[None]  # (1, T)
     with torch.no_grad():
         torch.testing.assert_close(lm.model(ids), hf(ids).logits, atol=1e-5, rtol=1e-4)
@@ -235,12 +236,15 @@ def test_gpt2_falls_back_to_the_text_model_offline(monkeypatch, capsys):
     transformers = pytest.importorskip("transformers")
     from course import pretrained
 
-    def offline(cls, name, **kw):
+    def offline(cls, name, *, local_files_only):
+        assert local_files_only, "an unreachable hub must not be retried for a minute"
         raise OSError(f"We couldn't connect to 'https://huggingface.co' to load the files of {name}.")
 
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda **kw: False)
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", classmethod(offline))
     lm = pretrained.gpt2()
     out = capsys.readouterr().out
     assert lm.name == "text" and isinstance(lm.model, DecoderLM)
-    assert "could not load 'gpt2'" in out and "OSError" in out and "offline text model" in out
+    assert "could not load 'gpt2'" in out and "unreachable" in out and "OSError: We couldn't connect" in out
+    assert "offline text model" in out
     assert lm.tokenizer.decode(lm.tokenizer.encode("an offline model")) == "an offline model"
