@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import NamedTuple
 
 from .config import ModelConfig
@@ -77,6 +76,9 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
 
 def task_for(card: dict) -> Task:
     """The synthetic task a model was trained on, rebuilt from its card."""
+    if card["task"]["name"] == "text":
+        raise ValueError(f"model {card['name']!r} was trained on real text, not a synthetic task: its data is "
+                         f"course.corpus, its tokenizer load_tokenizer({card['name']!r})")
     return make_task(card["task"]["name"], **card["task"]["args"])
 
 
@@ -142,7 +144,7 @@ def gpt2(name: str = "gpt2", *, timeout: float = 3.0) -> LanguageModel:
 
         hf_model = GPT2LMHeadModel.from_pretrained(name, local_files_only=local_only)
         hf_tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-    except Exception as err:  # offline and not cached (OSError), no transformers (ImportError), a hub error
+    except Exception as err:  # noqa: BLE001 -- offline, not cached, no transformers: fall back
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         where = " (huggingface.co is unreachable, so the cache only)" if local_only else ""
         print(f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: {type(err).__name__}: "

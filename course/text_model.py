@@ -7,7 +7,7 @@
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train part
 (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with `course.training.train`
-on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out tokens;
+on random windows of the train tokens (a quarter of them repeat a span, to grow induction heads). Held-out figures use the non-overlapping windows of the held-out tokens;
 the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
 """
 from __future__ import annotations
@@ -27,9 +27,10 @@ from .models import DecoderLM
 from .tokenizer import BPETokenizer, word_pieces
 from .training import train
 
-TEXT_MODEL = dict(context_length=128, d_model=128, n_layers=4, n_heads=4, positional="rope", dropout=0.1)
-SAMPLE_PROMPTS = ("The ", "A class ", "When an exception is raised, ")
-SAMPLE_SETTINGS = dict(max_new_tokens=48, temperature=0.8, top_k=50)
+TEXT_MODEL = {"context_length": 128, "d_model": 128, "n_layers": 4, "n_heads": 4, "positional": "rope",
+              "dropout": 0.1}
+SAMPLE_PROMPTS = ("The", "A class", "When an exception is raised,")
+SAMPLE_SETTINGS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50}
 DEMO_WORDS = ("statement", "exception", "iterator", "unconditionally", "transformer")
 BIGRAM_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CURVE_WINDOWS = 32
@@ -45,6 +46,7 @@ class TextRecipe:
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
+    repeat_fraction: float = 0.25  # share of training rows that repeat a span (see course.corpus.TokenStream)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -75,13 +77,13 @@ def heldout_loss(model, ids: torch.Tensor, tokenizer: BPETokenizer, *, max_windo
 
 
 def ngram_baselines(train_ids: torch.Tensor, held_ids: torch.Tensor, tokenizer: BPETokenizer, *,
-                    context: int) -> dict:
+                    context: int, max_windows: int | None = None) -> dict:
     """Unigram (add-one) and bigram models counted on the train tokens, scored on the held-out targets that
     `heldout_loss` scores. The bigram interpolates with the unigram, P(b|a) = (C(a,b) + α P(b)) / (C(a) + α),
     with α the best of BIGRAM_ALPHAS on the held-out text itself: the baseline's best case."""
     V = tokenizer.vocab_size
     x, y = TokenStream(held_ids, context).windows()  # previous token x[:, t] of each target y[:, t]
-    x, y = x.flatten(), y.flatten()
+    x, y = x[:max_windows].flatten(), y[:max_windows].flatten()
     n_bytes = token_bytes(tokenizer)[y].sum().item()
     unigram = (torch.bincount(train_ids, minlength=V).double() + 1) / (train_ids.numel() + V)  # (V,)
     pairs = torch.bincount(train_ids[:-1] * V + train_ids[1:], minlength=V * V).double().view(V, V)  # (V, V)
@@ -168,7 +170,7 @@ def train_text(recipe: TextRecipe, *, name: str = "text", command: str = "", pro
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    stream = TokenStream(data["train"], model.config.context_length)
+    stream = TokenStream(data["train"], model.config.context_length, repeat_fraction=recipe.repeat_fraction)
     curve = []
 
     def record(step, loss, model):
@@ -200,6 +202,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
                       "train_seconds": round(data["tokenizer_seconds"], 1),
                       "demo": word_pieces(tokenizer, DEMO_WORDS)},
         "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
+        "repeat_fraction": recipe.repeat_fraction,
         "tokens_seen": tokens_seen, "epochs": round(tokens_seen / data["train"].numel(), 2),
         "train_seconds": round(log.seconds, 1), "train_cpu_seconds": round(log.cpu_seconds, 1),
         "tokens_per_second": round(tokens_seen / log.seconds),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -60,7 +61,7 @@ class BPETokenizer:
         for new_id in range(256, vocab_size):
             pairs = Counter()
             for ids, n in words:
-                for pair in zip(ids, ids[1:]):
+                for pair in pairwise(ids):
                     pairs[pair] += n
             if not pairs:
                 break  # every word is a single token already
@@ -75,7 +76,7 @@ class BPETokenizer:
         if word not in self._cache:
             ids = list(word.encode("utf-8"))
             while len(ids) > 1:  # apply the earliest-learned merge present, as in training
-                pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, len(self.vocab)))
+                pair = min(pairwise(ids), key=lambda p: self.merges.get(p, len(self.vocab)))
                 if pair not in self.merges:
                     break
                 ids = merge(ids, pair, self.merges[pair])
