@@ -119,33 +119,20 @@ class TokenStream:
     """A long 1-D tensor of token ids served as windows of `context` inputs, like a course `Task`.
 
     `batch(B, generator)` -> (x, y, loss_mask), each (B, context): random windows, y = x shifted by one,
-    every position scored. With `repeat_fraction` > 0, that share of the rows instead repeats its first P tokens
-    over and over (P drawn from [8, context // 2] per row): text the model can predict by copying from earlier in
-    the window, which teaches induction heads far sooner than a few million tokens of plain prose do.
-    `windows()` -> (x, y), each (N, context): the non-overlapping windows, for evaluation (never repeated).
+    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for evaluation.
     """
 
     name = "text"
 
-    def __init__(self, ids: torch.Tensor, context: int, *, repeat_fraction: float = 0.0):
+    def __init__(self, ids: torch.Tensor, context: int):
         if ids.dim() != 1 or ids.numel() < context + 1:
             raise ValueError(f"ids must be 1-D with more than context={context} tokens, got shape "
                              f"{tuple(ids.shape)}")
-        if not 0.0 <= repeat_fraction <= 1.0 or (repeat_fraction and context < 16):
-            raise ValueError(f"repeat_fraction={repeat_fraction} must lie in [0, 1] (and needs context >= 16, "
-                             f"got {context})")
-        self.ids, self.context, self.repeat_fraction = ids.long(), context, repeat_fraction
+        self.ids, self.context = ids.long(), context
 
     def batch(self, batch_size: int, generator=None):
-        g = as_generator(generator)
-        starts = torch.randint(0, self.ids.numel() - self.context, (batch_size,), generator=g)  # (B,)
-        pos = torch.arange(self.context + 1)  # (context + 1,)
-        offsets = pos.expand(batch_size, -1)  # (B, context + 1)
-        if self.repeat_fraction:
-            repeat = torch.rand(batch_size, generator=g) < self.repeat_fraction  # (B,)
-            period = torch.randint(8, self.context // 2 + 1, (batch_size, 1), generator=g)  # (B, 1)
-            offsets = torch.where(repeat[:, None], pos % period, offsets)
-        tokens = self.ids[starts[:, None] + offsets]  # (B, context + 1)
+        starts = torch.randint(0, self.ids.numel() - self.context, (batch_size,), generator=as_generator(generator))
+        tokens = self.ids[starts[:, None] + torch.arange(self.context + 1)]  # (B, context + 1)
         return tokens[:, :-1], tokens[:, 1:], torch.ones(batch_size, self.context, dtype=torch.bool)
 
     def windows(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train part
 (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with `course.training.train`
-on random windows of the train tokens (a quarter of them repeat a span, to grow induction heads). Held-out figures use the non-overlapping windows of the held-out tokens;
+on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out tokens;
 the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
 """
 from __future__ import annotations
@@ -46,7 +46,6 @@ class TextRecipe:
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
-    repeat_fraction: float = 0.25  # share of training rows that repeat a span (see course.corpus.TokenStream)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -170,7 +169,7 @@ def train_text(recipe: TextRecipe, *, name: str = "text", command: str = "", pro
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    stream = TokenStream(data["train"], model.config.context_length, repeat_fraction=recipe.repeat_fraction)
+    stream = TokenStream(data["train"], model.config.context_length)
     curve = []
 
     def record(step, loss, model):
@@ -202,7 +201,6 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
                       "train_seconds": round(data["tokenizer_seconds"], 1),
                       "demo": word_pieces(tokenizer, DEMO_WORDS)},
         "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
-        "repeat_fraction": recipe.repeat_fraction,
         "tokens_seen": tokens_seen, "epochs": round(tokens_seen / data["train"].numel(), 2),
         "train_seconds": round(log.seconds, 1), "train_cpu_seconds": round(log.cpu_seconds, 1),
         "tokens_per_second": round(tokens_seen / log.seconds),
