@@ -1,8 +1,8 @@
 """The text model: a small GPT trained on real English (`course train text`), and the measurements of its card.
 
-    model, card, tokenizer, corpus = train_text(TextRecipe())   # what `course train text` runs
+    model, card, tokenizer = train_text(TextRecipe())   # what `course train text` runs
     heldout_loss(model, ids, tokenizer)     # loss (nats/token) and bits per byte on the held-out windows
-    ngram_baselines(train_ids, held_ids, context=128, vocab_size=2048)   # unigram and bigram on the same targets
+    ngram_baselines(train_ids, held_ids, tokenizer, context=128)   # unigram and bigram on the same targets
     head_properties(model, held_ids)        # previous-token head, induction head, attention entropy per head
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train part

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from course import DecoderLM
 from course.cli import main
-from course.corpus import TokenStream, chunks, corpus_text, split
+from course.corpus import TokenStream, chunks, corpus_info, corpus_text, split
 from course.diagnostics import induction_scores, previous_token_scores
 from course.pretrained import WEIGHTS_DIR, load, load_tokenizer
 from course.text_model import CURVE_WINDOWS, heldout_loss, ngram_baselines
@@ -112,7 +112,8 @@ def test_shipped_text_model_card_matches_its_weights(shipped):
     step, _, card_slice = card["curve"]["rows"][-1]  # held-out loss on the first CURVE_WINDOWS, after training
     assert step == card["steps"]
     fresh = heldout_loss(model, held_ids, tokenizer, max_windows=CURVE_WINDOWS)  # recomputed from the weights
-    assert fresh["loss"] == pytest.approx(card_slice, abs=2e-3)
+    if corpus_info()["sha256"] == card["corpus"]["sha256"]:  # another Python's stdlib has other docstrings
+        assert fresh["loss"] == pytest.approx(card_slice, abs=2e-4)  # the card rounds to 4 decimals
     assert abs(fresh["loss"] - card["held_out"]["loss"]) < 0.3  # the slice is typical of the whole held-out text
     base = ngram_baselines(train_ids, held_ids, tokenizer, context=model.config.context_length,
                            max_windows=CURVE_WINDOWS)  # the same target tokens
