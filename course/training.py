@@ -9,6 +9,7 @@
               `setup("induction")` gives a recipe's untrained (model, task)
     norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
               recorded curves, `course/weights/norm-study.json` (`course train norm-study --out course/weights`)
+    text      `course train text`: a small GPT on real English (`course.text_model`), with its BPE tokenizer
 """
 from __future__ import annotations
 
@@ -391,8 +392,8 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "all", "norm-study"],
-                        help="a shipped recipe (or 'all'); 'norm-study' records chapter 5's Pre-/Post-LN training "
+    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "text", "all", "norm-study"],
+                        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' records chapter 5's Pre-/Post-LN training "
                              "curves (norm-study.json, no weights); omit it and give --task for a custom model")
     parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"],
                         help="train a custom model on this task, starting from its recipe's settings")
@@ -408,6 +409,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed for initialisation and batches (default: the recipe's)")
     parser.add_argument("--name", help="output name (default: the recipe or task name); not with 'all'")
     parser.add_argument("--out", default=".", help="output folder (default: .); course/weights ships models")
+    parser.add_argument("--vocab-size", type=int, help="text: BPE vocabulary size (default: the recipe's, 2048)")
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -484,11 +486,22 @@ def run(args) -> int:
         print(f"norm-study: {len(study['runs'])} runs in {study['train_seconds']}s "
               f"({study['train_cpu_seconds']}s CPU) -> {out / 'norm-study.json'}")
         return 0
+    if args.recipe == "text":
+        from .text_model import run_text
+        return run_text(args)
     try:
         chosen = _recipes_from_args(args)
     except ValueError as err:
         print(f"course train: {err}", file=sys.stderr)
         return 2
+    status = _run_recipes(chosen, args)
+    if status == 0 and args.recipe == "all":
+        from .text_model import run_text
+        return run_text(args)
+    return status
+
+
+def _run_recipes(chosen: list[tuple[str, Recipe]], args) -> int:
     for name, recipe in chosen:
         try:
             model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)

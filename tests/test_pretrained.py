@@ -18,7 +18,7 @@ SHIPPED = ["copy", "induction", "reverse", "sort"]
 def test_shipped_models_are_listed_and_small():
     assert set(SHIPPED) <= set(available())
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir())
-    assert total < 5 * 2**20, f"shipped weights take {total} bytes"
+    assert total < 10 * 2**20, f"shipped weights take {total} bytes"  # the text model takes about 4.3 MB
 
 
 @pytest.mark.parametrize("name", SHIPPED)

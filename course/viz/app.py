@@ -1,12 +1,14 @@
 """`course explore`: the attention explorer of a shipped model on your prompt, as a standalone app (Voilà).
 
-    course explore                                  # the induction model on its default prompt
+    course explore                                  # the text model (a small GPT) on an English prompt
     course explore --model sort --prompt "^hbdafcge|abcdefgh" --port 8866
 
 Voilà serves a one-cell notebook written to a temporary folder; it shows the widget and hides the code.
 `explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a kernel.
-Prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when missing; the
-default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen twice).
+For the text model a prompt is any text, split by its BPE tokenizer (labels: the token pieces); the default
+repeats a phrase, to show whether a head looks back to its first occurrence (its card: none does yet). For the
+synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when
+missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen twice).
 """
 from __future__ import annotations
 
@@ -19,16 +21,20 @@ from pathlib import Path
 from ..data import BOS, SPECIALS
 from ..training import RECIPES
 
-DEFAULT_MODEL = "induction"
+DEFAULT_MODEL = "text"
+MODELS = sorted([*RECIPES, "text"])
+TEXT_PROMPT = ("When an exception is raised, the interpreter looks for a handler. When an exception is raised "
+               "inside a try statement, the except clause runs.")
 PROMPT_SEED = 0
 
 
 def add_model_arguments(parser) -> None:
     """--model and --prompt, shared by `course explore` and `course export-html`."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(RECIPES),
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS,
                         help=f"a shipped model (default: {DEFAULT_MODEL})")
     parser.add_argument("--prompt", default=None,
-                        help="text in the model's alphabet (default: an example of its task)")
+                        help="text for the text model; text in the model's alphabet for the others "
+                             "(default: an example)")
 
 
 def default_prompt(task) -> str:
@@ -41,9 +47,11 @@ def load_prompt(name: str = DEFAULT_MODEL, prompt: str | None = None):
     """(model, card, ids (T,), labels): a shipped model and the prompt encoded by its task's tokenizer."""
     from ..pretrained import load, task_for
 
-    if name not in RECIPES:
-        raise ValueError(f"model={name!r} is not a shipped model; expected one of {sorted(RECIPES)}")
+    if name not in MODELS:
+        raise ValueError(f"model={name!r} is not a shipped model; expected one of {MODELS}")
     model, card = load(name)
+    if name == "text":
+        return (model, card, *_text_prompt(model, TEXT_PROMPT if prompt is None else prompt))
     task = task_for(card)
     text = default_prompt(task) if prompt is None else prompt
     text = text if text.startswith(SPECIALS[BOS]) else SPECIALS[BOS] + text
@@ -51,6 +59,18 @@ def load_prompt(name: str = DEFAULT_MODEL, prompt: str | None = None):
     if len(text) > context:
         raise ValueError(f"prompt {text!r} has {len(text)} tokens; the {name} model reads at most {context}")
     return model, card, task.tokenizer.encode(text), list(text)  # ids (T,)
+
+
+def _text_prompt(model, text: str):
+    """(ids (T,), labels): `text` split by the text model's tokenizer, one label (piece) per token."""
+    from ..pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer("text")
+    ids = tokenizer.encode(text)
+    if not 0 < len(ids) <= model.config.context_length:
+        raise ValueError(f"prompt {text!r} has {len(ids)} tokens; the text model reads 1 to "
+                         f"{model.config.context_length}")
+    return ids, [tokenizer.piece(i) for i in ids.tolist()]
 
 
 def explorer(name: str = DEFAULT_MODEL, prompt: str | None = None):
