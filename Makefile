@@ -11,7 +11,7 @@ export PYTHONWARNINGS := ignore
 TORCH_SPEC := $(shell ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1 && echo "torch==2.13.0" || echo "torch")
 LAB_FLAGS := $(if $(DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test test-fast lint browser-deps site bench release check weights clean
+.PHONY: install lab test test-fast lint browser-deps jail-deps site bench release check weights clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip uninstall -y -q rfc3987-syntax
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) jail-deps
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --config=course/lab/jupyter_lab_config.py $(LAB_FLAGS)
@@ -35,10 +35,16 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser-deps
+# bubblewrap for the grading jail (`course grade`): Debian's package, installed when missing (needs root or sudo).
+jail-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
+
+test: $(STAMP) browser-deps jail-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) jail-deps
 	$(PY) -m pytest -q -n 2 -m "not browser and not slow" -p no:cacheprovider
 
 # The linter with the rules chosen in pyproject.toml. Not part of `make test` yet: the code base still has to be
