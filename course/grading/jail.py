@@ -62,7 +62,9 @@ def command(*, limits: Limits, fd: int = 3) -> list[str]:
     if bwrap is None:
         raise JailUnavailable("bubblewrap (bwrap) is not installed: `make install` installs Debian's "
                               "`bubblewrap`, or `apt-get install bubblewrap`")
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+            "--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp"]
+    # the fresh /tmp first: an environment that lives under /tmp (a CI clone) is bound on top of it, read-only
     for p in _ro_paths():
         argv += ["--ro-bind", p, p]
     for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/bin", "usr/bin")):
@@ -72,8 +74,7 @@ def command(*, limits: Limits, fd: int = 3) -> list[str]:
             argv += ["--ro-bind", link, link]
     for p in _hidden():
         argv += ["--tmpfs", p]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
-             "--dir", "/grader"]
+    argv += ["--dir", "/grader"]
     for f in FILES:
         argv += ["--ro-bind", str(f), f"/grader/{f.name}"]
     argv += ["--remount-ro", "/"]  # the jail's own root: read-only too, so /tmp (sized) is the only writable place
