@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -412,13 +413,14 @@ def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: in
     ref = Reference.load(course)
     source_nb = nbformat.read(course.work / "source" / ASSIGNMENT / NOTEBOOK, as_version=4)
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs or os.cpu_count() or 1)) as pool:
-        futures = {sid: pool.submit(grade_one, course, sid, ref, source_nb, limits) for sid in students}
+        futures = {sid: pool.submit(_grade_with_retry, course, sid, ref, source_nb, limits) for sid in students}
         results = []
         for sid, fut in futures.items():
             try:
                 result, graded = fut.result()
             except Exception as e:  # noqa: BLE001 - one broken submission never stops the batch
                 result, graded = Result(sid, "error", reason=f"grader failure: {type(e).__name__}"), None
+                _log(course, sid, e)
             try:
                 _store(course, ref, result, graded)
             except Exception as e:  # noqa: BLE001
@@ -426,6 +428,22 @@ def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: in
                 _store(course, ref, result, None)
             results.append(result)
     return results
+
+
+def _grade_with_retry(course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits):
+    """A failure of the grader itself (not of the submission) is logged and the submission graded once more."""
+    try:
+        return grade_one(course, sid, ref, source_nb, limits)
+    except Exception as e:  # noqa: BLE001
+        _log(course, sid, e)
+        return grade_one(course, sid, ref, source_nb, limits)
+
+
+def _log(course: Course, sid: str, error: BaseException) -> None:
+    """The grader's own traceback, for the instructor (work/logs/<id>.log); never shown to the learner."""
+    log = course.log(sid)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(error)))
 
 
 def _store(course: Course, ref: Reference, result: Result, graded) -> None:
