@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from course.grading.diagnoses import diagnosis_first
 from course.grading.release import ASSIGNMENT, CELL_TIMEOUT_S, EXERCISES, NOTEBOOK, exercise_of
 
 DEFAULT = Path("exercises") / ASSIGNMENT / NOTEBOOK
@@ -96,12 +97,13 @@ def explain(ename: str, evalue: str) -> str:
     if ename == "NameError":
         return f"{evalue}: run the answer cell above this test (did it raise an error?)"
     if ename == "AssertionError":
-        return evalue or "a test assertion failed"
+        return diagnosis_first(evalue) if evalue else "a test assertion failed"
     return f"your code raised {ename}: {evalue}"
 
 
 def report(results: list[TestResult]) -> str:
-    """Per exercise: PASS/FAIL, points, and the message of each failing test."""
+    """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗ with
+    the likely mistake first."""
     lines, earned, possible = [], 0.0, 0.0
     for ex in EXERCISES:
         mine = [r for r in results if r.exercise == ex]
@@ -109,7 +111,10 @@ def report(results: list[TestResult]) -> str:
             continue
         got, total = sum(r.points for r in mine if r.passed), sum(r.points for r in mine)
         earned, possible = earned + got, possible + total
-        lines.append(f"{ex}  {'PASS' if got == total else 'FAIL'}  {got:g}/{total:g} points")
-        lines += [f"      {r.grade_id}: {r.message}" for r in mine if not r.passed]
-    lines.append(f"visible tests: {earned:g}/{possible:g} points (grading adds hidden tests on other inputs)")
-    return "\n".join(lines)
+        untouched = all(not r.passed and r.message.startswith("not attempted") for r in mine)
+        verdict = "not attempted" if untouched else "PASS" if got == total else "FAIL"
+        lines.append(f"{ex}  {verdict}  {got:g}/{total:g} points")
+        if not untouched:
+            lines += [f"      ✓ {r.grade_id}" if r.passed else f"      ✗ {r.grade_id}: {r.message}" for r in mine]
+    head = f"visible tests: {earned:g}/{possible:g} points (grading adds hidden tests on other inputs)"
+    return "\n".join([head, *lines])

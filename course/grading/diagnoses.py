@@ -228,3 +228,11 @@ def block_variants(block, x) -> dict[str, torch.Tensor]:
     h = block.ln1(x)
     h = h + block.attn(h)
     return {"pre_post_swapped": swapped(x), "norm_twice": h + block.mlp(block.ln2(h))}
+
+
+def diagnosis_first(text: str) -> str:
+    """'weights: differs ... Likely mistake: X' -> 'Likely mistake: X (weights: differs ...)': what to fix first."""
+    head, sep, diagnosis = text.partition(" Likely mistake: ")
+    if not sep and text.startswith("Likely mistake: "):
+        return text
+    return f"Likely mistake: {diagnosis} ({head.rstrip('.')})" if sep else text

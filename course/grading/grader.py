@@ -175,9 +175,7 @@ def _run_test(code: str, ns: dict, run: session.Session, values: set[str], clock
 
 def _first(text: str) -> str:
     """Diagnosis first: 'Likely mistake: ...' moves to the front of the message."""
-    text = wire.clean(text)
-    head, sep, diagnosis = text.partition(" Likely mistake: ")
-    return f"Likely mistake: {diagnosis} ({head})" if sep else text[:1500]
+    return diagnoses.diagnosis_first(wire.clean(text))[:1500]
 
 
 def review_notes(cells: list[tuple[int, str]]) -> list[str]:

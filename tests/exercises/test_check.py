@@ -27,7 +27,7 @@ def test_visible_only_strips_hidden_blocks_and_the_self_check():
 def test_explain_turns_exceptions_into_advice():
     assert "not attempted" in explain("NotImplementedError", "")
     assert "run the answer cell" in explain("NameError", "name 'attention' is not defined")
-    assert explain("AssertionError", "weights: Likely mistake: x") == "weights: Likely mistake: x"
+    assert explain("AssertionError", "weights: differs. Likely mistake: x") == "Likely mistake: x (weights: differs)"
     assert explain("RuntimeError", "shape") == "your code raised RuntimeError: shape"
 
 
@@ -59,7 +59,16 @@ def test_a_stubbed_exercise_reads_as_not_attempted():
                                                 "defined", traceback=[])]
     assert "not attempted" in _result(test_cell, {"ex07"}).message
     assert "run the answer cell" in _result(test_cell, set()).message
-    assert report([_result(test_cell, {"ex07"})]).splitlines()[0] == "ex07  FAIL  0/1 points"
+    assert report([_result(test_cell, {"ex07"})]).splitlines()[1] == "ex07  not attempted  0/1 points"
+    assert report([_result(test_cell, set())]).splitlines()[1] == "ex07  FAIL  0/1 points"
+
+
+def test_report_puts_totals_first_and_marks_each_test():
+    from course.grading.check import TestResult
+    text = report([TestResult("ex01_weights", 2, True), TestResult("ex01_output", 2, False, "Likely mistake: m (o)")])
+    lines = text.splitlines()
+    assert lines[0].startswith("visible tests: 2/4 points")
+    assert lines[1:] == ["ex01  FAIL  2/4 points", "      ✓ ex01_weights", "      ✗ ex01_output: Likely mistake: m (o)"]
 
 
 def test_check_without_a_notebook_says_so(tmp_path, capsys):
