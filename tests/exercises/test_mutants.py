@@ -14,7 +14,7 @@ CASES_WRONG = [(ex, key, code) for ex, cases in WRONG.items() for key, code in c
 CASES_RIGHT = [(ex, code) for ex, cases in RIGHT.items() for code in cases]
 # Known gaps of the advisory own-work check (it runs in the learner's process, on torch's public
 # TorchFunctionMode): TorchScript runs out of its sight, and nn.Transformer's mask helper is plain Python.
-# README "Limits" names both; the scores they get are those of a right answer.
+# README ("What remains open") names both; the scores they get are those of a right answer.
 KNOWN_GAPS = ("torch.jit.script", "generate_square_subsequent_mask")
 CASES_LIBRARY = [(ex, named, code) for ex, cases in LIBRARY.items() for named, code in cases
                  if not any(gap in code for gap in KNOWN_GAPS)]
