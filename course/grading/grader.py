@@ -117,27 +117,26 @@ def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits, *, exerc
     functions, values = answer_names(source_nb)
     run = session.Session(cells, limits)
     clock = _Clock(limits.exercise_s)
+    tests = [t for t in test_cells(source_nb) if exercises is None or release.exercise_of(t[0]) in exercises]
     verdicts, timed_out, memory = [], [], []
     try:
         run.start()
-        for grade_id, points, code in test_cells(source_nb):
-            if exercises is not None and release.exercise_of(grade_id) not in exercises:
-                continue
+        for grade_id, points, code in tests:
             clock.exercise = release.exercise_of(grade_id)
             ns = {"H": harness, "torch": torch, "math": math, "__name__": "__grading__"}
             ns.update({name: _Answer(run, name, clock) for name in functions})
-            message = _run_test(code, ns, run, values, clock)
-            if "budget" in message or "did not return" in message or "wall-clock" in message:
+            message, late = _run_test(code, ns, run, values, clock)
+            if late:
                 timed_out.append(clock.exercise)
             if "MemoryError" in message:
                 memory.append(clock.exercise)
             verdicts.append(Verdict(grade_id, points, 0.0 if message else points, message))
     except session.LearnerError as e:  # the jail never started, or the wall-clock limit hit during start-up
         done = {v.grade_id for v in verdicts}
-        verdicts += [Verdict(g, p, 0.0, str(e)) for g, p, _ in test_cells(source_nb) if g not in done
-                     and (exercises is None or release.exercise_of(g) in exercises)]
-        timed_out.append("wall") if isinstance(e, session.CallTimeout) else None
-        if not run.runs and not isinstance(e, session.CallTimeout):
+        verdicts += [Verdict(g, p, 0.0, str(e)) for g, p, _ in tests if g not in done]
+        if isinstance(e, session.CallTimeout):
+            timed_out.append("wall")
+        elif not run.runs:
             raise
     finally:
         run.close()
@@ -152,25 +151,27 @@ def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits, *, exerc
                    round(time.monotonic() - start, 2), run.starts)
 
 
-def _run_test(code: str, ns: dict, run: session.Session, values: set[str], clock: _Clock) -> str:
-    """'' when the test passes, else its first line of explanation."""
+def _run_test(code: str, ns: dict, run: session.Session, values: set[str], clock: _Clock) -> tuple[str, bool]:
+    """('', False) when the test passes, else (its first line of explanation, whether it ran out of time)."""
     used = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
     try:
         for name in sorted(used & values):
             value, _ = clock.spend(lambda budget, name=name: run.get(name, budget_s=budget))
             ns[name] = value
         exec(compile(code, "<test>", "exec"), ns)  # noqa: S102 - the instructor's test code, trusted
+    except session.CallTimeout as e:
+        return _first(str(e)), True
+    except session.InputModified as e:
+        return _first(f"{e}. Likely mistake: {diagnoses.message('input_modified')}"), False
     except session.LearnerError as e:
-        if "in place" in str(e):
-            return _first(f"{e}. Likely mistake: {diagnoses.message('input_modified')}")
-        return _first(str(e))
+        return _first(str(e)), False
     except AssertionError as e:
-        return _first(str(e) or "a test assertion failed")
+        return _first(str(e) or "a test assertion failed"), False
     except NameError as e:
-        return _first(f"{e}: define it in the answer cell")
+        return _first(f"{e}: define it in the answer cell"), False
     except Exception as e:  # noqa: BLE001 - the learner's value made the test's own code fail
-        return _first(f"{type(e).__name__}: {e}")
-    return ""
+        return _first(f"{type(e).__name__}: {e}"), False
+    return "", False
 
 
 def _first(text: str) -> str:

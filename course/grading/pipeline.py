@@ -498,7 +498,7 @@ def _duration(seconds: float) -> str:
 
 def feedback(course: Course, students: list[str]) -> list[Path]:
     """Feedback HTML per graded student, rendered here (nbconvert) from the trusted record and graded notebook."""
-    written = []
+    ref, written = Reference.load(course), []
     for sid in students:
         graded, rec = course.autograded(sid), course.record(sid)
         if not graded.exists() or not rec.exists():
@@ -507,7 +507,7 @@ def feedback(course: Course, students: list[str]) -> list[Path]:
             result = Result(**json.loads(rec.read_text()))
             path = course.feedback(sid)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_feedback(nbformat.read(graded, as_version=4), Reference.load(course), result))
+            path.write_text(render_feedback(nbformat.read(graded, as_version=4), ref, result))
             written.append(path)
         except Exception:  # noqa: BLE001 - a feedback page that cannot be rendered is left out, the row stays
             continue

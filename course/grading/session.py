@@ -33,6 +33,10 @@ class CallTimeout(LearnerError):
     pass
 
 
+class InputModified(LearnerError):
+    """The learner's function changed its input tensors in place."""
+
+
 @dataclasses.dataclass
 class CellRun:
     number: int
@@ -42,11 +46,11 @@ class CellRun:
 
 
 class Session:
-    def __init__(self, cells: list[tuple[int, str]], limits: jail.Limits, *, deadline: float | None = None):
+    def __init__(self, cells: list[tuple[int, str]], limits: jail.Limits):
         self.cells, self.limits = cells, limits
-        self.deadline = deadline or time.monotonic() + limits.wall_s
+        self.deadline = time.monotonic() + limits.wall_s
         self.runs: dict[int, CellRun] = {}
-        self.proc, self.sock, self.starts, self.errors = None, None, 0, []
+        self.proc, self.sock, self.starts = None, None, 0
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def _left(self, budget: float) -> float:
@@ -138,7 +142,7 @@ class Session:
                     raise LearnerError(f"{what} raised {wire.clean(str(reply['error']))[:1000]}")
                 value = wire.Decoder(reply_blobs)(reply.get("value"))
                 if reply.get("modified") is True:
-                    raise LearnerError(f"{what} changed its input tensors in place")
+                    raise InputModified(f"{what} changed its input tensors in place")
                 return value, reply.get("forbidden") if type(reply.get("forbidden")) is str else None
             raise LearnerError(f"{what}: more than {MAX_CALLBACKS} calls of the model")
         except (socket.timeout, TimeoutError):

@@ -23,16 +23,13 @@ BANNED_ATTRS = {"__globals__", "__code__", "__closure__", "__subclasses__", "__b
                 "system", "popen", "execv", "execve", "setsid", "displayhook", "excepthook", "addaudithook",
                 "set_custom_exc", "input_transformers_post", "input_transformers_cleanup", "ast_transformers",
                 "events", "TorchFunctionMode", "TorchDispatchMode", "library", "_C"}
-NOTEBOOK_NAMES: set[str] = set()
 GUARDED_ROOTS = {"H", "torch", "np", "numpy", "math", "sys", "builtins", "os", "F"}  # patching these is noted
 SAFE_MAGICS = {"matplotlib", "time", "timeit", "precision", "pprint", "who", "whos", "load_ext", "autoreload"}
 
 
 class _Scanner(ast.NodeVisitor):
     def __init__(self) -> None:
-        self.imported: set[str] = set()  # names bound to modules or to objects taken from modules
         self.findings: list[str] = []
-        self.depth = 0  # > 0 inside a function: plain names are locals there
 
     def report(self, node: ast.AST, what: str) -> None:
         self.findings.append(f"line {getattr(node, 'lineno', 0)}: {what}")
@@ -44,18 +41,14 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            self._imported(node, alias.name, alias.asname or alias.name.split(".")[0])
+            self._imported(node, alias.name)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        for alias in node.names:
-            self._imported(node, node.module or "", alias.asname or alias.name)
+        self._imported(node, node.module or "")
 
-    def _imported(self, node: ast.AST, module: str, bound: str) -> None:
+    def _imported(self, node: ast.AST, module: str) -> None:
         if module.split(".")[0] in BANNED_MODULES:
             self.report(node, f"imports {module}")
-        if bound in NOTEBOOK_NAMES and module.split(".")[0] != bound:
-            self.report(node, f"rebinds the notebook name {bound!r}")
-        self.imported.add(bound)
 
     def _target(self, node: ast.AST, target: ast.AST, verb: str) -> None:
         if isinstance(target, (ast.Tuple, ast.List)):
@@ -63,9 +56,6 @@ class _Scanner(ast.NodeVisitor):
                 self._target(node, t, verb)
         elif isinstance(target, ast.Starred):
             self._target(node, target.value, verb)
-        elif isinstance(target, ast.Name):
-            if target.id in NOTEBOOK_NAMES and self.depth == 0:
-                self.report(node, f"{verb} the notebook name {target.id!r}")
         elif isinstance(target, (ast.Attribute, ast.Subscript)):
             root = self._root(target)
             dunder = isinstance(target, ast.Attribute) and _dunder(target.attr)
@@ -75,8 +65,6 @@ class _Scanner(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
             self._target(node, target, "assigns to")
-        if _is_chain(node.value) and self._root(node.value) in self.imported | NOTEBOOK_NAMES:  # `t = torch.Tensor`
-            self.imported |= {t.id for t in node.targets if isinstance(t, ast.Name)}
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
@@ -92,25 +80,11 @@ class _Scanner(ast.NodeVisitor):
             self._target(node, target, "deletes")
         self.generic_visit(node)
 
-    def visit_Global(self, node: ast.Global) -> None:
-        for name in sorted(set(node.names) & NOTEBOOK_NAMES):
-            self.report(node, f"declares the notebook name {name!r} global")
-
     def visit_For(self, node: ast.For) -> None:
         self._target(node, node.target, "rebinds")
         self.generic_visit(node)
 
     visit_AsyncFor = visit_For
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        if getattr(node, "name", None) in NOTEBOOK_NAMES and self.depth == 0:
-            self.report(node, f"rebinds the notebook name {node.name!r}")
-        self.depth += 1
-        self.generic_visit(node)
-        self.depth -= 1
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-    visit_Lambda = visit_FunctionDef
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in BANNED_CALLS or node.id in BANNED_ATTRS and _dunder(node.id):
@@ -141,13 +115,6 @@ class _Scanner(ast.NodeVisitor):
 
 def _dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
-
-
-def _is_chain(node: ast.AST) -> bool:
-    """`a` or `a.b.c`: an alias of a module or of something in it (not a value computed from it)."""
-    while isinstance(node, ast.Attribute):
-        node = node.value
-    return isinstance(node, ast.Name)
 
 
 def scan_cell(source: str) -> list[str]:
