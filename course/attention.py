@@ -3,6 +3,7 @@
 Shapes: hidden (B, T, d_model); q (B, H, T_q, d_head); k, v (B, H_kv, T_k, d_head); scores (B, H, T_q, T_k).
 Masks are boolean with True = may attend. A fully masked query row gets zero weights and a zero output.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def repeat_kv(x: torch.Tensor, group_size: int) -> torch.Tensor:
     return x[:, :, None].expand(B, H_kv, group_size, T, d).reshape(B, H_kv * group_size, T, d)
 
 
-def _masked_scores(scores: torch.Tensor, mask: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+def _masked_scores(
+    scores: torch.Tensor, mask: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
     if bias is not None:
         scores = scores + bias
     if mask is not None:
@@ -107,8 +110,9 @@ def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
             gqa = {"enable_gqa": True}
         else:
             k, v = repeat_kv(k, q.shape[-3] // k.shape[-3]), repeat_kv(v, q.shape[-3] // k.shape[-3])
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
-                                         **gqa)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None, **gqa
+    )
     if mask is not None:
         out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
     return out
@@ -131,8 +135,16 @@ class MultiHeadAttention(nn.Module):
         self.o_proj = nn.Linear(c.n_heads * c.d_head, c.d_model, bias=c.bias)
         self.rope_convention = c.rope_convention
         self.head_mask: torch.Tensor | None = None  # (H,) multipliers for head ablation; None = all heads on
-        for name in ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_attn_scores",
-                     "hook_pattern", "hook_z"):
+        for name in (
+            "hook_q",
+            "hook_k",
+            "hook_v",
+            "hook_rot_q",
+            "hook_rot_k",
+            "hook_attn_scores",
+            "hook_pattern",
+            "hook_z",
+        ):
             setattr(self, name, HookPoint())
 
     def _capturing(self) -> bool:

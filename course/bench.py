@@ -5,6 +5,7 @@ Method (see docs/benchmarks.md): every comparison is a ratio measured in one pro
 on CPU. Rooflines (copy bandwidth, GEMM FLOP/s) are measured in the same run, paired with what they bound.
 Benchmarks are never gates: tests only check that the command runs and writes its keys.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -115,8 +116,14 @@ def paired_share(clock: Clock, work, limit, pairs: int, min_time: float) -> dict
     r = paired(clock, fw, fl, pairs, min_time)
     # rate_w / rate_l = (uw / tw) / (ul / tl) = (uw / ul) / (tw / tl): the share from each pair's time ratio.
     shares = [(uw / ul) / x for x in (r["q3"], r["median"], r["q1"])]
-    return {"median": shares[1], "q1": shares[0], "q3": shares[2], "n": r["n"],
-            "work_ms": r["a_ms"], "limit_ms": r["b_ms"]}
+    return {
+        "median": shares[1],
+        "q1": shares[0],
+        "q3": shares[2],
+        "n": r["n"],
+        "work_ms": r["a_ms"],
+        "limit_ms": r["b_ms"],
+    }
 
 
 def _fmt(r: dict, unit: str = "×") -> str:
@@ -126,11 +133,23 @@ def _fmt(r: dict, unit: str = "×") -> str:
 # --- models ---------------------------------------------------------------------------------------------------
 def _hf_gpt2(config: ModelConfig):
     from transformers import GPT2Config, GPT2LMHeadModel
+
     c = config
-    hf_config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.d_model,
-                           n_layer=c.n_layers, n_head=c.n_heads, n_inner=None, activation_function="gelu_new",
-                           layer_norm_epsilon=c.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                           bos_token_id=None, eos_token_id=None)  # no EOS: n new tokens, unaltered
+    hf_config = GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.context_length,
+        n_embd=c.d_model,
+        n_layer=c.n_layers,
+        n_head=c.n_heads,
+        n_inner=None,
+        activation_function="gelu_new",
+        layer_norm_epsilon=c.norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )  # no EOS: n new tokens, unaltered
     return GPT2LMHeadModel(hf_config)
 
 
@@ -154,6 +173,7 @@ class Bench:
     def models(self, preset: str):
         """A HF GPT-2 with random weights and the course model converted from it (identical weights)."""
         from .interop import from_hf
+
         torch.manual_seed(0)
         hf = _hf_gpt2(ModelConfig.from_preset(preset)).to(self.device).eval()
         return hf, from_hf(hf)
@@ -165,12 +185,17 @@ class Bench:
         for preset in shapes:
             hf, course = self.models(preset)
             big = preset == "gpt2-small"
-            r = {"forward": self.hf_forward(hf, course, big), "train": self.hf_train(hf, course, big),
-                 "decode": self.hf_decode(hf, course, big)}
+            r = {
+                "forward": self.hf_forward(hf, course, big),
+                "train": self.hf_train(hf, course, big),
+                "decode": self.hf_decode(hf, course, big),
+            }
             self.results["hf"][preset] = r
             for name, v in r.items():
-                self.log(f"  hf {preset:<10} {name:<8} course/HF time {_fmt(v)}   "
-                         f"course {v['a_ms']:.2f} ms, HF {v['b_ms']:.2f} ms  {v.get('shape', '')}")
+                self.log(
+                    f"  hf {preset:<10} {name:<8} course/HF time {_fmt(v)}   "
+                    f"course {v['a_ms']:.2f} ms, HF {v['b_ms']:.2f} ms  {v.get('shape', '')}"
+                )
             del hf, course
         main = self.results["hf"][shapes[0]]
         for name in ("forward", "train", "decode"):
@@ -190,6 +215,7 @@ class Bench:
         def run_hf():
             with torch.inference_mode(), self._autocast():
                 hf(idx)
+
         r = paired(self.clock, run_course, run_hf, self.pairs, self.min_time)
         return {**r, "shape": f"B={B} T={T}"}
 
@@ -205,15 +231,22 @@ class Bench:
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+
             return fn
+
         # The steps change the weights, and differently on the two sides: Adam turns rounding differences in
         # tiny gradients into steps of size lr. Put the weights back so the decode compares identical models.
         saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in (course, hf)]
         course.train(), hf.train()
         opt_c = torch.optim.AdamW(course.parameters(), lr=1e-4)
         opt_h = torch.optim.AdamW(hf.parameters(), lr=1e-4)
-        r = paired(self.clock, step(course, opt_c, lambda x: x), step(hf, opt_h, lambda x: x.logits),
-                   self.pairs, self.min_time)
+        r = paired(
+            self.clock,
+            step(course, opt_c, lambda x: x),
+            step(hf, opt_h, lambda x: x.logits),
+            self.pairs,
+            self.min_time,
+        )
         course.eval(), hf.eval()
         del opt_c, opt_h
         for m, state in zip((course, hf), saved):
@@ -233,12 +266,23 @@ class Bench:
 
         def run_hf():
             with torch.inference_mode():
-                out["hf"] = hf.generate(prompt, do_sample=False, max_new_tokens=n, min_new_tokens=n,
-                                        pad_token_id=0, disable_compile=True)
+                out["hf"] = hf.generate(
+                    prompt,
+                    do_sample=False,
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    pad_token_id=0,
+                    disable_compile=True,
+                )
+
         r = paired(self.clock, run_course, run_hf, self.pairs, self.min_time)
         if self.cuda:
             hf.float(), course.float()
-        return {**r, "shape": f"prompt {P} + {n} tokens", "tokens_match": torch.equal(out["course"], out["hf"])}
+        return {
+            **r,
+            "shape": f"prompt {P} + {n} tokens",
+            "tokens_match": torch.equal(out["course"], out["hf"]),
+        }
 
     # --- 2. KV cache vs recompute ------------------------------------------------------------------------------
     def decoder(self, preset: str, dtype=None, **overrides) -> DecoderLM:
@@ -251,7 +295,10 @@ class Bench:
         if self.quick:
             model, contexts = self.decoder("tiny", context_length=256), (64, 256)
         else:
-            model, contexts = self.decoder("gpt2-small", torch.bfloat16 if self.cuda else None), (64, 256, 512, 1024)
+            model, contexts = (
+                self.decoder("gpt2-small", torch.bfloat16 if self.cuda else None),
+                (64, 256, 512, 1024),
+            )
         V = model.config.vocab_size
         out = {}
         for c in contexts:
@@ -263,16 +310,21 @@ class Bench:
             def recompute(idx=idx):
                 with torch.inference_mode():
                     model(idx, last_only=True)
+
             r = paired(self.clock, recompute, self._cached_step(model, cache, idx), self.pairs, self.min_time)
             out[str(c)] = r
-            self.log(f"  kv context {c:<5} recompute/cached {_fmt(r)}   cached {r['b_ms']:.2f} ms, "
-                     f"recompute {r['a_ms']:.2f} ms")
+            self.log(
+                f"  kv context {c:<5} recompute/cached {_fmt(r)}   cached {r['b_ms']:.2f} ms, "
+                f"recompute {r['a_ms']:.2f} ms"
+            )
         self.results["kv"] = {"model": "tiny" if self.quick else "gpt2-small", **out}
         self.results["kv_speedup"] = {c: r["median"] for c, r in out.items()}
 
     # --- 3. fused vs explicit attention ------------------------------------------------------------------------
     def attention(self) -> None:
-        lengths = (256, 512) if self.quick else (256, 512, 1024, 2048, 4096) + ((8192, 16384) if self.cuda else ())
+        lengths = (
+            (256, 512) if self.quick else (256, 512, 1024, 2048, 4096) + ((8192, 16384) if self.cuda else ())
+        )
         H, d = (4, 64) if self.quick else (12, 64)
         dtype = torch.bfloat16 if self.cuda else torch.float32
         peaks = self.attention_peaks(lengths, H, d, dtype)
@@ -281,23 +333,39 @@ class Bench:
             q, k, v = (torch.randn(1, H, T, d, device=self.device, dtype=dtype) for _ in range(3))
             mask = causal_mask(T, device=self.device)
             with torch.inference_mode():
-                r = paired(self.clock, lambda q=q, k=k, v=v, m=mask: _attention_call("explicit", q, k, v, m),
-                           lambda q=q, k=k, v=v: _attention_call("fused", q, k, v, None), self.pairs, self.min_time)
+                r = paired(
+                    self.clock,
+                    lambda q=q, k=k, v=v, m=mask: _attention_call("explicit", q, k, v, m),
+                    lambda q=q, k=k, v=v: _attention_call("fused", q, k, v, None),
+                    self.pairs,
+                    self.min_time,
+                )
             mem = {kind: peaks[kind, T] for kind in ("explicit", "fused")}
-            rows[str(T)] = {"explicit_ms": r["a_ms"], "fused_ms": r["b_ms"], "explicit/fused": r,
-                            "explicit_peak_bytes": mem["explicit"], "fused_peak_bytes": mem["fused"],
-                            "score_bytes_formula": costs.score_memory_bytes(1, H, T, costs.bytes_per_element(dtype))}
-            self.log(f"  attention T={T:<5} explicit/fused time {_fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
-                     f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB")
+            rows[str(T)] = {
+                "explicit_ms": r["a_ms"],
+                "fused_ms": r["b_ms"],
+                "explicit/fused": r,
+                "explicit_peak_bytes": mem["explicit"],
+                "fused_peak_bytes": mem["fused"],
+                "score_bytes_formula": costs.score_memory_bytes(1, H, T, costs.bytes_per_element(dtype)),
+            }
+            self.log(
+                f"  attention T={T:<5} explicit/fused time {_fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
+                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB"
+            )
         keys = list(rows)
         for small, large in itertools.pairwise(keys):
             g = rows[large]
             for kind in ("explicit", "fused"):
                 g[f"{kind}_time_growth"] = g[f"{kind}_ms"] / rows[small][f"{kind}_ms"]
-                g[f"{kind}_memory_growth"] = g[f"{kind}_peak_bytes"] / max(rows[small][f"{kind}_peak_bytes"], 1)
-            self.log(f"  attention {small}→{large}: memory ×{g['explicit_memory_growth']:.2f} explicit, "
-                     f"×{g['fused_memory_growth']:.2f} fused; time ×{g['explicit_time_growth']:.2f} explicit, "
-                     f"×{g['fused_time_growth']:.2f} fused")
+                g[f"{kind}_memory_growth"] = g[f"{kind}_peak_bytes"] / max(
+                    rows[small][f"{kind}_peak_bytes"], 1
+                )
+            self.log(
+                f"  attention {small}→{large}: memory ×{g['explicit_memory_growth']:.2f} explicit, "
+                f"×{g['fused_memory_growth']:.2f} fused; time ×{g['explicit_time_growth']:.2f} explicit, "
+                f"×{g['fused_time_growth']:.2f} fused"
+            )
         self.results["attention"] = {"heads": H, "d_head": d, "dtype": str(dtype), "by_length": rows}
 
     def attention_peaks(self, lengths, H: int, d: int, dtype) -> dict:
@@ -306,8 +374,12 @@ class Bench:
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
             code = "from course.bench import attention_peak_child as f; f({!r}, {}, {}, {})"
-            procs = {p: subprocess.Popen([sys.executable, "-c", code.format(*p, H, d)], stdout=subprocess.PIPE,
-                                         text=True) for p in points}
+            procs = {
+                p: subprocess.Popen(
+                    [sys.executable, "-c", code.format(*p, H, d)], stdout=subprocess.PIPE, text=True
+                )
+                for p in points
+            }
             return {p: int(proc.communicate()[0].split()[-1]) for p, proc in procs.items()}
         out = {}
         for kind, T in points:
@@ -336,27 +408,37 @@ class Bench:
         self.results["roofline"] = r
         self.results["decode_bandwidth_share"] = r["decode"]["median"]
         self.results["train_flops_share"] = r["train"]["median"]
-        self.log(f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, {r['bandwidth']['read_GBps']:.1f}"
-                 f" GB/s read; GEMM {r['gemm']['TFLOPs'] * 1e3:.1f} GFLOP/s ({r['gemm']['dtype']})")
+        self.log(
+            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, {r['bandwidth']['read_GBps']:.1f}"
+            f" GB/s read; GEMM {r['gemm']['TFLOPs'] * 1e3:.1f} GFLOP/s ({r['gemm']['dtype']})"
+        )
         d, t = r["decode"], r["train"]
-        self.log(f"  roofline decode {d['tokens_per_s']:.1f} tok/s, {d['bytes_per_token'] / 1e6:.1f} MB/token: "
-                 f"{_fmt(d, '')} of the bandwidth bound")
-        self.log(f"  roofline train {t['tokens_per_s']:.1f} tok/s, {t['flops_per_token'] / 1e6:.1f} MFLOP/token: "
-                 f"{_fmt(t, '')} of the GEMM rate")
+        self.log(
+            f"  roofline decode {d['tokens_per_s']:.1f} tok/s, {d['bytes_per_token'] / 1e6:.1f} MB/token: "
+            f"{_fmt(d, '')} of the bandwidth bound"
+        )
+        self.log(
+            f"  roofline train {t['tokens_per_s']:.1f} tok/s, {t['flops_per_token'] / 1e6:.1f} MFLOP/token: "
+            f"{_fmt(t, '')} of the GEMM rate"
+        )
 
     def bandwidth_probe(self, dtype):
         """A large copy (reads + writes) and a large sum (reads): returns (fn, bytes moved per call) pairs."""
         n = (64 if self.quick else 512) * 2**20 // 4 * (8 if self.cuda else 1)
         a = torch.randn(n, device=self.device)
         b = torch.empty_like(a)
-        return {"copy": (lambda: b.copy_(a), 2 * a.numel() * a.element_size()),
-                "read": (lambda: a.sum(), a.numel() * a.element_size())}
+        return {
+            "copy": (lambda: b.copy_(a), 2 * a.numel() * a.element_size()),
+            "read": (lambda: a.sum(), a.numel() * a.element_size()),
+        }
 
     def measure_bandwidth(self, probe) -> dict:
         out = {}
         for name, (fn, nbytes) in probe.items():
             reps = self.clock.reps_for(fn, self.min_time)
-            out[f"{name}_GBps"] = nbytes / statistics.median(self.clock.time(fn, reps) for _ in range(5)) / 1e9
+            out[f"{name}_GBps"] = (
+                nbytes / statistics.median(self.clock.time(fn, reps) for _ in range(5)) / 1e9
+            )
         return out
 
     def gemm_probe(self, dtype):
@@ -387,11 +469,17 @@ class Bench:
             with torch.inference_mode():
                 for _ in range(n):
                     tok = model(tok, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+
         bws = self.measure_bandwidth(probe)
         limit = probe["copy"] if bws["copy_GBps"] >= bws["read_GBps"] else probe["read"]
         r = paired_share(self.clock, (decode, n * nbytes), limit, self.pairs, self.min_time)
-        return {**r, "tokens_per_s": n / (r["work_ms"] / 1e3), "bytes_per_token": nbytes, "context": P + n // 2,
-                "bound": "copy" if limit is probe["copy"] else "read"}
+        return {
+            **r,
+            "tokens_per_s": n / (r["work_ms"] / 1e3),
+            "bytes_per_token": nbytes,
+            "context": P + n // 2,
+            "bound": "copy" if limit is probe["copy"] else "read",
+        }
 
     def train_share(self, model, probe) -> dict:
         """A training step (AdamW) in model FLOPs (6N + attention) per second over the same-run GEMM rate."""
@@ -408,10 +496,15 @@ class Bench:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         flops = costs.training_flops_per_token(c, T) * B * T
         r = paired_share(self.clock, (step, flops), (fn_gemm, gemm_flops), self.pairs, self.min_time)
-        return {**r, "tokens_per_s": B * T / (r["work_ms"] / 1e3), "flops_per_token": flops // (B * T),
-                "shape": f"B={B} T={T}"}
+        return {
+            **r,
+            "tokens_per_s": B * T / (r["work_ms"] / 1e3),
+            "flops_per_token": flops // (B * T),
+            "shape": f"B={B} T={T}",
+        }
 
     # --- 5. GQA / MQA ------------------------------------------------------------------------------------------
     def gqa(self) -> None:
@@ -427,16 +520,21 @@ class Bench:
             idx = self.randint(model.config.vocab_size, 1, ctx)
             with torch.inference_mode():
                 model(idx[:, :-1], cache=cache)
-            out[name] = {"n_kv_heads": n_kv, "kv_bytes_measured": costs.measured_cache_bytes(cache),
-                         "kv_bytes_formula": costs.kv_cache_bytes_for(model.config, ctx, 1, dtype)}
+            out[name] = {
+                "n_kv_heads": n_kv,
+                "kv_bytes_measured": costs.measured_cache_bytes(cache),
+                "kv_bytes_formula": costs.kv_cache_bytes_for(model.config, ctx, 1, dtype),
+            }
             steps[name] = self._cached_step(model, cache, idx)
         for name in ("GQA", "MQA"):
             r = paired(self.clock, steps["MHA"], steps[name], self.pairs, self.min_time)
             out[name]["speedup_vs_MHA"] = r
         for name, v in out.items():
             speed = f"step speed-up vs MHA {_fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
-            self.log(f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
-                     f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}")
+            self.log(
+                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
+                f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}"
+            )
         self.results["gqa"] = {"model": preset, "context": ctx, **out}
 
     def _cached_step(self, model, cache, idx):
@@ -446,6 +544,7 @@ class Bench:
             cache.length = n - 1
             with torch.inference_mode():
                 model(idx[:, -1:], cache=cache, last_only=True)
+
         return step
 
     # --- GPU: MFU, compiled vs eager, static-cache decode --------------------------------------------------------
@@ -456,8 +555,13 @@ class Bench:
         peaks = gpu_peaks(name)
         bw = self.measure_bandwidth(self.bandwidth_probe(torch.bfloat16))
         gemm = self.measure_gemm(self.gemm_probe(torch.bfloat16))
-        r = {"name": name, "peak_bf16_flops": peaks and peaks[0], "peak_bandwidth": peaks and peaks[1],
-             "bandwidth": bw, "gemm": gemm}
+        r = {
+            "name": name,
+            "peak_bf16_flops": peaks and peaks[0],
+            "peak_bandwidth": peaks and peaks[1],
+            "bandwidth": bw,
+            "gemm": gemm,
+        }
         r["train"] = self.gpu_train(peaks, gemm)
         r["decode"] = self.gpu_decode(peaks, bw)
         self.results["gpu"] = r
@@ -481,6 +585,7 @@ class Bench:
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+
             t0 = time.perf_counter()
             step(), step()
             torch.cuda.synchronize()
@@ -490,12 +595,18 @@ class Bench:
         flops_tok = costs.training_flops_per_token(ModelConfig.from_preset("gpt2-small"), T)
         for mode, ms in (("eager", r["a_ms"]), ("compiled", r["b_ms"])):
             tps = B * T / (ms / 1e3)
-            out[mode] = {"ms": ms, "tokens_per_s": tps, "TFLOPs": flops_tok * tps / 1e12,
-                         "mfu": flops_tok * tps / peaks[0] if peaks else None,
-                         "share_of_gemm": flops_tok * tps / (gemm["TFLOPs"] * 1e12)}
+            out[mode] = {
+                "ms": ms,
+                "tokens_per_s": tps,
+                "TFLOPs": flops_tok * tps / 1e12,
+                "mfu": flops_tok * tps / peaks[0] if peaks else None,
+                "share_of_gemm": flops_tok * tps / (gemm["TFLOPs"] * 1e12),
+            }
             mfu = f"MFU {out[mode]['mfu']:.1%}" if peaks else "MFU n/a (device not in GPU_PEAKS)"
-            self.log(f"  gpu train {mode:<8} B={B} T={T}: {ms:.1f} ms/step, {tps:,.0f} tok/s, "
-                     f"{out[mode]['TFLOPs']:.0f} TFLOP/s, {mfu}, {out[mode]['share_of_gemm']:.1%} of same-run GEMM")
+            self.log(
+                f"  gpu train {mode:<8} B={B} T={T}: {ms:.1f} ms/step, {tps:,.0f} tok/s, "
+                f"{out[mode]['TFLOPs']:.0f} TFLOP/s, {mfu}, {out[mode]['share_of_gemm']:.1%} of same-run GEMM"
+            )
         out["eager/compiled"] = r
         out["shape"] = f"B={B} T={T}"
         self.log(f"  gpu train eager/compiled time {_fmt(r)}")
@@ -505,6 +616,7 @@ class Bench:
         """Batch-1 bf16 greedy decode of GPT-2 124M: the eager dynamic cache vs the static cache (eager step,
         CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for reference."""
         from .static_decode import StaticDecoder
+
         hf, model = (m.to(torch.bfloat16) for m in self.models("gpt2-small"))
         c = model.config
         P, n = (32, 32) if self.quick else (128, 256)
@@ -521,7 +633,7 @@ class Bench:
         for name, fn in list(runs.items()):
             t0 = time.perf_counter()
             try:
-                match = torch.equal(fn()[:, :P + n], ref)
+                match = torch.equal(fn()[:, : P + n], ref)
             except Exception as e:  # noqa: BLE001 — a backend that fails is reported, not fatal
                 out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 self.log(f"  gpu decode {name}: failed: {out[name]['error']}")
@@ -538,20 +650,33 @@ class Bench:
         out[base]["ms"] = statistics.median(out[base].pop("ms_samples"))
         for name in runs:
             tps = n / (out[name]["ms"] / 1e3)
-            out[name].update(tokens_per_s=tps, mbu_measured=tps * nbytes / (bw["copy_GBps"] * 1e9),
-                             mbu_datasheet=tps * nbytes / peaks[1] if peaks else None)
-            self.log(f"  gpu decode {name:<18} {tps:8.0f} tok/s (prompt {P} + {n}), "
-                     f"{out[name]['mbu_measured']:.1%} of measured copy bandwidth"
-                     + (f", {out[name]['mbu_datasheet']:.1%} of datasheet" if peaks else "")
-                     + f"; tokens match dynamic: {out[name]['tokens_match_dynamic']}")
+            out[name].update(
+                tokens_per_s=tps,
+                mbu_measured=tps * nbytes / (bw["copy_GBps"] * 1e9),
+                mbu_datasheet=tps * nbytes / peaks[1] if peaks else None,
+            )
+            self.log(
+                f"  gpu decode {name:<18} {tps:8.0f} tok/s (prompt {P} + {n}), "
+                f"{out[name]['mbu_measured']:.1%} of measured copy bandwidth"
+                + (f", {out[name]['mbu_datasheet']:.1%} of datasheet" if peaks else "")
+                + f"; tokens match dynamic: {out[name]['tokens_match_dynamic']}"
+            )
         return out
 
     def hf_static_generate(self, hf, prompt, n):
         """HF `generate` with its static cache, which HF compiles on CUDA (`disable_compile` left off)."""
+
         def run():
             with torch.inference_mode():
-                return hf.generate(prompt, do_sample=False, max_new_tokens=n, min_new_tokens=n, pad_token_id=0,
-                                   cache_implementation="static")
+                return hf.generate(
+                    prompt,
+                    do_sample=False,
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    pad_token_id=0,
+                    cache_implementation="static",
+                )
+
         return run
 
 
@@ -584,10 +709,15 @@ def attention_peak_child(kind: str, T: int, H: int, d: int) -> None:
 
 # --- command line ---------------------------------------------------------------------------------------------
 def _machine(device: torch.device) -> dict:
-    info = {"device": device.type, "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    info = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     try:
         import transformers
+
         info["transformers"] = transformers.__version__
     except ImportError:
         info["transformers"] = None
@@ -598,10 +728,15 @@ def _machine(device: torch.device) -> dict:
         info["threads"] = torch.get_num_threads()
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=False)
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=False)
+        rev = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         info["git_revision"] = (rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) or None
     except OSError:
         info["git_revision"] = None
@@ -620,9 +755,15 @@ def _cpu_name() -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true", help="tiny shapes and fewer pairs (about a minute on CPU)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where to run (default: cpu, on one thread); cuda uses bf16 autocast and TF32")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes and fewer pairs (about a minute on CPU)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where to run (default: cpu, on one thread); cuda uses bf16 autocast and TF32",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--only", metavar="SECTIONS", help=f"comma-separated subset of {','.join(SECTIONS)}")
 
@@ -634,20 +775,28 @@ def run(args) -> int:
     sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
-        print(f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr)
+        print(
+            f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr
+        )
         return 2
     if "hf" in sections:
         from .extras import require
+
         require("transformers", "the 'hf' section (leave it out with --only)")
     if args.device == "cpu":
         torch.set_num_threads(1)
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
     bench = Bench(args.device, args.quick)
-    bench.results.update(_machine(bench.device), quick=args.quick,
-                         command="course bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []))
-    bench.log(f"course bench on {bench.results['device_name']} | torch {torch.__version__} | "
-              f"rev {bench.results['git_revision']} | {'quick' if args.quick else 'full'}")
+    bench.results.update(
+        _machine(bench.device),
+        quick=args.quick,
+        command="course bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
+    )
+    bench.log(
+        f"course bench on {bench.results['device_name']} | torch {torch.__version__} | "
+        f"rev {bench.results['git_revision']} | {'quick' if args.quick else 'full'}"
+    )
     start = time.perf_counter()
     for name in sections:
         t0 = time.perf_counter()

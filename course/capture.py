@@ -11,6 +11,7 @@ Names (for a DecoderLM; EncoderLM likewise; an EncoderDecoder prefixes `encoder.
   blocks.{l}.attn.hook_z                              (B, T, H, d_head) per-head outputs
 Capturing scores or patterns switches that layer to the explicit attention path (the fused kernel keeps none).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,10 +20,21 @@ import torch
 
 from .hooks import HookPoint
 
-ALIASES = {"pattern": "attn.hook_pattern", "attn": "attn.hook_pattern", "attn_scores": "attn.hook_attn_scores",
-           "attn_logits": "attn.hook_attn_scores", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v",
-           "z": "attn.hook_z", "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid",
-           "resid_post": "hook_resid_post", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
+ALIASES = {
+    "pattern": "attn.hook_pattern",
+    "attn": "attn.hook_pattern",
+    "attn_scores": "attn.hook_attn_scores",
+    "attn_logits": "attn.hook_attn_scores",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "z": "attn.hook_z",
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+}
 
 
 def hook_points(model) -> dict[str, HookPoint]:
@@ -60,8 +72,11 @@ def hooks(model, names_filter=None, store: dict | None = None):
     handles = []
     for name, point in hook_points(model).items():
         if names_filter is None or (names_filter(name) if callable(names_filter) else name in names_filter):
-            handles.append(point.register_forward_hook(
-                lambda module, args, out, name=name: store.__setitem__(name, out.detach())))
+            handles.append(
+                point.register_forward_hook(
+                    lambda module, args, out, name=name: store.__setitem__(name, out.detach())
+                )
+            )
     try:
         yield store
     finally:

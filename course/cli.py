@@ -1,5 +1,6 @@
 """The `course` command line. Each sub-command lives in its own module exposing
 `add_arguments(parser)` and `run(args) -> int`; it is imported only when called (fast start-up)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,10 @@ from . import extras
 COMMANDS = {  # name: (module, one-line help)
     "info": ("course.cli", "versions, the device found and the config presets"),
     "train": ("course.training", "train a small model on a synthetic task and save it with its card"),
-    "check": ("course.grading.check", "run the visible tests of your exercise notebook and diagnose failures"),
+    "check": (
+        "course.grading.check",
+        "run the visible tests of your exercise notebook and diagnose failures",
+    ),
     "grade": ("course.grading.pipeline", "instructor pipeline: release, collect, autograde, feedback, CSV"),
     "explore": ("course.viz.app", "serve the attention explorer as a standalone app (Voila)"),
     "export-html": ("course.viz.export", "write a self-contained offline HTML attention explorer"),
@@ -45,13 +49,17 @@ def run(args) -> int:
     if torch.cuda.is_available():
         print(f"device: cuda — {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
     else:
-        print(f"device: cpu — {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+        print(
+            f"device: cpu — {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        )
     print("presets:")
     for name in PRESETS:
         c = ModelConfig.from_preset(name)
-        print(f"  {name:<13} L={c.n_layers:<3} d_model={c.d_model:<6} heads={c.n_heads:<3} kv_heads="
-              f"{c.n_kv_heads:<3} d_ff={c.d_ff:<6} pos={c.positional:<8} {c.norm}/{c.norm_placement} "
-              f"{c.mlp:<9} params={param_count(c)['total']:,}")
+        print(
+            f"  {name:<13} L={c.n_layers:<3} d_model={c.d_model:<6} heads={c.n_heads:<3} kv_heads="
+            f"{c.n_kv_heads:<3} d_ff={c.d_ff:<6} pos={c.positional:<8} {c.norm}/{c.norm_placement} "
+            f"{c.mlp:<9} params={param_count(c)['total']:,}"
+        )
     return 0
 
 
@@ -88,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] in ("-V", "--version"):
         from . import __version__
+
         print(f"course {__version__}")
         return 0
     if argv[0] not in COMMANDS:

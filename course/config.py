@@ -1,4 +1,5 @@
 """Model configuration: one dataclass, validated on creation, with presets for the models the course cites."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,39 +82,84 @@ class ModelConfig:
         """Query heads per KV head: 1 for MHA, n_heads for MQA."""
         return self.n_heads // self.n_kv_heads
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+    def from_preset(cls, name: str, **overrides) -> ModelConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
 
-_GPT = dict(positional="learned", norm="layernorm", norm_placement="pre", mlp="gelu_tanh", bias=True, tie_weights=True)
-_LLAMA = dict(positional="rope", norm="rmsnorm", norm_placement="pre", mlp="swiglu", bias=False, tie_weights=False)
+_GPT = dict(
+    positional="learned", norm="layernorm", norm_placement="pre", mlp="gelu_tanh", bias=True, tie_weights=True
+)
+_LLAMA = dict(
+    positional="rope", norm="rmsnorm", norm_placement="pre", mlp="swiglu", bias=False, tie_weights=False
+)
 
 PRESETS: dict[str, dict] = {
     # Real models the course cites (shapes only; weights are never downloaded).
     "gpt2-small": dict(_GPT, vocab_size=50257, context_length=1024, d_model=768, n_layers=12, n_heads=12),
     "gpt3-175b": dict(_GPT, vocab_size=50257, context_length=2048, d_model=12288, n_layers=96, n_heads=96),
-    "llama2-7b": dict(_LLAMA, vocab_size=32000, context_length=4096, d_model=4096, n_layers=32, n_heads=32,
-                      d_ff=11008),
-    "llama2-70b": dict(_LLAMA, vocab_size=32000, context_length=4096, d_model=8192, n_layers=80, n_heads=64,
-                       n_kv_heads=8, d_ff=28672),
-    "llama3-8b": dict(_LLAMA, vocab_size=128256, context_length=8192, d_model=4096, n_layers=32, n_heads=32,
-                      n_kv_heads=8, d_ff=14336, rope_theta=500000.0),
+    "llama2-7b": dict(
+        _LLAMA, vocab_size=32000, context_length=4096, d_model=4096, n_layers=32, n_heads=32, d_ff=11008
+    ),
+    "llama2-70b": dict(
+        _LLAMA,
+        vocab_size=32000,
+        context_length=4096,
+        d_model=8192,
+        n_layers=80,
+        n_heads=64,
+        n_kv_heads=8,
+        d_ff=28672,
+    ),
+    "llama3-8b": dict(
+        _LLAMA,
+        vocab_size=128256,
+        context_length=8192,
+        d_model=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        d_ff=14336,
+        rope_theta=500000.0,
+    ),
     # BERT-base: Post-LN encoder, exact GELU, learned positions (token-type embeddings left out).
-    "bert-base": dict(vocab_size=30522, context_length=512, d_model=768, n_layers=12, n_heads=12,
-                      positional="learned", norm="layernorm", norm_eps=1e-12, norm_placement="post",
-                      mlp="gelu", bias=True, tie_weights=True),
+    "bert-base": dict(
+        vocab_size=30522,
+        context_length=512,
+        d_model=768,
+        n_layers=12,
+        n_heads=12,
+        positional="learned",
+        norm="layernorm",
+        norm_eps=1e-12,
+        norm_placement="post",
+        mlp="gelu",
+        bias=True,
+        tie_weights=True,
+    ),
     # Tiny models that train on a CPU in seconds.
     "tiny": dict(_GPT, vocab_size=64, context_length=64, d_model=64, n_layers=2, n_heads=4),
-    "tiny-llama": dict(_LLAMA, vocab_size=64, context_length=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2),
-    "tiny-encoder": dict(vocab_size=64, context_length=64, d_model=64, n_layers=2, n_heads=4, positional="learned",
-                         norm="layernorm", norm_placement="post", mlp="gelu", bias=True),
+    "tiny-llama": dict(
+        _LLAMA, vocab_size=64, context_length=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2
+    ),
+    "tiny-encoder": dict(
+        vocab_size=64,
+        context_length=64,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        positional="learned",
+        norm="layernorm",
+        norm_placement="post",
+        mlp="gelu",
+        bias=True,
+    ),
 }

@@ -22,6 +22,7 @@ of training text.
     train, held_out = split(text)                # deterministic: every 10th chunk of paragraphs is held out
     stream = TokenStream(ids, context=128)       # random (x, y) windows for training, like a course Task
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,11 +36,24 @@ import torch
 
 from .data import as_generator
 
-SOURCE = ("CPython standard library: module pydoc_data.topics (the Python documentation behind help()), then the "
-          "docstrings of the standard library's .py files")
-SKIPPED_PACKAGES = ("test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "site-packages", "ensurepip")
-LICENCE = ("PSF License Agreement (Python Software Foundation License Version 2); Copyright (c) 2001 Python "
-           "Software Foundation; https://docs.python.org/3/license.html")
+SOURCE = (
+    "CPython standard library: module pydoc_data.topics (the Python documentation behind help()), then the "
+    "docstrings of the standard library's .py files"
+)
+SKIPPED_PACKAGES = (
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "lib2to3",
+    "site-packages",
+    "ensurepip",
+)
+LICENCE = (
+    "PSF License Agreement (Python Software Foundation License Version 2); Copyright (c) 2001 Python "
+    "Software Foundation; https://docs.python.org/3/license.html"
+)
 
 
 def topic_texts() -> list[str]:
@@ -85,8 +99,13 @@ def corpus_info(text: str | None = None) -> dict:
     """Source, licence, Python version and size/hash of the corpus, for model cards."""
     text = corpus_text() if text is None else text
     data = text.encode("utf-8")
-    return {"source": SOURCE, "licence": LICENCE, "python": platform.python_version(), "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "source": SOURCE,
+        "licence": LICENCE,
+        "python": platform.python_version(),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def chunks(text: str, *, chunk_chars: int = 2000) -> list[str]:
@@ -126,17 +145,20 @@ class TokenStream:
 
     def __init__(self, ids: torch.Tensor, context: int):
         if ids.dim() != 1 or ids.numel() < context + 1:
-            raise ValueError(f"ids must be 1-D with more than context={context} tokens, got shape "
-                             f"{tuple(ids.shape)}")
+            raise ValueError(
+                f"ids must be 1-D with more than context={context} tokens, got shape {tuple(ids.shape)}"
+            )
         self.ids, self.context = ids.long(), context
 
     def batch(self, batch_size: int, generator=None):
-        starts = torch.randint(0, self.ids.numel() - self.context, (batch_size,), generator=as_generator(generator))
+        starts = torch.randint(
+            0, self.ids.numel() - self.context, (batch_size,), generator=as_generator(generator)
+        )
         tokens = self.ids[starts[:, None] + torch.arange(self.context + 1)]  # (B, context + 1)
         return tokens[:, :-1], tokens[:, 1:], torch.ones(batch_size, self.context, dtype=torch.bool)
 
     def windows(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = (self.ids.numel() - 1) // self.context
         x = self.ids[: n * self.context].view(n, self.context)  # (N, context)
-        y = self.ids[1: n * self.context + 1].view(n, self.context)  # (N, context)
+        y = self.ids[1 : n * self.context + 1].view(n, self.context)  # (N, context)
         return x, y

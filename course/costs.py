@@ -7,14 +7,27 @@ Exact parameter count of one block (d = d_model, h·d_head = d, F = d_ff, bias b
   norms      = 2 per block × (2d for LayerNorm with bias, d for RMSNorm)
 GPT-2 style block (MHA, F = 4d, biases, LayerNorm): 12·d² + 13·d.
 """
+
 from __future__ import annotations
 
 import torch
 
 from .config import ModelConfig
 
-BYTES_PER_ELEMENT = {"fp32": 4, "float32": 4, "tf32": 4, "fp16": 2, "float16": 2, "bf16": 2, "bfloat16": 2,
-                     "fp8": 1, "int8": 1, "int4": 0.5, "fp64": 8, "float64": 8}
+BYTES_PER_ELEMENT = {
+    "fp32": 4,
+    "float32": 4,
+    "tf32": 4,
+    "fp16": 2,
+    "float16": 2,
+    "bf16": 2,
+    "bfloat16": 2,
+    "fp8": 1,
+    "int8": 1,
+    "int4": 0.5,
+    "fp64": 8,
+    "float64": 8,
+}
 
 
 def bytes_per_element(dtype) -> float:
@@ -22,7 +35,9 @@ def bytes_per_element(dtype) -> float:
     if isinstance(dtype, torch.dtype):
         return torch.empty((), dtype=dtype).element_size()
     if dtype not in BYTES_PER_ELEMENT:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(BYTES_PER_ELEMENT)} or a torch.dtype")
+        raise ValueError(
+            f"unknown dtype {dtype!r}; expected one of {sorted(BYTES_PER_ELEMENT)} or a torch.dtype"
+        )
     return BYTES_PER_ELEMENT[dtype]
 
 
@@ -51,8 +66,11 @@ def block_params(config: ModelConfig, cross_attention: bool = False) -> int:
     c = config
     attn = attention_params(c.d_model, c.n_heads, c.n_kv_heads, c.bias)
     n_norms = 3 if cross_attention else 2
-    return (attn * (2 if cross_attention else 1) + mlp_params(c.d_model, c.d_ff, c.mlp, c.bias)
-            + n_norms * norm_params(c.d_model, c.norm, c.bias))
+    return (
+        attn * (2 if cross_attention else 1)
+        + mlp_params(c.d_model, c.d_ff, c.mlp, c.bias)
+        + n_norms * norm_params(c.d_model, c.norm, c.bias)
+    )
 
 
 def param_count(config: ModelConfig) -> dict:
@@ -61,8 +79,13 @@ def param_count(config: ModelConfig) -> dict:
     L = c.n_layers
     counts = {
         "embeddings": c.vocab_size * c.d_model,
-        "positional": (c.context_length * c.d_model if c.positional == "learned"
-                       else c.relative_buckets * c.n_heads if c.positional == "relative" else 0),
+        "positional": (
+            c.context_length * c.d_model
+            if c.positional == "learned"
+            else c.relative_buckets * c.n_heads
+            if c.positional == "relative"
+            else 0
+        ),
         "attention": L * attention_params(c.d_model, c.n_heads, c.n_kv_heads, c.bias),
         "mlp": L * mlp_params(c.d_model, c.d_ff, c.mlp, c.bias),
         "norms": (2 * L + (c.norm_placement == "pre")) * norm_params(c.d_model, c.norm, c.bias),
@@ -84,11 +107,22 @@ def measured_param_bytes(model: torch.nn.Module) -> int:
 
 
 # --- KV cache ------------------------------------------------------------------------------------------------
-def kv_cache_bytes(n_layers: int, seq_len: int, n_kv_heads: int, d_head: int, batch_size: int = 1,
-                   bytes_per_element: float = 2) -> int:
+def kv_cache_bytes(
+    n_layers: int,
+    seq_len: int,
+    n_kv_heads: int,
+    d_head: int,
+    batch_size: int = 1,
+    bytes_per_element: float = 2,
+) -> int:
     """2 (K and V) × layers × positions × n_kv_heads × d_head × batch × bytes per element."""
-    for name, value in (("n_layers", n_layers), ("seq_len", seq_len), ("n_kv_heads", n_kv_heads),
-                        ("d_head", d_head), ("batch_size", batch_size)):
+    for name, value in (
+        ("n_layers", n_layers),
+        ("seq_len", seq_len),
+        ("n_kv_heads", n_kv_heads),
+        ("d_head", d_head),
+        ("batch_size", batch_size),
+    ):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}={value!r} must be a non-negative integer")
     if bytes_per_element <= 0:
@@ -127,8 +161,9 @@ def mlp_flops(seq_len: int, d_model: int, d_ff: int, kind: str = "gelu") -> int:
 def matmul_params(config: ModelConfig) -> int:
     """N of the 6N rule: weights that take part in matmuls (LM head included, position tables excluded)."""
     c = config
-    per_block = attention_params(c.d_model, c.n_heads, c.n_kv_heads, False) + mlp_params(c.d_model, c.d_ff,
-                                                                                          c.mlp, False)
+    per_block = attention_params(c.d_model, c.n_heads, c.n_kv_heads, False) + mlp_params(
+        c.d_model, c.d_ff, c.mlp, False
+    )
     return c.n_layers * per_block + c.vocab_size * c.d_model
 
 

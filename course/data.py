@@ -16,6 +16,7 @@ Tasks share one vocabulary layout: four special tokens, then `n_symbols` symbols
 The loss mask says *which predictions count*; the attention mask says *what each position may read*
 (causal, inside the model). They are different tensors with different jobs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,7 +90,9 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
         return generator
     if isinstance(generator, int):
         return torch.Generator().manual_seed(generator)
-    raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    raise ValueError(
+        f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
+    )
 
 
 def _positive(name: str, value, minimum: int = 1) -> None:
@@ -157,7 +160,7 @@ class _MapTask(Task):
         col = lambda tok: torch.full((batch_size, 1), tok, dtype=torch.long)
         tokens = torch.cat([col(BOS), s, col(SEP), self.answer(s)], 1)  # (B, 2n + 2)
         scored = torch.zeros_like(tokens, dtype=torch.bool)
-        scored[:, self.length + 2:] = True
+        scored[:, self.length + 2 :] = True
         return tokens, scored
 
 
@@ -182,8 +185,14 @@ class SortTask(_MapTask):
         return s.sort(-1).values
 
 
-def repeated_tokens(batch_size: int, period: int, n_symbols: int, generator=None, offset: int = len(SPECIALS),
-                    bos: int | None = BOS) -> torch.Tensor:
+def repeated_tokens(
+    batch_size: int,
+    period: int,
+    n_symbols: int,
+    generator=None,
+    offset: int = len(SPECIALS),
+    bos: int | None = BOS,
+) -> torch.Tensor:
     """`[bos] r r` with r a random sequence of `period` *distinct* ids in [offset, offset + n_symbols).
 
     The induction probe: in the second copy, position i should attend to i - period + 1, the token that
@@ -216,7 +225,9 @@ class InductionTask(Task):
         if self.min_length > length:
             raise ValueError(f"min_length={self.min_length} must be <= length={length}")
         if n_symbols <= length:
-            raise ValueError(f"n_symbols={n_symbols} must exceed length={length} (r is distinct, filler differs)")
+            raise ValueError(
+                f"n_symbols={n_symbols} must exceed length={length} (r is distinct, filler differs)"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -255,12 +266,22 @@ def make_task(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-BERT_SPLIT = (0.8, 0.1, 0.1)  # of the chosen tokens: [MASK], a random symbol, left unchanged (Devlin et al., 2019)
+BERT_SPLIT = (
+    0.8,
+    0.1,
+    0.1,
+)  # of the chosen tokens: [MASK], a random symbol, left unchanged (Devlin et al., 2019)
 
 
-def mask_tokens(tokens: torch.Tensor, mask_prob: float = 0.15, generator=None, mask_id: int = MASK,
-                n_specials: int = len(SPECIALS), split: tuple[float, float, float] | None = BERT_SPLIT,
-                vocab_size: int | None = None):
+def mask_tokens(
+    tokens: torch.Tensor,
+    mask_prob: float = 0.15,
+    generator=None,
+    mask_id: int = MASK,
+    n_specials: int = len(SPECIALS),
+    split: tuple[float, float, float] | None = BERT_SPLIT,
+    vocab_size: int | None = None,
+):
     """Masked-LM inputs: choose a random `mask_prob` of the non-special tokens for the model to predict.
 
     BERT's rule (`split=(0.8, 0.1, 0.1)`, the default): of the chosen tokens, 80 % are replaced by `mask_id`,
@@ -279,7 +300,9 @@ def mask_tokens(tokens: torch.Tensor, mask_prob: float = 0.15, generator=None, m
         raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
     split = (1.0, 0.0, 0.0) if split is None else tuple(float(v) for v in split)
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split={split} must be three non-negative shares ([MASK], random, unchanged) summing to 1")
+        raise ValueError(
+            f"split={split} must be three non-negative shares ([MASK], random, unchanged) summing to 1"
+        )
     maskable = tokens >= n_specials
     if not maskable.any(-1).all():
         raise ValueError("every row needs at least one non-special token to mask")

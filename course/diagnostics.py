@@ -1,18 +1,19 @@
 """Diagnostics: the checks that catch transformer bugs, and the measurements that show what heads do.
 
-    check_shape              named-axis shape checks ("B H T d_head"); the error names the wrong axis
-    check_model_shapes       every captured activation of a model against its config
-    causal_leak              perturb a future token; earlier outputs must not move (models or functions)
-    check_attention_weights  rows sum to 1, masked keys get 0 (catches a mask applied after softmax)
-    future_attention         attention weight on future keys per layer/head (A_ij for j > i must be 0)
-    attention_entropy        how sharp or diffuse each head is
-    residual_norms           stream norm per layer vs the size of each attention/MLP update
-    gradient_norms           gradient norm per block (vanishing / exploding with depth)
-    ablate_heads             context manager that switches heads off (MultiHeadAttention.head_mask)
-    head_ablation_effects    loss increase when each head alone is switched off
-    induction_scores         attention to the token after the previous occurrence of the current token
-    previous_token_scores    attention to the previous position
+check_shape              named-axis shape checks ("B H T d_head"); the error names the wrong axis
+check_model_shapes       every captured activation of a model against its config
+causal_leak              perturb a future token; earlier outputs must not move (models or functions)
+check_attention_weights  rows sum to 1, masked keys get 0 (catches a mask applied after softmax)
+future_attention         attention weight on future keys per layer/head (A_ij for j > i must be 0)
+attention_entropy        how sharp or diffuse each head is
+residual_norms           stream norm per layer vs the size of each attention/MLP update
+gradient_norms           gradient norm per block (vanishing / exploding with depth)
+ablate_heads             context manager that switches heads off (MultiHeadAttention.head_mask)
+head_ablation_effects    loss increase when each head alone is switched off
+induction_scores         attention to the token after the previous occurrence of the current token
+previous_token_scores    attention to the previous position
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,11 +25,23 @@ import torch
 from .capture import run_with_cache
 from .losses import lm_loss
 
-AXES = {"B": "batch", "T": "time", "T_q": "query time", "T_k": "key time", "H": "heads", "H_kv": "KV heads",
-        "d_head": "head size", "D": "model size", "d_model": "model size", "V": "vocab", "L": "layers"}
+AXES = {
+    "B": "batch",
+    "T": "time",
+    "T_q": "query time",
+    "T_k": "key time",
+    "H": "heads",
+    "H_kv": "KV heads",
+    "d_head": "head size",
+    "D": "model size",
+    "d_model": "model size",
+    "V": "vocab",
+    "L": "layers",
+}
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) -> None:
     """Check `x` against a layout such as "B H T d_head" and the expected sizes given by keyword.
@@ -42,17 +55,30 @@ def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) 
         raise ValueError(f"sizes given for axes {sorted(unknown)} that the layout {spec!r} does not have")
     layout = "(" + ", ".join(axes) + ")"
     if x.dim() != len(axes):
-        raise ValueError(f"{name}: expected {len(axes)} axes {layout}, got {x.dim()} with shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name}: expected {len(axes)} axes {layout}, got {x.dim()} with shape {tuple(x.shape)}"
+        )
     for i, axis in enumerate(axes):
         if axis in sizes and x.shape[i] != sizes[axis]:
-            raise ValueError(f"{name}: axis {i} ({AXES.get(axis, axis)} {axis}) has size {x.shape[i]}, expected "
-                             f"{sizes[axis]} in {layout}; shape is {tuple(x.shape)}")
+            raise ValueError(
+                f"{name}: axis {i} ({AXES.get(axis, axis)} {axis}) has size {x.shape[i]}, expected "
+                f"{sizes[axis]} in {layout}; shape is {tuple(x.shape)}"
+            )
 
 
-LAYOUTS = {"hook_resid_pre": "B T D", "hook_resid_mid": "B T D", "hook_resid_post": "B T D",
-           "hook_attn_out": "B T D", "hook_mlp_out": "B T D", "attn.hook_q": "B T H d_head",
-           "attn.hook_k": "B T H_kv d_head", "attn.hook_v": "B T H_kv d_head", "attn.hook_z": "B T H d_head",
-           "attn.hook_attn_scores": "B H T T_k", "attn.hook_pattern": "B H T T_k"}
+LAYOUTS = {
+    "hook_resid_pre": "B T D",
+    "hook_resid_mid": "B T D",
+    "hook_resid_post": "B T D",
+    "hook_attn_out": "B T D",
+    "hook_mlp_out": "B T D",
+    "attn.hook_q": "B T H d_head",
+    "attn.hook_k": "B T H_kv d_head",
+    "attn.hook_v": "B T H_kv d_head",
+    "attn.hook_z": "B T H d_head",
+    "attn.hook_attn_scores": "B H T T_k",
+    "attn.hook_pattern": "B H T T_k",
+}
 
 
 def check_model_shapes(model, idx: torch.Tensor) -> list[str]:
@@ -60,7 +86,15 @@ def check_model_shapes(model, idx: torch.Tensor) -> list[str]:
     against the config. Returns the checks that passed; raises ValueError at the first that fails."""
     c = model.config
     B, T = idx.shape
-    sizes = {"B": B, "T": T, "T_k": T, "D": c.d_model, "H": c.n_heads, "H_kv": c.n_kv_heads, "d_head": c.d_head}
+    sizes = {
+        "B": B,
+        "T": T,
+        "T_k": T,
+        "D": c.d_model,
+        "H": c.n_heads,
+        "H_kv": c.n_kv_heads,
+        "d_head": c.d_head,
+    }
     logits, cache = run_with_cache(model, idx)
     check_shape(logits, "B T V", "logits", B=B, T=T, V=c.vocab_size)
     passed = ["logits (B, T, V)"]
@@ -73,6 +107,7 @@ def check_model_shapes(model, idx: torch.Tensor) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- masks and leaks
+
 
 @dataclass
 class LeakReport:
@@ -96,10 +131,14 @@ class LeakReport:
     def __str__(self) -> str:
         worst = self.max_change.max().item()
         if self.leaks:
-            return (f"LEAK: outputs at positions {self.leaky_positions} change when a later token changes "
-                    f"(max change {worst:.3g} > tol {self.tol:.3g}; allowed changes reach {self.reference:.3g})")
-        return (f"no causal leak: earlier outputs move by at most {worst:.3g} (tol {self.tol:.3g}), later ones "
-                f"by up to {self.reference:.3g}")
+            return (
+                f"LEAK: outputs at positions {self.leaky_positions} change when a later token changes "
+                f"(max change {worst:.3g} > tol {self.tol:.3g}; allowed changes reach {self.reference:.3g})"
+            )
+        return (
+            f"no causal leak: earlier outputs move by at most {worst:.3g} (tol {self.tol:.3g}), later ones "
+            f"by up to {self.reference:.3g}"
+        )
 
 
 @torch.no_grad()
@@ -117,8 +156,10 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
     rank = 2 if tokens else 3  # (1, T) ids or (1, T, D) vectors
     idx = idx[None] if idx.dim() == rank - 1 else idx
     if idx.dim() != rank or idx.shape[0] != 1 or idx.shape[1] < 2:
-        raise ValueError(f"causal_leak takes one sequence, {'(T,) or (1, T)' if tokens else '(T, D) or (1, T, D)'}"
-                         f" with T >= 2, got {tuple(idx.shape)}")
+        raise ValueError(
+            f"causal_leak takes one sequence, {'(T,) or (1, T)' if tokens else '(T, D) or (1, T, D)'}"
+            f" with T >= 2, got {tuple(idx.shape)}"
+        )
     V = getattr(getattr(model, "config", None), "vocab_size", None)
     if tokens and V is None:
         raise ValueError("token ids need a model with config.vocab_size; pass vectors (T, D) otherwise")
@@ -138,7 +179,9 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
     return LeakReport(max_change.cpu(), reference, tol)
 
 
-def check_attention_weights(weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5) -> None:
+def check_attention_weights(
+    weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5
+) -> None:
     """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero where
     `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
 
@@ -154,8 +197,10 @@ def check_attention_weights(weights: torch.Tensor, mask: torch.Tensor | None = N
     bad = (sums - expected).abs() > atol
     if bad.any():
         where = tuple(i.item() for i in bad.nonzero()[0])
-        raise ValueError(f"attention rows must sum to 1 (0 when fully masked): row {where} sums to "
-                         f"{sums[where].item():.4f}; was the mask applied after the softmax?")
+        raise ValueError(
+            f"attention rows must sum to 1 (0 when fully masked): row {where} sums to "
+            f"{sums[where].item():.4f}; was the mask applied after the softmax?"
+        )
 
 
 def _patterns(model, idx) -> torch.Tensor:
@@ -173,6 +218,7 @@ def future_attention(model, idx: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- attention statistics
+
 
 def attention_entropy(model, idx: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys): diffuse.
@@ -222,23 +268,40 @@ def induction_scores(model, idx: torch.Tensor, period: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- norms and gradients
 
+
 def residual_norms(model, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean L2 norm per token of the residual stream and of each block's updates.
 
     "resid": (L + 1,) stream entering each block and leaving the last; "attn_update", "mlp_update": (L,) what
     each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream in.
     """
-    _, cache = run_with_cache(model, idx, names_filter=lambda n: n.startswith("blocks.") and
-                              n.endswith(("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")))
+    _, cache = run_with_cache(
+        model,
+        idx,
+        names_filter=lambda n: (
+            n.startswith("blocks.")
+            and n.endswith(("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"))
+        ),
+    )
     norm = lambda short: cache.stack(short).float().norm(dim=-1).mean(dim=(1, 2))  # (L,)
     pre, post = norm("resid_pre"), norm("resid_post")
-    update = torch.stack([(cache["resid_post", l] - cache["resid_pre", l]).float().norm(dim=-1).mean()
-                          for l in range(len(model.blocks))])
-    return {"resid": torch.cat([pre, post[-1:]]), "attn_update": norm("attn_out"), "mlp_update": norm("mlp_out"),
-            "update_ratio": update / pre}
+    update = torch.stack(
+        [
+            (cache["resid_post", l] - cache["resid_pre", l]).float().norm(dim=-1).mean()
+            for l in range(len(model.blocks))
+        ]
+    )
+    return {
+        "resid": torch.cat([pre, post[-1:]]),
+        "attn_update": norm("attn_out"),
+        "mlp_update": norm("mlp_out"),
+        "update_ratio": update / pre,
+    }
 
 
-def gradient_norms(model, idx: torch.Tensor, targets: torch.Tensor | None = None, loss_mask=None) -> torch.Tensor:
+def gradient_norms(
+    model, idx: torch.Tensor, targets: torch.Tensor | None = None, loss_mask=None
+) -> torch.Tensor:
     """(L,) gradient norm of each block's parameters for the next-token loss (targets default to idx shifted).
 
     Uses torch.autograd.grad, so the model's `.grad` fields are left untouched.
@@ -250,13 +313,14 @@ def gradient_norms(model, idx: torch.Tensor, targets: torch.Tensor | None = None
     grads = torch.autograd.grad(loss, [p for group in params for p in group], allow_unused=True)
     norms, i = [], 0
     for group in params:
-        sq = sum(g.float().pow(2).sum() for g in grads[i:i + len(group)] if g is not None)
+        sq = sum(g.float().pow(2).sum() for g in grads[i : i + len(group)] if g is not None)
         norms.append(torch.as_tensor(sq).sqrt())
         i += len(group)
     return torch.stack(norms)
 
 
 # ----------------------------------------------------------------------------- ablations
+
 
 @contextlib.contextmanager
 def ablate_heads(model, heads: dict[int, list[int]] | list[tuple[int, int]]):

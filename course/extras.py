@@ -8,6 +8,7 @@
 
 `require("voila")` raises `MissingExtra`, a ModuleNotFoundError whose message names the extra to install.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,7 @@ def install_hint(module: str) -> str:
 
 
 def message(module: str, purpose: str | None = None) -> str:
-    """"<purpose> needs the [extra] extra's package '<module>', which is not installed: pip install ..." """
+    """ "<purpose> needs the [extra] extra's package '<module>', which is not installed: pip install ..." """
     extra = EXTRAS.get(module)
     what = f"the [{extra}] extra's package {module!r}" if extra else f"the package {module!r}"
     return f"{purpose + ' ' if purpose else ''}needs {what}, which is not installed: {install_hint(module)}"

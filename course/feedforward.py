@@ -1,4 +1,5 @@
 """Position-wise feed-forward networks: each token is transformed on its own (no mixing across positions)."""
+
 import torch.nn as nn
 import torch.nn.functional as F
 

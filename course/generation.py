@@ -1,4 +1,5 @@
 """Decoding: greedy, temperature, top-k and top-p (nucleus) sampling, with or without the KV cache."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,9 @@ import torch
 from .kv_cache import KVCache
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """(..., V) logits / temperature, with tokens outside top-k / the top-p nucleus set to -inf."""
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0 here (temperature=0 means greedy)")
@@ -47,16 +49,26 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 
 
 @torch.no_grad()
-def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,
-             use_cache: bool = True, seed: int | None = None) -> torch.Tensor:
+def generate(
+    model,
+    idx,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k=None,
+    top_p=None,
+    use_cache: bool = True,
+    seed: int | None = None,
+) -> torch.Tensor:
     """Autoregressive decoding: prefill the prompt once, then one token per step (B, T + max_new_tokens)."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
     B, T = idx.shape
     total = T + max_new_tokens
     if total > model.config.context_length:
-        raise ValueError(f"prompt {T} + max_new_tokens {max_new_tokens} exceeds "
-                         f"context_length={model.config.context_length}")
+        raise ValueError(
+            f"prompt {T} + max_new_tokens {max_new_tokens} exceeds "
+            f"context_length={model.config.context_length}"
+        )
     generator = None
     if seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)

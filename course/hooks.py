@@ -1,4 +1,5 @@
 """HookPoint: an identity module whose forward hooks let `course.capture` read (or edit) activations."""
+
 import torch.nn as nn
 
 

@@ -3,13 +3,14 @@
 Prefill writes the whole prompt's K/V at once; each decode step appends one position. `length` counts the
 positions already stored; the model offsets new positions by it.
 """
+
 from __future__ import annotations
 
 import torch
 
 
 class LayerKVCache:
-    def __init__(self, parent: "KVCache", layer: int):
+    def __init__(self, parent: KVCache, layer: int):
         self.parent, self.layer = parent, layer
 
     def update(self, k: torch.Tensor, v: torch.Tensor):
@@ -20,9 +21,9 @@ class LayerKVCache:
                 f"KV cache overflow: {start} stored + {T_new} new positions > max_len={self.parent.max_len}"
             )
         keys, values = self.parent.keys[self.layer], self.parent.values[self.layer]
-        keys[:, :, start:start + T_new] = k
-        values[:, :, start:start + T_new] = v
-        return keys[:, :, :start + T_new], values[:, :, :start + T_new]
+        keys[:, :, start : start + T_new] = k
+        values[:, :, start : start + T_new] = v
+        return keys[:, :, : start + T_new], values[:, :, : start + T_new]
 
 
 class KVCache:
@@ -35,7 +36,7 @@ class KVCache:
         self.max_len, self.length = max_len, 0
 
     @classmethod
-    def for_model(cls, model, batch_size: int = 1, max_len: int | None = None, dtype=None) -> "KVCache":
+    def for_model(cls, model, batch_size: int = 1, max_len: int | None = None, dtype=None) -> KVCache:
         """A cache shaped for `model`; dtype and device follow its weights unless `dtype` is given."""
         c, w = model.config, next(model.parameters())
         max_len = c.context_length if max_len is None else max_len

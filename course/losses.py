@@ -7,14 +7,16 @@
 
 This module imports nothing else from the course, so `diagnostics` and `training` can both import it at the top.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def _check_targets(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None,
-                   sequences: bool = True) -> None:
+def _check_targets(
+    logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None, sequences: bool = True
+) -> None:
     """logits (..., V) with targets (...) — or exactly (B, T, V) with (B, T) when `sequences` — and an optional
     bool loss_mask of the targets' shape that keeps at least one position."""
     if sequences and logits.dim() != 3:
@@ -22,12 +24,16 @@ def _check_targets(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch
     if logits.dim() < 1:
         raise ValueError("logits must have a last (vocab) axis, got a 0-d tensor")
     if targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match logits' leading shape "
-                         f"{tuple(logits.shape[:-1])}" + (" (B, T)" if sequences else ""))
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not match logits' leading shape "
+            f"{tuple(logits.shape[:-1])}" + (" (B, T)" if sequences else "")
+        )
     if loss_mask is not None:
         if loss_mask.dtype != torch.bool or loss_mask.shape != targets.shape:
-            raise ValueError(f"loss_mask must be a bool tensor of shape {tuple(targets.shape)}, got "
-                             f"{loss_mask.dtype} {tuple(loss_mask.shape)}")
+            raise ValueError(
+                f"loss_mask must be a bool tensor of shape {tuple(targets.shape)}, got "
+                f"{loss_mask.dtype} {tuple(loss_mask.shape)}"
+            )
         if not loss_mask.any():
             raise ValueError("loss_mask selects no position: the loss would be 0/0")
 
@@ -42,7 +48,9 @@ def masked_cross_entropy(logits, targets, loss_mask=None) -> torch.Tensor:
 
 
 def _cross_entropy(logits, targets, loss_mask) -> torch.Tensor:
-    losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
     losses = losses.view(targets.shape)
     return losses.mean() if loss_mask is None else losses[loss_mask].mean()
 

@@ -4,6 +4,7 @@ Shapes broadcast against scores `(B, H, T_q, T_k)`: a causal mask is `(T_q, T_k)
 `(B, 1, 1, T_k)`. A query row with no True entry is *fully masked*: the course's attention returns zero weights
 and a zero output for it (never NaN) — see `course.attention`.
 """
+
 from __future__ import annotations
 
 import torch

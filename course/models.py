@@ -2,6 +2,7 @@
 
 All three are built from one `TransformerStack`: embeddings (+ positions) -> blocks -> final norm (Pre-LN).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,15 +23,26 @@ from .positional import RelativePositionBias, alibi_bias, positions, rope_angles
 class TransformerStack(nn.Module):
     """Token embeddings, positional scheme and a stack of blocks. Returns hidden states (B, T, d_model)."""
 
-    def __init__(self, config: ModelConfig, n_layers: int, causal: bool, cross_attention: bool = False,
-                 tok_emb: nn.Embedding | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        n_layers: int,
+        causal: bool,
+        cross_attention: bool = False,
+        tok_emb: nn.Embedding | None = None,
+    ):
         super().__init__()
         c = self.config = config
         self.causal = causal
         self.tok_emb = tok_emb if tok_emb is not None else nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.context_length, c.d_model) if c.positional == "learned" else None
-        self.rel_bias = (RelativePositionBias(c.n_heads, c.relative_buckets, c.relative_max_distance,
-                                              bidirectional=not causal) if c.positional == "relative" else None)
+        self.rel_bias = (
+            RelativePositionBias(
+                c.n_heads, c.relative_buckets, c.relative_max_distance, bidirectional=not causal
+            )
+            if c.positional == "relative"
+            else None
+        )
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c, cross_attention) for _ in range(n_layers))
         self.ln_f = make_norm(c) if c.norm_placement == "pre" else None
@@ -38,7 +50,9 @@ class TransformerStack(nn.Module):
 
     def _check_input(self, idx: torch.Tensor, offset: int) -> None:
         if idx.dim() != 2 or idx.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
-            raise ValueError(f"token ids must be an integer tensor (B, T), got {idx.dtype} {tuple(idx.shape)}")
+            raise ValueError(
+                f"token ids must be an integer tensor (B, T), got {idx.dtype} {tuple(idx.shape)}"
+            )
         if offset + idx.shape[1] > self.config.context_length:
             raise ValueError(
                 f"sequence length {offset + idx.shape[1]} exceeds context_length={self.config.context_length}"
@@ -117,16 +131,27 @@ class DecoderLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.transformer.blocks
 
-    def forward(self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False
+    ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares
         the LM head (the largest matmul) at the positions a decoder does not sample from."""
         h = self.transformer(idx, is_token, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True, seed: int | None = None):
+    def generate(
+        self,
+        idx,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        seed: int | None = None,
+    ):
         """Prompt (B, T) -> prompt followed by new tokens (B, T + max_new_tokens). temperature=0: greedy."""
         from .generation import generate
+
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, seed)
 
     def num_params(self) -> int:
@@ -142,8 +167,9 @@ class EncoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = TransformerStack(config, config.n_layers, causal=False)
-        self.mlm_transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
-                                           make_norm(config))
+        self.mlm_transform = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model), nn.GELU(), make_norm(config)
+        )
         attach_lm_head(self, self.transformer.tok_emb)
 
     @property
@@ -166,8 +192,9 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = TransformerStack(config, config.n_encoder_layers, causal=False)
-        self.decoder = TransformerStack(config, config.n_layers, causal=True, cross_attention=True,
-                                        tok_emb=self.encoder.tok_emb)
+        self.decoder = TransformerStack(
+            config, config.n_layers, causal=True, cross_attention=True, tok_emb=self.encoder.tok_emb
+        )
         attach_lm_head(self, self.encoder.tok_emb)
 
     @property
@@ -192,8 +219,11 @@ class EncoderDecoder(nn.Module):
         B = src.shape[0]
         tgt = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
         c = self.config
-        cache = KVCache(c.n_layers, B, c.n_kv_heads, 1 + max_new_tokens, c.d_head, memory.dtype,
-                        memory.device) if use_cache else None
+        cache = (
+            KVCache(c.n_layers, B, c.n_kv_heads, 1 + max_new_tokens, c.d_head, memory.dtype, memory.device)
+            if use_cache
+            else None
+        )
         step_input = tgt
         for _ in range(max_new_tokens):
             logits = self.decode(step_input if use_cache else tgt, memory, src_is_token, cache=cache)

@@ -1,4 +1,5 @@
 """Helpers shared by the course notebooks, so that no chapter copies them: set-up and the token-influence probe."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Every function takes an `offset`: the number of positions already processed (the KV-cache length), so a cached
 decode step sees the same positions as a full forward.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,9 +64,11 @@ def interleaved_to_split_half(d_head: int) -> torch.Tensor:
 # --- ALiBi ---------------------------------------------------------------------------------------------------
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next power's."""
+
     def power_of_two(n):
         start = 2 ** (-8 / n)
         return [start ** (i + 1) for i in range(n)]
+
     if math.log2(n_heads).is_integer():
         return torch.tensor(power_of_two(n_heads))
     closest = 2 ** math.floor(math.log2(n_heads))
@@ -92,10 +95,14 @@ def relative_bucket(relative: torch.Tensor, bidirectional: bool, n_buckets: int,
         relative = -relative.clamp(max=0)
     max_exact = n_buckets // 2
     is_small = relative < max_exact
-    log_bucket = max_exact + (
-        torch.log(relative.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
-        * (n_buckets - max_exact)
-    ).long()
+    log_bucket = (
+        max_exact
+        + (
+            torch.log(relative.float().clamp(min=1) / max_exact)
+            / math.log(max_distance / max_exact)
+            * (n_buckets - max_exact)
+        ).long()
+    )
     log_bucket = log_bucket.clamp(max=n_buckets - 1)
     return bucket + torch.where(is_small, relative, log_bucket)
 
@@ -103,7 +110,9 @@ def relative_bucket(relative: torch.Tensor, bidirectional: bool, n_buckets: int,
 class RelativePositionBias(nn.Module):
     """A learned scalar per (head, distance bucket), added to the scores of every layer (T5)."""
 
-    def __init__(self, n_heads: int, n_buckets: int = 32, max_distance: int = 128, bidirectional: bool = False):
+    def __init__(
+        self, n_heads: int, n_buckets: int = 32, max_distance: int = 128, bidirectional: bool = False
+    ):
         super().__init__()
         self.n_buckets, self.max_distance, self.bidirectional = n_buckets, max_distance, bidirectional
         self.embedding = nn.Embedding(n_buckets, n_heads)

@@ -1,13 +1,14 @@
 """The small trained models shipped in `course/weights/` (made by `course train <recipe> --out course/weights`).
 
-    names = available()                  # ["copy", "induction", "reverse", "sort"]
-    model, card = load("induction")      # DecoderLM in eval mode; card: task, config, steps, loss, accuracy...
-    task = task_for(card)                # the task it was trained on, to draw fresh batches
+names = available()                  # ["copy", "induction", "reverse", "sort"]
+model, card = load("induction")      # DecoderLM in eval mode; card: task, config, steps, loss, accuracy...
+task = task_for(card)                # the task it was trained on, to draw fresh batches
 
-    model, card = load("text")           # a small GPT trained on real English (`course train text`)
-    tokenizer = load_tokenizer("text")   # its byte-level BPE: tokenizer.encode(str) -> ids (T,), .decode(ids)
-    lm = gpt2()                          # (model, tokenizer, name): Hugging Face GPT-2 when online, else "text"
+model, card = load("text")           # a small GPT trained on real English (`course train text`)
+tokenizer = load_tokenizer("text")   # its byte-level BPE: tokenizer.encode(str) -> ids (T,), .decode(ids)
+lm = gpt2()                          # (model, tokenizer, name): Hugging Face GPT-2 when online, else "text"
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,9 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
     """(model in eval mode, card dict) for a shipped model (or one written by `course train --out directory`)."""
     card = load_card(name, directory)
     if card.get("model") not in MODEL_CLASSES:
-        raise ValueError(f"card {name!r} names model {card.get('model')!r}; expected one of {sorted(MODEL_CLASSES)}")
+        raise ValueError(
+            f"card {name!r} names model {card.get('model')!r}; expected one of {sorted(MODEL_CLASSES)}"
+        )
     model = MODEL_CLASSES[card["model"]](ModelConfig(**card["config"])).to(device)
     load_weights(model, Path(directory) / f"{name}.safetensors", device)
     return model.eval(), card
@@ -86,8 +89,10 @@ def load_curves(name: str = "norm-study", directory: str | Path = WEIGHTS_DIR) -
 def task_for(card: dict) -> Task:
     """The synthetic task a model was trained on, rebuilt from its card."""
     if card["task"]["name"] == "text":
-        raise ValueError(f"model {card['name']!r} was trained on real text, not a synthetic task: its data is "
-                         f"course.corpus, its tokenizer load_tokenizer({card['name']!r})")
+        raise ValueError(
+            f"model {card['name']!r} was trained on real text, not a synthetic task: its data is "
+            f"course.corpus, its tokenizer load_tokenizer({card['name']!r})"
+        )
     return make_task(card["task"]["name"], **card["task"]["args"])
 
 
@@ -97,8 +102,10 @@ def load_tokenizer(name: str = "text", directory: str | Path = WEIGHTS_DIR):
 
     card = load_card(name, directory)
     if "tokenizer" not in card:
-        raise ValueError(f"model {name!r} has no tokenizer: it was trained on the synthetic task "
-                         f"{card.get('task', {}).get('name')!r} (use task_for(card).tokenizer)")
+        raise ValueError(
+            f"model {name!r} has no tokenizer: it was trained on the synthetic task "
+            f"{card.get('task', {}).get('name')!r} (use task_for(card).tokenizer)"
+        )
     return BPETokenizer.load(Path(directory) / card["tokenizer"]["file"])
 
 
@@ -156,9 +163,11 @@ def gpt2(name: str = "gpt2", *, timeout: float = 3.0) -> LanguageModel:
     except Exception as err:  # noqa: BLE001 -- offline, not cached, no transformers: fall back
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         where = " (huggingface.co is unreachable, so the cache only)" if local_only else ""
-        print(f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: {type(err).__name__}: "
-              f"{reason}\nUsing the offline text model instead: course.pretrained.load('text'), a "
-              f"{load_card('text')['n_params']:,}-parameter GPT trained on Python's documentation.")
+        print(
+            f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: {type(err).__name__}: "
+            f"{reason}\nUsing the offline text model instead: course.pretrained.load('text'), a "
+            f"{load_card('text')['n_params']:,}-parameter GPT trained on Python's documentation."
+        )
         model, _ = load("text")
         return LanguageModel(model, load_tokenizer("text"), "text")
     from .interop import from_hf

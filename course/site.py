@@ -5,6 +5,7 @@ static fallback its bundle carries (a plotly figure, else a PNG). Plotly figures
 plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads from a
 CDN.
 """
+
 from __future__ import annotations
 
 import html
@@ -35,8 +36,12 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="site", help="output folder (default: site)")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="chapter prefixes or names to render, e.g. 06 08 (default: every notebook)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="chapter prefixes or names to render, e.g. 06 08 (default: every notebook)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="notebooks executed in parallel (default: 2)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default: 600)")
 
@@ -64,8 +69,13 @@ def execute(path: Path, timeout: int = 600):
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute(env=kernel_env())
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute(env=kernel_env())
     nb.metadata.pop("widgets", None)
     return nb, time.perf_counter() - start
 
@@ -125,19 +135,22 @@ def render(nb, nav: str) -> str:
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(extra_loaders=[DictLoader({"course_site.html.j2": TEMPLATE})],
-                            template_file="course_site.html.j2")
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"course_site.html.j2": TEMPLATE})], template_file="course_site.html.j2"
+    )
     body, _ = exporter.from_notebook_node(make_static(nb), resources={"course_nav": nav})
     return body
 
 
 def index_html(pages: list[tuple[str, str]]) -> str:
     items = "\n".join(f'<li><a href="{href}">{html.escape(title)}</a></li>' for href, title in pages)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Transformer Anatomy</title>"
-            "</head>\n<body style=\"font-family:sans-serif;max-width:50em;margin:2em auto\">"
-            "<h1>Transformer Anatomy</h1>\n<p>Every chapter, executed. Figures are static; run the notebooks "
-            "in JupyterLab (<code>make lab</code>) for the live widgets.</p>\n"
-            f"<ol start=\"0\">\n{items}\n</ol></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Transformer Anatomy</title>'
+        '</head>\n<body style="font-family:sans-serif;max-width:50em;margin:2em auto">'
+        "<h1>Transformer Anatomy</h1>\n<p>Every chapter, executed. Figures are static; run the notebooks "
+        "in JupyterLab (<code>make lab</code>) for the live widgets.</p>\n"
+        f'<ol start="0">\n{items}\n</ol></body></html>\n'
+    )
 
 
 def _page(args) -> tuple[str, float]:
@@ -173,7 +186,10 @@ def run(args) -> int:
         print(f"course site: {err}", file=sys.stderr)
         return 2
     if args.jobs < 1 or args.timeout < 1:
-        print(f"course site: --jobs ({args.jobs}) and --timeout ({args.timeout}) must be positive", file=sys.stderr)
+        print(
+            f"course site: --jobs ({args.jobs}) and --timeout ({args.timeout}) must be positive",
+            file=sys.stderr,
+        )
         return 2
     start = time.perf_counter()
     timings = build(Path(args.out), paths, args.jobs, args.timeout, log=partial(print, flush=True))

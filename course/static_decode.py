@@ -9,6 +9,7 @@ kernel launch per op from Python. Here nothing changes shape between steps:
 So the step can be captured once in a CUDA graph (`mode="graph"`) or compiled with
 `torch.compile(mode="reduce-overhead")` (`mode="compile"`) and replayed for each token.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,10 @@ class StaticDecoder:
             raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
         c, w = model.config, next(model.parameters())
         if c.positional == "relative":
-            raise ValueError("positional='relative' is not supported by the static decoder "
-                             "(expected learned, sinusoidal, rope, alibi or none)")
+            raise ValueError(
+                "positional='relative' is not supported by the static decoder "
+                "(expected learned, sinusoidal, rope, alibi or none)"
+            )
         if mode == "graph" and w.device.type != "cuda":
             raise ValueError(f"mode='graph' needs the model on a CUDA device, got {w.device}")
         self.model, self.mode, self.batch_size = model, mode, batch_size
@@ -75,10 +78,17 @@ class StaticDecoder:
         self.slots = torch.arange(self.max_len, device=device)  # (max_len,)
         self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # decode-step input
         self.pos = torch.zeros(1, dtype=torch.long, device=device)  # its position
-        self.rope = rope_angles(self.max_len, c.d_head, c.rope_theta, 0, device) if c.positional == "rope" else None
-        self.sinusoid = (sinusoidal_table(self.max_len, c.d_model).to(device=device, dtype=w.dtype)
-                         if c.positional == "sinusoidal" else None)
-        self.alibi = alibi_bias(c.n_heads, self.max_len, self.max_len, device) if c.positional == "alibi" else None
+        self.rope = (
+            rope_angles(self.max_len, c.d_head, c.rope_theta, 0, device) if c.positional == "rope" else None
+        )
+        self.sinusoid = (
+            sinusoidal_table(self.max_len, c.d_model).to(device=device, dtype=w.dtype)
+            if c.positional == "sinusoidal"
+            else None
+        )
+        self.alibi = (
+            alibi_bias(c.n_heads, self.max_len, self.max_len, device) if c.positional == "alibi" else None
+        )
         self._step_fn, self._graph, self._logits = None, None, None
 
     # --- one forward at given positions: the model's own modules, fixed shapes -----------------------------
@@ -109,12 +119,14 @@ class StaticDecoder:
         if self.mode == "compile":
             for t in self.cache.tensors() + [self.token, self.pos]:
                 torch._dynamo.mark_static_address(t)
-            fn = torch.compile(self._step, mode="reduce-overhead" if self.slots.is_cuda else None,
-                               fullgraph=True)
+            fn = torch.compile(
+                self._step, mode="reduce-overhead" if self.slots.is_cuda else None, fullgraph=True
+            )
 
             def compiled():
                 torch.compiler.cudagraph_mark_step_begin()
                 return fn()
+
             return compiled
         return self._capture_graph()
 
@@ -134,6 +146,7 @@ class StaticDecoder:
         def replay():
             self._graph.replay()
             return self._logits
+
         return replay
 
     def step(self, token: torch.Tensor, position: int) -> torch.Tensor:
@@ -147,12 +160,21 @@ class StaticDecoder:
         return self._step_fn()
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,
-                 seed: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k=None,
+        top_p=None,
+        seed: int | None = None,
+    ) -> torch.Tensor:
         """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps static."""
         B, T = idx.shape
         if B != self.batch_size:
-            raise ValueError(f"batch of {B} prompts, but the static cache was built for batch_size={self.batch_size}")
+            raise ValueError(
+                f"batch of {B} prompts, but the static cache was built for batch_size={self.batch_size}"
+            )
         if max_new_tokens < 0 or T + max_new_tokens > self.max_len:
             raise ValueError(f"prompt {T} + max_new_tokens {max_new_tokens} must fit max_len={self.max_len}")
         generator = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)

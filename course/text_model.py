@@ -10,6 +10,7 @@ Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-lev
 on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out tokens;
 the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ from .models import DecoderLM
 from .tokenizer import BPETokenizer, word_pieces
 from .training import train
 
-TEXT_MODEL = {"context_length": 128, "d_model": 128, "n_layers": 4, "n_heads": 4, "positional": "rope",
-              "dropout": 0.1}
+TEXT_MODEL = {
+    "context_length": 128,
+    "d_model": 128,
+    "n_layers": 4,
+    "n_heads": 4,
+    "positional": "rope",
+    "dropout": 0.1,
+}
 SAMPLE_PROMPTS = ("The", "A class", "When an exception is raised,")
 SAMPLE_SETTINGS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50}
 DEMO_WORDS = ("statement", "exception", "iterator", "unconditionally", "transformer")
@@ -50,6 +57,7 @@ class TextRecipe:
 
 # ----------------------------------------------------------------------------- evaluation
 
+
 def token_bytes(tokenizer: BPETokenizer) -> torch.Tensor:
     """(V,) UTF-8 length of each token's text."""
     return torch.tensor([len(b) for b in tokenizer.vocab], dtype=torch.float64)
@@ -60,23 +68,37 @@ def _bits_per_byte(nats: float, n_bytes: float) -> float:
 
 
 @torch.no_grad()
-def heldout_loss(model, ids: torch.Tensor, tokenizer: BPETokenizer, *, max_windows: int | None = None,
-                 batch_size: int = 32) -> dict:
+def heldout_loss(
+    model, ids: torch.Tensor, tokenizer: BPETokenizer, *, max_windows: int | None = None, batch_size: int = 32
+) -> dict:
     """Mean next-token loss (nats) and bits per byte of `model` on the non-overlapping windows of `ids` (T,)."""
     x, y = TokenStream(ids, model.config.context_length).windows()  # (N, context) each
     x, y = x[:max_windows], y[:max_windows]
     was_training = model.training
     model.eval()
-    nats = sum(F.cross_entropy(model(xb).double().flatten(0, 1), yb.flatten(), reduction="sum").item()
-               for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    nats = sum(
+        F.cross_entropy(model(xb).double().flatten(0, 1), yb.flatten(), reduction="sum").item()
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+    )
     model.train(was_training)
     n_bytes = token_bytes(tokenizer)[y].sum().item()
-    return {"loss": nats / y.numel(), "bits_per_byte": _bits_per_byte(nats, n_bytes), "tokens": y.numel(),
-            "bytes": int(n_bytes), "windows": x.shape[0]}
+    return {
+        "loss": nats / y.numel(),
+        "bits_per_byte": _bits_per_byte(nats, n_bytes),
+        "tokens": y.numel(),
+        "bytes": int(n_bytes),
+        "windows": x.shape[0],
+    }
 
 
-def ngram_baselines(train_ids: torch.Tensor, held_ids: torch.Tensor, tokenizer: BPETokenizer, *,
-                    context: int, max_windows: int | None = None) -> dict:
+def ngram_baselines(
+    train_ids: torch.Tensor,
+    held_ids: torch.Tensor,
+    tokenizer: BPETokenizer,
+    *,
+    context: int,
+    max_windows: int | None = None,
+) -> dict:
     """Unigram (add-one) and bigram models counted on the train tokens, scored on the held-out targets that
     `heldout_loss` scores. The bigram interpolates with the unigram, P(b|a) = (C(a,b) + α P(b)) / (C(a) + α),
     with α the best of BIGRAM_ALPHAS on the held-out text itself: the baseline's best case."""
@@ -102,8 +124,11 @@ def ngram_baselines(train_ids: torch.Tensor, held_ids: torch.Tensor, tokenizer: 
 def _best(scores: torch.Tensor) -> dict:
     """Best (layer, head) of an (L, H) score table, with the table."""
     layer, head = divmod(int(scores.argmax()), scores.shape[1])
-    return {"score": round(scores.max().item(), 4), "head": [layer, head],
-            "scores": [[round(v, 4) for v in row] for row in scores.tolist()]}
+    return {
+        "score": round(scores.max().item(), 4),
+        "head": [layer, head],
+        "scores": [[round(v, 4) for v in row] for row in scores.tolist()],
+    }
 
 
 @torch.no_grad()
@@ -119,29 +144,38 @@ def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed:
     repeated = repeated_tokens(n_windows, period, V, generator=seed, offset=0, bos=None)  # (N, 2 * period)
     losses = F.cross_entropy(model(repeated[:, :-1]).transpose(1, 2), repeated[:, 1:], reduction="none")
     entropy = attention_entropy(model, text)  # (L, H)
-    return {"previous_token": _best(previous_token_scores(model, text)),
-            "induction": {**_best(induction_scores(model, repeated, period)), "period": period,
-                          "loss_first_copy": round(losses[:, : period - 1].mean().item(), 4),
-                          "loss_second_copy": round(losses[:, period:].mean().item(), 4)},
-            "attention_entropy": {"min": round(entropy.min().item(), 4), "max": round(entropy.max().item(), 4),
-                                  "std": round(entropy.std().item(), 4),
-                                  "uniform": round(max_causal_entropy(context), 4),
-                                  "per_head": [[round(v, 4) for v in row] for row in entropy.tolist()]}}
+    return {
+        "previous_token": _best(previous_token_scores(model, text)),
+        "induction": {
+            **_best(induction_scores(model, repeated, period)),
+            "period": period,
+            "loss_first_copy": round(losses[:, : period - 1].mean().item(), 4),
+            "loss_second_copy": round(losses[:, period:].mean().item(), 4),
+        },
+        "attention_entropy": {
+            "min": round(entropy.min().item(), 4),
+            "max": round(entropy.max().item(), 4),
+            "std": round(entropy.std().item(), 4),
+            "uniform": round(max_causal_entropy(context), 4),
+            "per_head": [[round(v, 4) for v in row] for row in entropy.tolist()],
+        },
+    }
 
 
 def sample_texts(model, tokenizer: BPETokenizer, *, seed: int = 0, prompts=SAMPLE_PROMPTS) -> list[dict]:
     """One seeded continuation per prompt (SAMPLE_SETTINGS), as text. A tiny context keeps the prompt's end."""
     out = []
     for prompt in prompts:
-        ids = tokenizer.encode(prompt)[None, -(model.config.context_length // 2):]  # (1, T)
+        ids = tokenizer.encode(prompt)[None, -(model.config.context_length // 2) :]  # (1, T)
         n = min(SAMPLE_SETTINGS["max_new_tokens"], model.config.context_length - ids.shape[1])
         settings = {**SAMPLE_SETTINGS, "max_new_tokens": n}
-        new = model.generate(ids, seed=seed, **settings)[0, ids.shape[1]:]
+        new = model.generate(ids, seed=seed, **settings)[0, ids.shape[1] :]
         out.append({"prompt": prompt, **settings, "seed": seed, "text": tokenizer.decode(new)})
     return out
 
 
 # ----------------------------------------------------------------------------- training and the card
+
 
 def prepare(recipe: TextRecipe) -> dict:
     """Corpus, split, tokenizer (trained on the train part) and token ids: {"tokenizer", "train", "held_out",
@@ -151,8 +185,13 @@ def prepare(recipe: TextRecipe) -> dict:
     start = time.perf_counter()
     tokenizer = BPETokenizer.train(train_text, vocab_size=recipe.vocab_size)
     seconds = time.perf_counter() - start
-    return {"tokenizer": tokenizer, "train": tokenizer.encode(train_text), "held_out": tokenizer.encode(held_text),
-            "corpus": corpus_info(text), "tokenizer_seconds": seconds}
+    return {
+        "tokenizer": tokenizer,
+        "train": tokenizer.encode(train_text),
+        "held_out": tokenizer.encode(held_text),
+        "corpus": corpus_info(text),
+        "tokenizer_seconds": seconds,
+    }
 
 
 def build_text_model(recipe: TextRecipe, vocab_size: int) -> DecoderLM:
@@ -161,8 +200,14 @@ def build_text_model(recipe: TextRecipe, vocab_size: int) -> DecoderLM:
     return DecoderLM(config)
 
 
-def train_text(recipe: TextRecipe, *, name: str = "text", command: str = "", progress: bool = True,
-               curve_every: int = 200):
+def train_text(
+    recipe: TextRecipe,
+    *,
+    name: str = "text",
+    command: str = "",
+    progress: bool = True,
+    curve_every: int = 200,
+):
     """Build the tokenizer and the model, train, measure. Returns (model in eval mode, card, tokenizer).
 
     Every `curve_every` steps the held-out loss on its first CURVE_WINDOWS windows joins the card's "curve"."""
@@ -176,11 +221,22 @@ def train_text(recipe: TextRecipe, *, name: str = "text", command: str = "", pro
         held = heldout_loss(model, data["held_out"], tokenizer, max_windows=CURVE_WINDOWS)["loss"]
         curve.append([step, round(loss, 4), round(held, 4)])
 
-    log = train(model, stream, recipe.steps, recipe.batch_size, recipe.lr, seed=recipe.seed, progress=progress,
-                callback=record, callback_every=curve_every)
+    log = train(
+        model,
+        stream,
+        recipe.steps,
+        recipe.batch_size,
+        recipe.lr,
+        seed=recipe.seed,
+        progress=progress,
+        callback=record,
+        callback_every=curve_every,
+    )
     card = text_card(name, model, tokenizer, data, recipe, log, command)
-    card["curve"] = {"columns": ["step", "train_loss", f"held_out_loss_first_{CURVE_WINDOWS}_windows"],
-                     "rows": curve}
+    card["curve"] = {
+        "columns": ["step", "train_loss", f"held_out_loss_first_{CURVE_WINDOWS}_windows"],
+        "rows": curve,
+    }
     return model, card, tokenizer
 
 
@@ -191,40 +247,71 @@ def _rounded(d: dict, digits: int = 4) -> dict:
 def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: str) -> dict:
     tokens_seen = recipe.steps * recipe.batch_size * model.config.context_length
     held = heldout_loss(model, data["held_out"], tokenizer)
-    baselines = ngram_baselines(data["train"], data["held_out"], tokenizer, context=model.config.context_length)
+    baselines = ngram_baselines(
+        data["train"], data["held_out"], tokenizer, context=model.config.context_length
+    )
     return {
-        "name": name, "model": type(model).__name__, "task": {"name": "text", "args": {}},
-        "config": model.config.to_dict(), "n_params": sum(p.numel() for p in model.parameters()),
-        "corpus": {**data["corpus"], "split": "chunks of >= 2000 characters of paragraphs; every 10th held out",
-                   "train_tokens": data["train"].numel(), "held_out_tokens": data["held_out"].numel()},
-        "tokenizer": {"file": f"{name}.tokenizer.json", "kind": "byte-level BPE", "vocab_size": tokenizer.vocab_size,
-                      "train_seconds": round(data["tokenizer_seconds"], 1),
-                      "demo": word_pieces(tokenizer, DEMO_WORDS)},
-        "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
-        "tokens_seen": tokens_seen, "epochs": round(tokens_seen / data["train"].numel(), 2),
-        "train_seconds": round(log.seconds, 1), "train_cpu_seconds": round(log.cpu_seconds, 1),
+        "name": name,
+        "model": type(model).__name__,
+        "task": {"name": "text", "args": {}},
+        "config": model.config.to_dict(),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "corpus": {
+            **data["corpus"],
+            "split": "chunks of >= 2000 characters of paragraphs; every 10th held out",
+            "train_tokens": data["train"].numel(),
+            "held_out_tokens": data["held_out"].numel(),
+        },
+        "tokenizer": {
+            "file": f"{name}.tokenizer.json",
+            "kind": "byte-level BPE",
+            "vocab_size": tokenizer.vocab_size,
+            "train_seconds": round(data["tokenizer_seconds"], 1),
+            "demo": word_pieces(tokenizer, DEMO_WORDS),
+        },
+        "steps": recipe.steps,
+        "batch_size": recipe.batch_size,
+        "lr": recipe.lr,
+        "seed": recipe.seed,
+        "tokens_seen": tokens_seen,
+        "epochs": round(tokens_seen / data["train"].numel(), 2),
+        "train_seconds": round(log.seconds, 1),
+        "train_cpu_seconds": round(log.cpu_seconds, 1),
         "tokens_per_second": round(tokens_seen / log.seconds),
-        "tokens_per_cpu_second": round(tokens_seen / log.cpu_seconds), "final_train_loss": round(log.final_loss, 4),
-        "held_out": _rounded(held), "baselines": {k: _rounded(v) for k, v in baselines.items()},
+        "tokens_per_cpu_second": round(tokens_seen / log.cpu_seconds),
+        "final_train_loss": round(log.final_loss, 4),
+        "held_out": _rounded(held),
+        "baselines": {k: _rounded(v) for k, v in baselines.items()},
         "heads": head_properties(model, data["held_out"], seed=recipe.seed),
         "samples": sample_texts(model, tokenizer, seed=recipe.seed),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "command": command,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "command": command,
     }
 
 
 # ----------------------------------------------------------------------------- `course train text`
 
+
 def recipe_from_args(args) -> TextRecipe:
     """The text recipe with the command line's changes (--steps, --batch-size, --lr, --seed, --vocab-size, --set)."""
     from .training import _parse_overrides
 
-    unused = [flag for flag, value in (("--task", args.task), ("--length", args.length),
-                                       ("--n-symbols", args.n_symbols)) if value is not None]
+    unused = [
+        flag
+        for flag, value in (("--task", args.task), ("--length", args.length), ("--n-symbols", args.n_symbols))
+        if value is not None
+    ]
     if unused:
         raise ValueError(f"{', '.join(unused)} apply to the synthetic tasks, not to the text model")
     base = TextRecipe()
-    updates = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-               "vocab_size": args.vocab_size}
+    updates = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "vocab_size": args.vocab_size,
+    }
     updates = {k: v for k, v in updates.items() if v is not None}
     return TextRecipe(**{**base.__dict__, **updates, "model": {**base.model, **_parse_overrides(args.set)}})
 
@@ -259,16 +346,19 @@ def run_text(args) -> int:
     try:
         recipe = recipe_from_args(args)
         name = args.name if args.recipe == "text" and args.name else "text"
-        model, card, tokenizer = train_text(recipe, name=name, command=text_command(name, recipe, args),
-                                            progress=not args.no_progress)
+        model, card, tokenizer = train_text(
+            recipe, name=name, command=text_command(name, recipe, args), progress=not args.no_progress
+        )
     except ValueError as err:
         print(f"course train: {err}")
         return 2
     paths = save_text(model, card, tokenizer, args.out, name)
     held, base, heads = card["held_out"], card["baselines"], card["heads"]
-    print(f"{name}: held-out loss {held['loss']:.4f} ({held['bits_per_byte']:.3f} bits/byte; bigram "
-          f"{base['bigram']['loss']:.4f}, unigram {base['unigram']['loss']:.4f}), previous-token head "
-          f"{heads['previous_token']['head']} {heads['previous_token']['score']:.3f}, induction head "
-          f"{heads['induction']['head']} {heads['induction']['score']:.3f}, in {card['train_seconds']}s "
-          f"({card['tokens_per_second']} tokens/s) -> {', '.join(map(str, paths))}")
+    print(
+        f"{name}: held-out loss {held['loss']:.4f} ({held['bits_per_byte']:.3f} bits/byte; bigram "
+        f"{base['bigram']['loss']:.4f}, unigram {base['unigram']['loss']:.4f}), previous-token head "
+        f"{heads['previous_token']['head']} {heads['previous_token']['score']:.3f}, induction head "
+        f"{heads['induction']['head']} {heads['induction']['score']:.3f}, in {card['train_seconds']}s "
+        f"({card['tokens_per_second']} tokens/s) -> {', '.join(map(str, paths))}"
+    )
     return 0

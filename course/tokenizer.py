@@ -10,6 +10,7 @@ space), count every adjacent pair of ids across all words, merge the most freque
 Encoding a word replays the merges in the order they were learned. Any string round-trips, since every byte
 has an id and merges only join ids.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,9 @@ class BPETokenizer:
 
     def encode(self, text: str) -> torch.Tensor:
         """str -> (T,) long tensor of token ids."""
-        return torch.tensor([i for w in PATTERN.findall(text) for i in self._encode_word(w)], dtype=torch.long)
+        return torch.tensor(
+            [i for w in PATTERN.findall(text) for i in self._encode_word(w)], dtype=torch.long
+        )
 
     def decode(self, ids) -> str:
         """Token ids -> str; bytes that are not valid UTF-8 (a cut character) become U+FFFD."""
@@ -112,8 +115,10 @@ class BPETokenizer:
     def load(cls, path) -> BPETokenizer:
         data = json.loads(Path(path).read_text())
         if data.get("pattern") != PATTERN.pattern:
-            raise ValueError(f"{path} was written with pre-tokenizer pattern {data.get('pattern')!r}, not "
-                             f"{PATTERN.pattern!r}")
+            raise ValueError(
+                f"{path} was written with pre-tokenizer pattern {data.get('pattern')!r}, not "
+                f"{PATTERN.pattern!r}"
+            )
         return cls([tuple(p) for p in data["merges"]])
 
 

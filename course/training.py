@@ -1,16 +1,17 @@
 """Training: AdamW with warm-up + cosine decay, gradient clipping, the loop, and the `course train` command.
 
-    make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: biases, norm gains)
-    lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
-    clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
-    train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
-              (returning True stops early)
-    RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
-              `setup("induction")` gives a recipe's untrained (model, task)
-    norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
-              recorded curves, `course/weights/norm-study.json` (`course train norm-study --out course/weights`)
-    text      `course train text`: a small GPT on real English (`course.text_model`), with its BPE tokenizer
+make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: biases, norm gains)
+lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
+clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
+train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
+          (returning True stops early)
+RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
+          `setup("induction")` gives a recipe's untrained (model, task)
+norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
+          recorded curves, `course/weights/norm-study.json` (`course train norm-study --out course/weights`)
+text      `course train text`: a small GPT on real English (`course.text_model`), with its BPE tokenizer
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,36 @@ from .data import Task, as_generator, make_task, mask_tokens
 from .losses import accuracy, lm_loss, masked_cross_entropy, mlm_loss
 from .models import DecoderLM, EncoderLM
 
-__all__ = ["lm_loss", "mlm_loss", "masked_cross_entropy", "accuracy",  # re-exported from course.losses
-           "evaluate", "make_optimizer", "lr_at", "clip_grad_norm", "train", "TrainLog",
-           "Recipe", "RECIPES", "build_model", "setup", "train_recipe", "make_card", "save"]
+__all__ = [
+    "lm_loss",
+    "mlm_loss",
+    "masked_cross_entropy",
+    "accuracy",  # re-exported from course.losses
+    "evaluate",
+    "make_optimizer",
+    "lr_at",
+    "clip_grad_norm",
+    "train",
+    "TrainLog",
+    "Recipe",
+    "RECIPES",
+    "build_model",
+    "setup",
+    "train_recipe",
+    "make_card",
+    "save",
+]
 
 # ----------------------------------------------------------------------------- evaluation
+
 
 def _objective(model, task: Task, batch_size: int, generator, device):
     """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
-        x, y, mask = (t.to(device) for t in mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size))
+        x, y, mask = (
+            t.to(device) for t in mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size)
+        )
         return model(x), y, mask, mlm_loss
     if isinstance(model, DecoderLM):
         x, y, mask = (t.to(device) for t in task.batch(batch_size, generator))
@@ -62,6 +82,7 @@ def evaluate(model, task: Task, batch_size: int = 512, generator=0) -> dict:
 
 
 # ----------------------------------------------------------------------------- optimizer and schedule
+
 
 def _parameters(params) -> list[torch.nn.Parameter]:
     """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear once)."""
@@ -84,8 +105,14 @@ def _parameters(params) -> list[torch.nn.Parameter]:
 _FUSED_ADAMW = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)  # fused AdamW on CPU too
 
 
-def make_optimizer(params, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95),
-                   eps: float = 1e-8, fused: bool | None = None) -> torch.optim.AdamW:
+def make_optimizer(
+    params,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas=(0.9, 0.95),
+    eps: float = 1e-8,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
     """AdamW over a model's parameters (or any iterable of parameters) in two groups.
 
     The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
@@ -101,10 +128,14 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.9
     params = _parameters(params)
     if not params:
         raise ValueError("make_optimizer got no trainable parameters")
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     if fused is None:
-        fused = _FUSED_ADAMW and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        fused = _FUSED_ADAMW and all(
+            p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+        )
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
@@ -164,9 +195,21 @@ def _check_train_args(steps, batch_size, lr, warmup, grad_clip, callback_every) 
         raise ValueError(f"grad_clip={grad_clip} must be > 0 (or None for no clipping)")
 
 
-def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 0.1,
-          warmup: int | None = None, min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0,
-          seed: int = 0, progress: bool = True, callback=None, callback_every: int = 50) -> TrainLog:
+def train(
+    model,
+    task: Task,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 0.1,
+    warmup: int | None = None,
+    min_lr_ratio: float = 0.1,
+    grad_clip: float | None = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    callback=None,
+    callback_every: int = 50,
+) -> TrainLog:
     """Train `model` in place on batches of `task` drawn from a generator seeded by `seed`.
 
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
@@ -185,7 +228,9 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
     log = TrainLog()
     start, cpu_start = time.perf_counter(), time.process_time()
     model.train()
-    bar = tqdm(range(steps), disable=not progress, file=sys.stdout, desc=f"train {task.name}", mininterval=0.5)
+    bar = tqdm(
+        range(steps), disable=not progress, file=sys.stdout, desc=f"train {task.name}", mininterval=0.5
+    )
     for step in bar:
         lr_now = lr_at(step, steps, lr, warmup, lr * min_lr_ratio)
         for group in optimizer.param_groups:
@@ -216,6 +261,7 @@ def train(model, task: Task, steps: int, batch_size: int = 64, lr: float = 3e-3,
 
 # ----------------------------------------------------------------------------- recipes, cards, the CLI
 
+
 @dataclass
 class Recipe:
     """A shipped model: task, model shape (overrides of the "tiny" preset) and training hyper-parameters."""
@@ -236,15 +282,21 @@ RECIPES: dict[str, Recipe] = {
     "sort": Recipe("sort", {"length": 8, "n_symbols": 10}, steps=600, min_accuracy=0.98),
     # RoPE makes the previous-token head (layer 0) easy to learn; the induction head (layer 1) builds on it.
     # Few symbols keep the copying (OV) job within one head's d_head = 16.
-    "induction": Recipe("induction", {"length": 8, "n_symbols": 12, "min_length": 4},
-                        {"positional": "rope", "d_ff": 128}, steps=1000, min_accuracy=0.98),
+    "induction": Recipe(
+        "induction",
+        {"length": 8, "n_symbols": 12, "min_length": 4},
+        {"positional": "rope", "d_ff": 128},
+        steps=1000,
+        min_accuracy=0.98,
+    ),
 }
 
 
 def build_model(task: Task, seed: int = 0, model_cls=DecoderLM, **overrides):
     """A fresh model for `task`: the "tiny" preset sized to the task's vocabulary and length, seeded init."""
-    config = ModelConfig.from_preset("tiny", vocab_size=task.vocab_size, context_length=task.seq_len,
-                                     **overrides)
+    config = ModelConfig.from_preset(
+        "tiny", vocab_size=task.vocab_size, context_length=task.seq_len, **overrides
+    )
     torch.manual_seed(seed)
     return model_cls(config)
 
@@ -257,23 +309,39 @@ def induction_summary(model, task: Task, seed: int = 0) -> dict:
     ind = induction_scores(model, probe, task.length)  # (L, H)
     prev = previous_token_scores(model, probe)
     best = lambda s: divmod(int(s.argmax()), s.shape[1])
-    return {"induction_score": round(ind.max().item(), 4), "induction_head": list(best(ind)),
-            "induction_scores": [[round(v, 4) for v in row] for row in ind.tolist()],
-            "previous_token_score": round(prev.max().item(), 4), "previous_token_head": list(best(prev)),
-            "previous_token_scores": [[round(v, 4) for v in row] for row in prev.tolist()]}
+    return {
+        "induction_score": round(ind.max().item(), 4),
+        "induction_head": list(best(ind)),
+        "induction_scores": [[round(v, 4) for v in row] for row in ind.tolist()],
+        "previous_token_score": round(prev.max().item(), 4),
+        "previous_token_head": list(best(prev)),
+        "previous_token_scores": [[round(v, 4) for v in row] for row in prev.tolist()],
+    }
 
 
 def make_card(name: str, model, task: Task, recipe: Recipe, log: TrainLog, command: str) -> dict:
     metrics = evaluate(model, task, generator=recipe.seed + 10_000)
-    card = {"name": name, "model": type(model).__name__, "task": {"name": task.name, "args": task.args()},
-            "config": model.config.to_dict(), "n_params": measured_params(model),
-            "steps": recipe.steps, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": recipe.seed,
-            "final_train_loss": round(log.final_loss, 5), "eval_loss": round(metrics["loss"], 5),
-            "token_accuracy": round(metrics["token_accuracy"], 4),
-            "sequence_accuracy": round(metrics["sequence_accuracy"], 4),
-            "min_accuracy": recipe.min_accuracy, "train_seconds": round(log.seconds, 1),
-            "train_cpu_seconds": round(log.cpu_seconds, 1),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "command": command}
+    card = {
+        "name": name,
+        "model": type(model).__name__,
+        "task": {"name": task.name, "args": task.args()},
+        "config": model.config.to_dict(),
+        "n_params": measured_params(model),
+        "steps": recipe.steps,
+        "batch_size": recipe.batch_size,
+        "lr": recipe.lr,
+        "seed": recipe.seed,
+        "final_train_loss": round(log.final_loss, 5),
+        "eval_loss": round(metrics["loss"], 5),
+        "token_accuracy": round(metrics["token_accuracy"], 4),
+        "sequence_accuracy": round(metrics["sequence_accuracy"], 4),
+        "min_accuracy": recipe.min_accuracy,
+        "train_seconds": round(log.seconds, 1),
+        "train_cpu_seconds": round(log.cpu_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "command": command,
+    }
     if task.name == "induction" and isinstance(model, DecoderLM):
         card.update(induction_summary(model, task, recipe.seed))
     return card
@@ -290,16 +358,26 @@ def setup(recipe: Recipe | str) -> tuple[DecoderLM, Task]:
     return build_model(task, recipe.seed, **recipe.model), task
 
 
-def train_recipe(recipe: Recipe, name: str = "model", command: str = "", progress: bool = True,
-                 callback=None):
+def train_recipe(
+    recipe: Recipe, name: str = "model", command: str = "", progress: bool = True, callback=None
+):
     """Build, train and evaluate one recipe. Returns (model in eval mode, card)."""
     model, task = setup(recipe)
-    log = train(model, task, recipe.steps, recipe.batch_size, recipe.lr, seed=recipe.seed, progress=progress,
-                callback=callback)
+    log = train(
+        model,
+        task,
+        recipe.steps,
+        recipe.batch_size,
+        recipe.lr,
+        seed=recipe.seed,
+        progress=progress,
+        callback=callback,
+    )
     return model, make_card(name, model, task, recipe, log, command)
 
 
 # ----------------------------------------------------------------------------- the Pre-LN / Post-LN study
+
 
 @dataclass
 class NormStudy:
@@ -339,14 +417,31 @@ def norm_study_run(depth: int, placement: str, warmup: int, study: NormStudy | N
         grad_steps.append(step)
         grads.append(gradient_norms(m, gx, gy, gmask).tolist())
 
-    log = train(model, task, study.steps, study.batch_size, study.lr, warmup=warmup, seed=study.seed,
-                progress=False, callback=record, callback_every=study.grad_every)
+    log = train(
+        model,
+        task,
+        study.steps,
+        study.batch_size,
+        study.lr,
+        warmup=warmup,
+        seed=study.seed,
+        progress=False,
+        callback=record,
+        callback_every=study.grad_every,
+    )
     metrics = evaluate(model, task, generator=study.seed + 10_000)
-    return {"depth": depth, "placement": placement, "warmup": warmup,
-            "losses": [round(v, 4) for v in log.losses], "grad_steps": grad_steps,
-            "grad_norms": [[round(v, 5) for v in row] for row in grads],
-            "final_train_loss": round(log.final_loss, 4), "eval_loss": round(metrics["loss"], 4),
-            "token_accuracy": round(metrics["token_accuracy"], 4), "cpu_seconds": round(log.cpu_seconds, 1)}
+    return {
+        "depth": depth,
+        "placement": placement,
+        "warmup": warmup,
+        "losses": [round(v, 4) for v in log.losses],
+        "grad_steps": grad_steps,
+        "grad_norms": [[round(v, 5) for v in row] for row in grads],
+        "final_train_loss": round(log.final_loss, 4),
+        "eval_loss": round(metrics["loss"], 4),
+        "token_accuracy": round(metrics["token_accuracy"], 4),
+        "cpu_seconds": round(log.cpu_seconds, 1),
+    }
 
 
 def norm_study(study: NormStudy | None = None, command: str = "", progress: bool = True) -> dict:
@@ -360,13 +455,23 @@ def norm_study(study: NormStudy | None = None, command: str = "", progress: bool
                 runs.append(norm_study_run(depth, placement, warmup, study))
                 if progress:
                     r = runs[-1]
-                    print(f"  {placement}-LN, {depth:>2} layers, warm-up {warmup:>3}: final loss "
-                          f"{r['final_train_loss']:.3f}, token accuracy {r['token_accuracy']:.3f}", flush=True)
-    return {"name": "norm-study", "task": {"name": "copy", "args": {"length": 8, "n_symbols": 16}},
-            "model": "tiny preset, n_layers = depth, tie_weights = False", "study": asdict(study), "runs": runs,
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "command": command}
+                    print(
+                        f"  {placement}-LN, {depth:>2} layers, warm-up {warmup:>3}: final loss "
+                        f"{r['final_train_loss']:.3f}, token accuracy {r['token_accuracy']:.3f}",
+                        flush=True,
+                    )
+    return {
+        "name": "norm-study",
+        "task": {"name": "copy", "args": {"length": 8, "n_symbols": 16}},
+        "model": "tiny preset, n_layers = depth, tie_weights = False",
+        "study": asdict(study),
+        "runs": runs,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "command": command,
+    }
 
 
 def save(model, card: dict, out_dir, name: str) -> tuple[Path, Path]:
@@ -392,24 +497,43 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", nargs="?", choices=[*RECIPES, "text", "all", "norm-study"],
-                        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' records chapter 5's Pre-/Post-LN training "
-                             "curves (norm-study.json, no weights); omit it and give --task for a custom model")
-    parser.add_argument("--task", choices=["copy", "reverse", "sort", "induction"],
-                        help="train a custom model on this task, starting from its recipe's settings")
-    parser.add_argument("--length", type=int,
-                        help="with --task: sequence length (the period for induction); not with a recipe")
+    parser.add_argument(
+        "recipe",
+        nargs="?",
+        choices=[*RECIPES, "text", "all", "norm-study"],
+        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' records chapter 5's Pre-/Post-LN training "
+        "curves (norm-study.json, no weights); omit it and give --task for a custom model",
+    )
+    parser.add_argument(
+        "--task",
+        choices=["copy", "reverse", "sort", "induction"],
+        help="train a custom model on this task, starting from its recipe's settings",
+    )
+    parser.add_argument(
+        "--length",
+        type=int,
+        help="with --task: sequence length (the period for induction); not with a recipe",
+    )
     parser.add_argument("--n-symbols", type=int, help="with --task: number of symbols; not with a recipe")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --task: model config override on the 'tiny' preset, e.g. --set n_layers=3 "
-                             "(repeatable); not with a recipe")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --task: model config override on the 'tiny' preset, e.g. --set n_layers=3 "
+        "(repeatable); not with a recipe",
+    )
     parser.add_argument("--steps", type=_positive_int, help="training steps (default: the recipe's)")
     parser.add_argument("--batch-size", type=_positive_int, help="batch size (default: the recipe's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--seed", type=int, help="seed for initialisation and batches (default: the recipe's)")
+    parser.add_argument(
+        "--seed", type=int, help="seed for initialisation and batches (default: the recipe's)"
+    )
     parser.add_argument("--name", help="output name (default: the recipe or task name); not with 'all'")
     parser.add_argument("--out", default=".", help="output folder (default: .); course/weights ships models")
-    parser.add_argument("--vocab-size", type=int, help="text: BPE vocabulary size (default: the recipe's, 2048)")
+    parser.add_argument(
+        "--vocab-size", type=int, help="text: BPE vocabulary size (default: the recipe's, 2048)"
+    )
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -440,16 +564,19 @@ def _recipes_from_args(args) -> list[tuple[str, Recipe]]:
         ignored = [flag for flag, attr in CUSTOM_ONLY if getattr(args, attr)]
         if ignored:
             task = args.recipe if args.recipe in RECIPES else "TASK"
-            raise ValueError(f"{' and '.join(ignored)} only apply to a custom model; a recipe fixes its task "
-                             f"and model. For a variant of {args.recipe!r} use: course train --task {task} "
-                             f"{' '.join(ignored)} ...")
+            raise ValueError(
+                f"{' and '.join(ignored)} only apply to a custom model; a recipe fixes its task "
+                f"and model. For a variant of {args.recipe!r} use: course train --task {task} "
+                f"{' '.join(ignored)} ..."
+            )
         if args.recipe == "all" and args.name:
             raise ValueError("--name names one model; 'all' trains several, each under its recipe's name")
     if args.task is not None:  # a custom model starts from the task's shipped recipe, if there is one
         base = RECIPES.get(args.task, Recipe(args.task, {}))
         task_args = dict(base.task_args)
-        task_args.update({k: v for k, v in (("length", args.length), ("n_symbols", args.n_symbols))
-                          if v is not None})
+        task_args.update(
+            {k: v for k, v in (("length", args.length), ("n_symbols", args.n_symbols)) if v is not None}
+        )
         if task_args.get("min_length", 0) > task_args.get("length", 0):
             task_args.pop("min_length")
         recipe = replace(base, task_args=task_args, model={**base.model, **_parse_overrides(args.set)})
@@ -468,9 +595,23 @@ def _command(name: str, recipe: Recipe, args) -> str:
     if base is not None and asdict(base) == asdict(recipe):
         parts = [name, "--seed", str(recipe.seed)]
     else:
-        parts = ["--task", recipe.task, "--name", name, "--steps", str(recipe.steps), "--batch-size",
-                 str(recipe.batch_size), "--lr", str(recipe.lr), "--seed", str(recipe.seed)]
-        parts += [f"--{k.replace('_', '-')}" + f"={v}" for k, v in recipe.task_args.items() if k != "min_length"]
+        parts = [
+            "--task",
+            recipe.task,
+            "--name",
+            name,
+            "--steps",
+            str(recipe.steps),
+            "--batch-size",
+            str(recipe.batch_size),
+            "--lr",
+            str(recipe.lr),
+            "--seed",
+            str(recipe.seed),
+        ]
+        parts += [
+            f"--{k.replace('_', '-')}" + f"={v}" for k, v in recipe.task_args.items() if k != "min_length"
+        ]
         parts += [f"--set={k}={json.dumps(v)}" for k, v in recipe.model.items()]
     return "course train " + shlex.join(parts + ["--threads", str(args.threads), "--out", args.out])
 
@@ -483,11 +624,14 @@ def run(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "norm-study.json").write_text(json.dumps(study) + "\n")
-        print(f"norm-study: {len(study['runs'])} runs in {study['train_seconds']}s "
-              f"({study['train_cpu_seconds']}s CPU) -> {out / 'norm-study.json'}")
+        print(
+            f"norm-study: {len(study['runs'])} runs in {study['train_seconds']}s "
+            f"({study['train_cpu_seconds']}s CPU) -> {out / 'norm-study.json'}"
+        )
         return 0
     if args.recipe == "text":
         from .text_model import run_text
+
         return run_text(args)
     try:
         chosen = _recipes_from_args(args)
@@ -497,6 +641,7 @@ def run(args) -> int:
     status = _run_recipes(chosen, args)
     if status == 0 and args.recipe == "all":
         from .text_model import run_text
+
         return run_text(args)
     return status
 
@@ -504,7 +649,9 @@ def run(args) -> int:
 def _run_recipes(chosen: list[tuple[str, Recipe]], args) -> int:
     for name, recipe in chosen:
         try:
-            model, card = train_recipe(recipe, name, _command(name, recipe, args), progress=not args.no_progress)
+            model, card = train_recipe(
+                recipe, name, _command(name, recipe, args), progress=not args.no_progress
+            )
         except ValueError as err:  # a bad task or model setting
             print(f"course train: {err}", file=sys.stderr)
             return 2
@@ -514,10 +661,14 @@ def _run_recipes(chosen: list[tuple[str, Recipe]], args) -> int:
             print(f"course train: can not write {name} to {args.out}: {err}", file=sys.stderr)
             return 1
         extra = f", induction score {card['induction_score']:.3f}" if "induction_score" in card else ""
-        print(f"{name}: loss {card['eval_loss']:.4f}, token accuracy {card['token_accuracy']:.4f}, sequence "
-              f"accuracy {card['sequence_accuracy']:.4f}{extra} in {card['train_seconds']}s "
-              f"({card['train_cpu_seconds']}s CPU) -> {weights}, {card_path}")
+        print(
+            f"{name}: loss {card['eval_loss']:.4f}, token accuracy {card['token_accuracy']:.4f}, sequence "
+            f"accuracy {card['sequence_accuracy']:.4f}{extra} in {card['train_seconds']}s "
+            f"({card['train_cpu_seconds']}s CPU) -> {weights}, {card_path}"
+        )
         if card["token_accuracy"] < recipe.min_accuracy:
-            print(f"course train: warning: {name} is below the recipe's min_accuracy={recipe.min_accuracy}",
-                  file=sys.stderr)
+            print(
+                f"course train: warning: {name} is below the recipe's min_accuracy={recipe.min_accuracy}",
+                file=sys.stderr,
+            )
     return 0

@@ -16,6 +16,7 @@ The nanoGPT model below is nanoGPT's model.py (https://github.com/karpathy/nanoG
 2022 Andrej Karpathy) cut to what a training step runs, with its GELU switched to the tanh form GPT-2 (and the
 course's gelu_tanh) use, so that both models compute the same function: the script checks equal losses first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,9 +93,15 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd):
         super().__init__()
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(block_size, n_embd), drop=nn.Dropout(0.0),
-            h=nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)]), ln_f=LayerNorm(n_embd, True)))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vocab_size, n_embd),
+                wpe=nn.Embedding(block_size, n_embd),
+                drop=nn.Dropout(0.0),
+                h=nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)]),
+                ln_f=LayerNorm(n_embd, True),
+            )
+        )
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -124,7 +131,10 @@ def nanogpt_from_course(model) -> GPT:
             sd[f"{h}ln_1.{kind}"], sd[f"{h}ln_2.{kind}"] = src[f"{b}ln1.{kind}"], src[f"{b}ln2.{kind}"]
             sd[f"{h}attn.c_attn.{kind}"] = torch.cat([src[f"{b}attn.{n}_proj.{kind}"] for n in "qkv"])
             sd[f"{h}attn.c_proj.{kind}"] = src[f"{b}attn.o_proj.{kind}"]
-            sd[f"{h}mlp.c_fc.{kind}"], sd[f"{h}mlp.c_proj.{kind}"] = src[f"{b}mlp.up.{kind}"], src[f"{b}mlp.down.{kind}"]
+            sd[f"{h}mlp.c_fc.{kind}"], sd[f"{h}mlp.c_proj.{kind}"] = (
+                src[f"{b}mlp.up.{kind}"],
+                src[f"{b}mlp.down.{kind}"],
+            )
     gpt.load_state_dict(sd, strict=True)
     return gpt
 
@@ -175,7 +185,9 @@ def course_package(rev: str | None):
     name = "course_" + "".join(ch for ch in rev if ch.isalnum())
     tmp = Path(tempfile.mkdtemp(prefix="course-rev-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "course"], check=True, capture_output=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "course"], check=True, capture_output=True
+    )
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
     (tmp / "course").rename(tmp / name)
     sys.path.insert(0, str(tmp))
@@ -189,8 +201,15 @@ SHAPES = {  # name: (config overrides on the GPT-2 layout, batch, time)
 
 
 def course_model(pkg, overrides):
-    config = pkg.ModelConfig(positional="learned", norm="layernorm", norm_placement="pre", mlp="gelu_tanh",
-                             bias=True, tie_weights=True, **overrides)
+    config = pkg.ModelConfig(
+        positional="learned",
+        norm="layernorm",
+        norm_placement="pre",
+        mlp="gelu_tanh",
+        bias=True,
+        tie_weights=True,
+        **overrides,
+    )
     torch.manual_seed(0)
     return pkg.DecoderLM(config)
 
@@ -198,9 +217,14 @@ def course_model(pkg, overrides):
 def nanogpt_optimizer(model):
     """nanoGPT's configure_optimizers: decay on >= 2-D tensors, fused AdamW on CUDA only (foreach on CPU)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                             lr=1e-4, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-4,
+        betas=(0.9, 0.95),
+    )
 
 
 def course_optimizer(model, pkg):
@@ -222,6 +246,7 @@ def step_fn(model, idx, targets, nano: bool, opt):
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
+
     return step
 
 
@@ -238,7 +263,7 @@ def measure(fns: dict, pairs: int) -> dict:
         fn()
     times = {n: [] for n in names}
     for i in range(pairs):
-        for n in (names if i % 2 == 0 else names[::-1]):
+        for n in names if i % 2 == 0 else names[::-1]:
             t0 = time.process_time()
             fns[n]()
             times[n].append(time.process_time() - t0)
@@ -257,10 +282,16 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=9, help="rounds of alternated samples (default: 9)")
     ap.add_argument("--before", metavar="REV", help="also time the course package as of this git revision")
     ap.add_argument("--profile", action="store_true", help="print the top ops of one step of each model")
-    ap.add_argument("--same-optimizer", action="store_true",
-                    help="give the course models nanoGPT's optimizer too (compares the models alone)")
-    ap.add_argument("--ablate", action="store_true",
-                    help="also time the course model with one q/k/v matmul, and with written-out norms")
+    ap.add_argument(
+        "--same-optimizer",
+        action="store_true",
+        help="give the course models nanoGPT's optimizer too (compares the models alone)",
+    )
+    ap.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also time the course model with one q/k/v matmul, and with written-out norms",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     overrides, B, T = SHAPES[args.shape]
@@ -287,12 +318,15 @@ def main() -> int:
     print("initial losses (must agree):", {n: round(v, 6) for n, v in losses.items()})
     assert max(losses.values()) - min(losses.values()) < 1e-4, losses
     pkgs = {**contenders, "fused_qkv": contenders["course"], "written_ln": contenders["course"]}
-    opts = {n: nanogpt_optimizer(m) if n == "nanogpt" or args.same_optimizer else course_optimizer(m, pkgs[n])
-            for n, m in models.items()}
+    opts = {
+        n: nanogpt_optimizer(m) if n == "nanogpt" or args.same_optimizer else course_optimizer(m, pkgs[n])
+        for n, m in models.items()
+    }
     print("optimizers:", {n: "fused" if o.defaults.get("fused") else "foreach" for n, o in opts.items()})
     fns = {n: step_fn(m, idx, targets, n == "nanogpt", opts[n]) for n, m in models.items()}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
+
         for n, fn in fns.items():
             fn()
             with profile(activities=[ProfilerActivity.CPU]) as prof:

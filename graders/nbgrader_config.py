@@ -4,6 +4,7 @@ submissions, graded copies, feedback and the gradebook live under graders/ (git-
 Run nbgrader from the repository root with `--config graders/nbgrader_config.py`, or let `course grade` build a
 throw-away course (the recommended path). Shared settings come from `course.grading.release.configure`.
 """
+
 import os
 
 from course.grading.release import configure

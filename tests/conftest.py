@@ -1,4 +1,5 @@
 """Shared test set-up: one thread per xdist worker, deterministic seeds, CPU."""
+
 import os
 import warnings
 

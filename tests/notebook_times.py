@@ -5,6 +5,7 @@ COURSE_THREADS=1) in its own process. Printed per notebook: the kernel's CPU sec
 and imports included — steady on a busy machine) and the wall-clock seconds of the execution. The course's
 budget is 30 s of CPU per chapter (issue 12); a chapter over it makes the script exit 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ print(json.dumps({"kernel_cpu_s": kids.ru_utime + kids.ru_stime, "wall_s": wall}
 
 
 def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,5 +1,6 @@
 """Attention: explicit vs fused vs torch, head splitting, MHA/GQA/MQA, fully masked rows. fp32 tolerances:
 assert_close defaults (rtol 1.3e-6, atol 1e-5) unless stated."""
+
 import math
 
 import pytest
@@ -8,8 +9,15 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from course import ModelConfig
-from course.attention import (MultiHeadAttention, fused_attention, merge_heads, repeat_kv,
-                              scaled_dot_product_attention, softmax_rows, split_heads)
+from course.attention import (
+    MultiHeadAttention,
+    fused_attention,
+    merge_heads,
+    repeat_kv,
+    scaled_dot_product_attention,
+    softmax_rows,
+    split_heads,
+)
 from course.masks import causal_mask, padding_mask
 
 SHAPES = [(1, 1, 3, 3, 4), (2, 4, 7, 7, 8), (3, 2, 5, 9, 16), (2, 12, 33, 33, 64)]
@@ -63,7 +71,9 @@ def test_fully_masked_row_gives_zeros_not_nan():
     fused = fused_attention(q, k, v, mask)
     for t in (out, w, fused):
         assert not t.isnan().any()
-    assert torch.all(w[..., 2, :] == 0) and torch.all(out[..., 2, :] == 0) and torch.all(fused[..., 2, :] == 0)
+    assert (
+        torch.all(w[..., 2, :] == 0) and torch.all(out[..., 2, :] == 0) and torch.all(fused[..., 2, :] == 0)
+    )
     assert_close(w[..., [0, 1, 3], :].sum(-1), torch.ones(1, 2, 3))
 
 
@@ -112,7 +122,7 @@ def test_split_merge_round_trip_and_layout(B, T, H, d):
     assert_close(merge_heads(heads), x, rtol=0, atol=0)
     # head h, position t holds features [h*d, (h+1)*d) of token t
     t, h = T - 1, H - 1
-    assert torch.equal(heads[0, h, t], x[0, t, h * d:(h + 1) * d])
+    assert torch.equal(heads[0, h, t], x[0, t, h * d : (h + 1) * d])
 
 
 def test_split_heads_rejects_indivisible():
@@ -165,8 +175,11 @@ def test_gqa_equals_mha_with_repeated_kv_weights(n_kv_heads):
     group = H // n_kv_heads
 
     def expand(w):  # (n_kv*d_head, ...) -> (H*d_head, ...)
-        return w.view(n_kv_heads, 1, d_head, *w.shape[1:]).expand(n_kv_heads, group, d_head, *w.shape[1:]) \
+        return (
+            w.view(n_kv_heads, 1, d_head, *w.shape[1:])
+            .expand(n_kv_heads, group, d_head, *w.shape[1:])
             .reshape(H * d_head, *w.shape[1:])
+        )
 
     with torch.no_grad():
         for name in ("q_proj", "o_proj"):
@@ -187,4 +200,3 @@ def test_bad_mask_dtype_and_shape_are_clear_errors():
         scaled_dot_product_attention(q, k, v, torch.ones(5, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="d_k"):
         scaled_dot_product_attention(q, torch.randn(1, 1, 4, 6), v)
-

@@ -1,4 +1,5 @@
 """`course bench`: it runs and writes its keys. No performance figure is asserted (benchmarks are not gates)."""
+
 import json
 import math
 import subprocess
@@ -9,14 +10,25 @@ import torch
 
 from course.bench import Clock, gpu_peaks, paired
 
-REQUIRED = ("hf_forward_ratio", "hf_train_ratio", "hf_decode_ratio", "decode_bandwidth_share", "train_flops_share")
+REQUIRED = (
+    "hf_forward_ratio",
+    "hf_train_ratio",
+    "hf_decode_ratio",
+    "decode_bandwidth_share",
+    "train_flops_share",
+)
 
 
 @pytest.mark.xdist_group("bench")
 def test_quick_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "course", "bench", "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "course", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["quick"] is True
@@ -34,8 +46,13 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
 
 def test_pairs_alternate_order():
     calls = []
-    r = paired(Clock(torch.device("cpu")), lambda: calls.append("a"), lambda: calls.append("b"), pairs=4,
-               min_time=0.0)
+    r = paired(
+        Clock(torch.device("cpu")),
+        lambda: calls.append("a"),
+        lambda: calls.append("b"),
+        pairs=4,
+        min_time=0.0,
+    )
     timed = "".join(calls)[4:]  # after each side's warm-up and calibration calls
     assert timed == "ab" + "ba" + "ab" + "ba" and r["n"] == 4
     assert r["q1"] <= r["median"] <= r["q3"]
@@ -51,5 +68,6 @@ def test_gpu_peaks_pick_the_specific_name():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no CUDA device exists")
 def test_cuda_request_without_cuda_fails_clearly(capsys):
     from course.cli import main
+
     assert main(["bench", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Activation capture under TransformerLens names, and the samplers (statistically, not by RNG stream)."""
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -10,8 +11,15 @@ from course.generation import filter_logits, next_token_probs, sample_next
 
 @pytest.mark.parametrize("positional", ["learned", "rope", "alibi"])
 def test_run_with_cache_names_shapes_and_same_logits(positional):
-    c = ModelConfig(vocab_size=30, context_length=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                    positional=positional)
+    c = ModelConfig(
+        vocab_size=30,
+        context_length=16,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        positional=positional,
+    )
     model = DecoderLM(c).eval()
     idx = torch.randint(0, 30, (2, 7))
     logits, cache = run_with_cache(model, idx)
@@ -26,12 +34,23 @@ def test_run_with_cache_names_shapes_and_same_logits(positional):
     assert torch.all(scores[..., future] == float("-inf")) and torch.isfinite(scores[..., ~future]).all()
     assert cache["blocks.0.attn.hook_q"].shape == (2, 7, 4, 8)
     assert cache["blocks.0.attn.hook_k"].shape == (2, 7, 2, 8)
-    for name in ("hook_embed", "blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.1.hook_resid_post",
-                 "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z"):
+    for name in (
+        "hook_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_resid_mid",
+        "blocks.1.hook_resid_post",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_mlp_out",
+        "blocks.0.attn.hook_z",
+    ):
         assert name in cache
     # the residual stream adds the sub-layer updates (Pre-LN)
-    assert_close(cache["blocks.0.hook_resid_mid"],
-                 cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"], rtol=1e-5, atol=1e-6)
+    assert_close(
+        cache["blocks.0.hook_resid_mid"],
+        cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert cache.stack("pattern").shape == (2, 2, 4, 7, 7)
     if positional == "rope":
         assert "blocks.0.attn.hook_rot_q" in cache
@@ -39,7 +58,9 @@ def test_run_with_cache_names_shapes_and_same_logits(positional):
 
 def test_names_filter_and_hooks_removed():
     model = DecoderLM(ModelConfig(vocab_size=30, context_length=16, d_model=32, n_layers=2, n_heads=4))
-    _, cache = run_with_cache(model, torch.randint(0, 30, (1, 5)), names_filter=lambda n: n.endswith("pattern"))
+    _, cache = run_with_cache(
+        model, torch.randint(0, 30, (1, 5)), names_filter=lambda n: n.endswith("pattern")
+    )
     assert sorted(cache) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
     assert not any(b.attn.hook_pattern.active for b in model.blocks)
 
@@ -47,6 +68,7 @@ def test_names_filter_and_hooks_removed():
 def test_encoder_decoder_capture_prefixes_and_cross_pattern():
     model = EncoderDecoder(ModelConfig(vocab_size=30, context_length=16, d_model=32, n_layers=1, n_heads=4))
     from course.capture import hooks
+
     with hooks(model) as store:
         model(torch.randint(0, 30, (1, 6)), torch.randint(0, 30, (1, 4)))
     assert store["decoder.blocks.0.cross_attn.hook_pattern"].shape == (1, 4, 4, 6)

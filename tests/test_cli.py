@@ -1,4 +1,5 @@
 """The command line: `course info` and the dispatcher."""
+
 import subprocess
 import sys
 
@@ -23,7 +24,9 @@ def test_help_and_unknown_command(capsys):
 
 
 def test_console_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "course", "info"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "course", "info"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "presets:" in result.stdout
 
 
@@ -66,8 +69,12 @@ def test_train_rejects_options_a_recipe_would_ignore(capsys):
 
 
 def test_the_issues_train_command_exits_2_in_a_real_process():
-    result = subprocess.run([sys.executable, "-m", "course", "train", "copy", "--set", "n_layers=3", "--length", "5"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "course", "train", "copy", "--set", "n_layers=3", "--length", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert "only apply to a custom model" in result.stderr
 
@@ -93,8 +100,12 @@ def _options(parser):
 def test_every_option_of_every_command_has_help_text():
     from course.cli import build_parser
 
-    missing = [f"{prog} {action.option_strings or action.dest}" for name in COMMANDS
-               for prog, action in _options(build_parser(name)) if not (action.help or "").strip()]
+    missing = [
+        f"{prog} {action.option_strings or action.dest}"
+        for name in COMMANDS
+        for prog, action in _options(build_parser(name))
+        if not (action.help or "").strip()
+    ]
     assert not missing, f"options without help text: {missing}"
 
 
@@ -102,8 +113,9 @@ def test_a_missing_extra_is_named(monkeypatch, capsys):
     import course.extras
 
     real = course.extras.available
-    monkeypatch.setattr(course.extras, "available", lambda module: module not in ("voila", "transformers")
-                        and real(module))
+    monkeypatch.setattr(
+        course.extras, "available", lambda module: module not in ("voila", "transformers") and real(module)
+    )
     assert main(["explore"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "course explore" in err and "[app]" in err and "'voila'" in err
@@ -117,6 +129,7 @@ def test_an_import_error_of_an_extra_names_it(monkeypatch, capsys):
 
     def run(args):
         raise ModuleNotFoundError("No module named 'kaleido'", name="kaleido")
+
     monkeypatch.setattr(course.site, "run", run)
     assert main(["site"]) == 1
     assert "[png]" in capsys.readouterr().err

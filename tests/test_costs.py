@@ -1,9 +1,9 @@
 """Cost formulas against the figures the course cites and against real allocated models and caches."""
+
 import pytest
 import torch
 
-from course import DecoderLM, KVCache, ModelConfig
-from course import costs
+from course import DecoderLM, KVCache, ModelConfig, costs
 
 
 def test_gpt2_small_parameter_count():
@@ -23,8 +23,17 @@ def test_block_is_twelve_d_squared_plus_thirteen_d(d):
 
 
 def test_seven_billion_scale():
-    c = ModelConfig(d_model=4096, n_layers=32, n_heads=32, vocab_size=50_000, context_length=2048, bias=False,
-                    tie_weights=True, positional="rope", norm="rmsnorm")
+    c = ModelConfig(
+        d_model=4096,
+        n_layers=32,
+        n_heads=32,
+        vocab_size=50_000,
+        context_length=2048,
+        bias=False,
+        tie_weights=True,
+        positional="rope",
+        norm="rmsnorm",
+    )
     per_block = costs.block_params(c)
     assert abs(per_block - 201e6) / 201e6 < 0.01  # ≈ 201M per block
     blocks = 32 * per_block
@@ -35,8 +44,9 @@ def test_seven_billion_scale():
 
 
 def test_kv_cache_bytes_figures():
-    full = costs.kv_cache_bytes(n_layers=32, seq_len=8192, n_kv_heads=32, d_head=128, batch_size=1,
-                                bytes_per_element=2)
+    full = costs.kv_cache_bytes(
+        n_layers=32, seq_len=8192, n_kv_heads=32, d_head=128, batch_size=1, bytes_per_element=2
+    )
     assert full == 4_294_967_296
     gqa = costs.kv_cache_bytes(32, 8192, 8, 128)  # 8 KV heads: llama2-70b style grouping
     assert gqa * 4 == full
@@ -46,7 +56,9 @@ def test_kv_cache_bytes_figures():
 
 @pytest.mark.parametrize("n_kv_heads,dtype", [(4, torch.float32), (2, torch.bfloat16), (1, torch.float16)])
 def test_measured_cache_bytes_equal_formula(n_kv_heads, dtype):
-    c = ModelConfig(vocab_size=40, context_length=24, d_model=32, n_layers=3, n_heads=4, n_kv_heads=n_kv_heads)
+    c = ModelConfig(
+        vocab_size=40, context_length=24, d_model=32, n_layers=3, n_heads=4, n_kv_heads=n_kv_heads
+    )
     cache = KVCache.for_model(DecoderLM(c).to(dtype), batch_size=2, max_len=24)
     expected = costs.kv_cache_bytes(3, 24, n_kv_heads, 8, 2, costs.bytes_per_element(dtype))
     assert costs.measured_cache_bytes(cache) == expected

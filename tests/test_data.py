@@ -1,4 +1,5 @@
 """Tokenizers and synthetic tasks: the answers are checked with plain Python, independent of the tensor code."""
+
 import random
 
 import pytest
@@ -25,8 +26,10 @@ def test_byte_tokenizer_round_trips_any_text():
     rng = random.Random(0)
     tok = ByteTokenizer()
     for _ in range(20):
-        text = "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x400, 0x4FF), 0x1F600]))
-                       for _ in range(rng.randrange(0, 30)))
+        text = "".join(
+            chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x400, 0x4FF), 0x1F600]))
+            for _ in range(rng.randrange(0, 30))
+        )
         ids = tok.encode(text)
         assert ids.dtype == torch.long and ids.shape == (len(text.encode("utf-8")),)
         assert tok.vocab_size == 256 and all(0 <= i < 256 for i in ids.tolist())
@@ -64,7 +67,7 @@ def test_map_tasks_shapes_shift_and_answers(name, length, n_symbols):
     assert int(torch.cat([x, y], 1).max()) < task.vocab_size
     for row in range(B):
         tokens = x[row].tolist() + [y[row, -1].item()]
-        question, answer = tokens[1:length + 1], tokens[length + 2:]
+        question, answer = tokens[1 : length + 1], tokens[length + 2 :]
         assert tokens[0] == BOS and tokens[length + 1] == SEP
         assert answer == MAP_TASKS[name](question)
         # exactly the answer tokens are scored: the targets under the loss mask are the answer
@@ -89,9 +92,9 @@ def test_induction_targets_follow_the_previous_occurrence(length, n_symbols, min
             assert y[row, t].item() == seq[earlier[-1] + 1]  # the token that followed it last time
         n = len(scored) + 1  # the first token of the second copy is not scored (unpredictable)
         periods.add(n)
-        r = seq[len(seq) - 2 * n + 1:len(seq) - n + 1]  # first copy (x lacks the final token)
+        r = seq[len(seq) - 2 * n + 1 : len(seq) - n + 1]  # first copy (x lacks the final token)
         assert len(set(r)) == n
-        assert seq[len(seq) - n + 1:] + [y[row, -1].item()] == r
+        assert seq[len(seq) - n + 1 :] + [y[row, -1].item()] == r
     assert min(periods) >= min_length and max(periods) <= length
     if min_length < length:
         assert len(periods) > 1, "the period varies across rows"
@@ -118,14 +121,17 @@ def test_repeated_tokens_and_probe():
         repeated_tokens(2, 6, 5)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"name": "copy", "length": 1, "n_symbols": 5}, "length=1"),
-    ({"name": "copy", "length": 4, "n_symbols": 1}, "n_symbols=1"),
-    ({"name": "sort", "length": 4, "n_symbols": 500}, "n_symbols=500"),
-    ({"name": "zip", "length": 4, "n_symbols": 5}, "unknown task 'zip'"),
-    ({"name": "induction", "length": 8, "n_symbols": 8}, "n_symbols=8 must exceed length=8"),
-    ({"name": "induction", "length": 8, "n_symbols": 20, "min_length": 9}, "min_length=9"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"name": "copy", "length": 1, "n_symbols": 5}, "length=1"),
+        ({"name": "copy", "length": 4, "n_symbols": 1}, "n_symbols=1"),
+        ({"name": "sort", "length": 4, "n_symbols": 500}, "n_symbols=500"),
+        ({"name": "zip", "length": 4, "n_symbols": 5}, "unknown task 'zip'"),
+        ({"name": "induction", "length": 8, "n_symbols": 8}, "n_symbols=8 must exceed length=8"),
+        ({"name": "induction", "length": 8, "n_symbols": 20, "min_length": 9}, "min_length=9"),
+    ],
+)
 def test_bad_task_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_task(**kwargs)
@@ -181,7 +187,9 @@ def test_mask_tokens_follows_berts_80_10_10_rule(seed):
     random_ids = inputs[changed]
     assert ((random_ids >= len(SPECIALS)) & (random_ids < task.vocab_size)).all(), "random tokens are symbols"
     counts = torch.bincount(random_ids - len(SPECIALS), minlength=task.n_symbols).double()
-    assert (counts / counts.mean() - 1).abs().max() < 0.25, f"random symbols are not uniform: {counts.tolist()}"
+    assert (counts / counts.mean() - 1).abs().max() < 0.25, (
+        f"random symbols are not uniform: {counts.tolist()}"
+    )
 
 
 def test_mask_tokens_split_none_is_the_old_rule_and_split_is_configurable():

@@ -1,5 +1,6 @@
 """Diagnostics: each check must pass a correct model and catch a planted bug; measurements are compared with
 values derived independently (uniform attention, zeroed sub-layers, plain autograd)."""
+
 import math
 
 import pytest
@@ -53,6 +54,7 @@ def uniform_model(**overrides):
 
 # ----------------------------------------------------------------------------- shapes
 
+
 def test_check_shape_names_the_wrong_axis():
     q = torch.zeros(2, 4, 8, 16)
     check_shape(q, "B H T d_head", "q", B=2, H=4, T=8, d_head=16)
@@ -80,12 +82,15 @@ def test_check_model_shapes_passes_a_correct_model(preset):
 
 def test_check_model_shapes_catches_a_wrong_head_count(monkeypatch):
     model = DecoderLM(ModelConfig.from_preset("tiny")).eval()
-    model.config = model.config.replace(n_heads=2, n_kv_heads=2)  # the config lies about the module: 4 heads really run
+    model.config = model.config.replace(
+        n_heads=2, n_kv_heads=2
+    )  # the config lies about the module: 4 heads really run
     with pytest.raises(ValueError, match="heads H"):
         check_model_shapes(model, torch.randint(0, 64, (2, 6)))
 
 
 # ----------------------------------------------------------------------------- causal leaks
+
 
 @pytest.mark.parametrize("positional", POSITIONAL)
 def test_causal_leak_passes_correct_decoders(positional):
@@ -176,6 +181,7 @@ def test_future_attention_is_zero_only_with_the_mask():
 
 # ----------------------------------------------------------------------------- attention statistics
 
+
 @pytest.mark.parametrize("T", [5, 12])
 def test_entropy_of_uniform_attention_is_the_maximum(T):
     model = uniform_model()
@@ -183,7 +189,9 @@ def test_entropy_of_uniform_attention_is_the_maximum(T):
     expected = sum(math.log(i + 1) for i in range(T)) / T  # row i spreads over i + 1 keys
     assert max_causal_entropy(T) == pytest.approx(expected)
     torch.testing.assert_close(attention_entropy(model, idx), torch.full((2, 4), expected), atol=1e-5, rtol=0)
-    torch.testing.assert_close(attention_entropy(model, idx, normalized=True), torch.ones(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        attention_entropy(model, idx, normalized=True), torch.ones(2, 4), atol=1e-5, rtol=0
+    )
     sharp = attention_entropy(sharp_model(), idx)
     assert (sharp < expected - 0.05).all() and (sharp >= 0).all()
 
@@ -196,9 +204,12 @@ def test_entropy_of_a_uniform_encoder_uses_all_keys():
             block.attn.q_proj.weight.zero_()
             block.attn.q_proj.bias.zero_()
     idx = torch.randint(4, 64, (2, 9))
-    torch.testing.assert_close(attention_entropy(encoder, idx), torch.full((2, 4), math.log(9)), atol=1e-5, rtol=0)
-    torch.testing.assert_close(attention_entropy(encoder, idx, normalized=True), torch.ones(2, 4), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        attention_entropy(encoder, idx), torch.full((2, 4), math.log(9)), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        attention_entropy(encoder, idx, normalized=True), torch.ones(2, 4), atol=1e-5, rtol=0
+    )
 
 
 def test_offset_attention_on_hand_made_patterns():
@@ -220,12 +231,15 @@ def test_previous_token_and_induction_scores_of_uniform_attention():
     prev = sum(1 / (i + 1) for i in range(1, T)) / (T - 1)  # query i gives 1/(i+1) to each key
     ind = sum(1 / (i + 1) for i in range(T - period, T)) / period
     torch.testing.assert_close(previous_token_scores(model, idx), torch.full((2, 4), prev), atol=1e-5, rtol=0)
-    torch.testing.assert_close(induction_scores(model, idx, period), torch.full((2, 4), ind), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        induction_scores(model, idx, period), torch.full((2, 4), ind), atol=1e-5, rtol=0
+    )
     with pytest.raises(ValueError, match="period=6"):
         induction_scores(model, idx, 6)
 
 
 # ----------------------------------------------------------------------------- norms and gradients
+
 
 @pytest.mark.parametrize("placement", ["pre", "post"])
 def test_residual_norms(placement):
@@ -258,6 +272,7 @@ def test_gradient_norms_match_autograd_and_leave_grads_alone():
 
 
 # ----------------------------------------------------------------------------- ablations
+
 
 def test_ablating_every_head_equals_zeroing_the_output_projection():
     model, idx = sharp_model(), torch.randint(0, 64, (2, 8))

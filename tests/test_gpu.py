@@ -3,6 +3,7 @@
 Tolerances: fp32 on CUDA within atol 2e-5 (kernels sum in other orders than the CPU's); bf16 against fp32 as a
 relative error ‖out − ref‖ / ‖ref‖ < 1e-2 (bf16 keeps 8 significant bits, about 4e-3 per rounding).
 """
+
 import pytest
 import torch
 
@@ -11,10 +12,17 @@ from course.attention import fused_attention, scaled_dot_product_attention
 from course.masks import causal_mask, combine, lengths_to_padding, padding_mask
 from course.static_decode import StaticDecoder
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
-CONFIGS = [("tiny", {}), ("tiny-llama", {}), ("tiny-llama", {"n_kv_heads": 1}), ("tiny", {"positional": "alibi"})]
+CONFIGS = [
+    ("tiny", {}),
+    ("tiny-llama", {}),
+    ("tiny-llama", {"n_kv_heads": 1}),
+    ("tiny", {"positional": "alibi"}),
+]
 
 
 def _model(preset, seed, **overrides):
@@ -47,15 +55,24 @@ def test_fused_equals_explicit_on_cuda(B, H, T_q, T_k, d):
     lengths = torch.randint(1, T_k + 1, (B,), device="cuda")
     mask = combine(causal_mask(T_q, T_k, device="cuda"), padding_mask(lengths_to_padding(lengths, T_k)))
     for m in (None, mask):
-        torch.testing.assert_close(fused_attention(q, k, v, m), scaled_dot_product_attention(q, k, v, m)[0],
-                                   atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            fused_attention(q, k, v, m), scaled_dot_product_attention(q, k, v, m)[0], atol=2e-5, rtol=1e-4
+        )
     if T_q == T_k:
-        torch.testing.assert_close(fused_attention(q, k, v, is_causal=True),
-                                   scaled_dot_product_attention(q, k, v, causal_mask(T_q, device="cuda"))[0],
-                                   atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            fused_attention(q, k, v, is_causal=True),
+            scaled_dot_product_attention(q, k, v, causal_mask(T_q, device="cuda"))[0],
+            atol=2e-5,
+            rtol=1e-4,
+        )
         qb, kb, vb = (x.bfloat16() for x in (q, k, v))
-        assert _rel_err(fused_attention(qb, kb, vb, is_causal=True),
-                        scaled_dot_product_attention(q, k, v, causal_mask(T_q, device="cuda"))[0]) < 1e-2
+        assert (
+            _rel_err(
+                fused_attention(qb, kb, vb, is_causal=True),
+                scaled_dot_product_attention(q, k, v, causal_mask(T_q, device="cuda"))[0],
+            )
+            < 1e-2
+        )
 
 
 @pytest.mark.parametrize("preset,overrides", CONFIGS)
@@ -67,8 +84,9 @@ def test_cached_equals_uncached_on_cuda(preset, overrides):
     cache = course.KVCache.for_model(model, 2, cached.shape[1])
     with torch.no_grad():
         full = model(cached)
-        steps = [model(cached[:, :7], cache=cache)] + [model(cached[:, t:t + 1], cache=cache)
-                                                      for t in range(7, cached.shape[1])]
+        steps = [model(cached[:, :7], cache=cache)] + [
+            model(cached[:, t : t + 1], cache=cache) for t in range(7, cached.shape[1])
+        ]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
 
 
@@ -91,5 +109,5 @@ def test_static_decode_bf16_logits_match_fp32_forward(mode):
         ref = model(tokens)[0]  # (T, V) fp32
     dec = StaticDecoder(model.to(torch.bfloat16), batch_size=1, max_len=32, mode=mode)
     dec.forward_at(tokens[:, :8], dec.slots[:8])
-    steps = torch.stack([dec.step(tokens[:, t:t + 1], t)[0].clone() for t in range(8, 32)])
+    steps = torch.stack([dec.step(tokens[:, t : t + 1], t)[0].clone() for t in range(8, 32)])
     assert _rel_err(steps, ref[8:]) < 1e-2

@@ -1,5 +1,6 @@
 """Masks (polarity True = may attend), positional schemes (RoPE conventions and the i − j property, ALiBi,
 sinusoidal, T5 buckets) and norms against torch.nn.LayerNorm / torch.nn.RMSNorm."""
+
 import math
 
 import pytest
@@ -8,8 +9,16 @@ from torch.testing import assert_close
 
 from course import masks
 from course.norms import LayerNorm, RMSNorm, layer_norm, rms_norm
-from course.positional import (RelativePositionBias, alibi_bias, alibi_slopes, apply_rope,
-                               interleaved_to_split_half, relative_bucket, rope_angles, sinusoidal_table)
+from course.positional import (
+    RelativePositionBias,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    interleaved_to_split_half,
+    relative_bucket,
+    rope_angles,
+    sinusoidal_table,
+)
 
 
 # --- masks -----------------------------------------------------------------------------------------------------
@@ -32,8 +41,12 @@ def test_padding_and_combined_masks():
     assert is_token.tolist() == [[True, True, True, False], [True, False, False, False]]
     dec = masks.decoder_mask(4, is_token)
     assert dec.shape == (2, 1, 4, 4)
-    assert dec[0, 0].tolist() == [[True, False, False, False], [True, True, False, False],
-                                  [True, True, True, False], [True, True, True, False]]
+    assert dec[0, 0].tolist() == [
+        [True, False, False, False],
+        [True, True, False, False],
+        [True, True, True, False],
+        [True, True, True, False],
+    ]
     enc = masks.encoder_mask(is_token)
     assert enc.shape == (2, 1, 1, 4) and enc[1, 0, 0].tolist() == [True, False, False, False]
     cross = masks.cross_mask(is_token, T_tgt=3)
@@ -58,7 +71,7 @@ def test_rope_score_depends_only_on_offset(convention, d_head):
     cos, sin = cos.double(), sin.double()
 
     def rotated(x, pos):
-        return apply_rope(x[None], cos[pos:pos + 1], sin[pos:pos + 1], convention)[0]
+        return apply_rope(x[None], cos[pos : pos + 1], sin[pos : pos + 1], convention)[0]
 
     for delta in (0, 1, 7):
         scores = [rotated(q, i + delta) @ rotated(k, i) for i in (0, 5, 20, 40)]
@@ -83,15 +96,19 @@ def test_rope_conventions_agree_up_to_a_fixed_permutation(d_head):
     cos, sin = rope_angles(10, d_head)
     P = interleaved_to_split_half(d_head)
     inv = torch.argsort(P)
-    assert_close(apply_rope(x, cos, sin, "interleaved"),
-                 apply_rope(x[..., P], cos, sin, "split_half")[..., inv])
+    assert_close(
+        apply_rope(x, cos, sin, "interleaved"), apply_rope(x[..., P], cos, sin, "split_half")[..., inv]
+    )
     if d_head > 2:  # with one pair the two layouts coincide
-        assert not torch.allclose(apply_rope(x, cos, sin, "interleaved"), apply_rope(x, cos, sin, "split_half"))
+        assert not torch.allclose(
+            apply_rope(x, cos, sin, "interleaved"), apply_rope(x, cos, sin, "split_half")
+        )
 
 
 def test_rope_matches_hugging_face_llama():
     pytest.importorskip("transformers")
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
     d_head, T = 16, 12
     q, k = torch.randn(2, 4, T, d_head), torch.randn(2, 4, T, d_head)
     cos, sin = rope_angles(T, d_head)
@@ -168,8 +185,11 @@ def test_rmsnorm_equals_torch(shape, eps):
 def test_fused_norm_modules_equal_the_written_out_formulas(kind, dtype):
     """The models' norm modules run fused kernels; values and gradients must be the written-out formulas'."""
     d = 48
-    make = {"layernorm": lambda f: LayerNorm(d, 1e-5, fused=f), "layernorm_nobias": lambda f: LayerNorm(d, 1e-5, False, f),
-            "rmsnorm": lambda f: RMSNorm(d, 1e-6, fused=f)}[kind]
+    make = {
+        "layernorm": lambda f: LayerNorm(d, 1e-5, fused=f),
+        "layernorm_nobias": lambda f: LayerNorm(d, 1e-5, False, f),
+        "rmsnorm": lambda f: RMSNorm(d, 1e-6, fused=f),
+    }[kind]
     fused, written = make(True), make(False)
     with torch.no_grad():
         for p in fused.parameters():

@@ -1,5 +1,6 @@
 """Whole models: KV cache == full forward for every positional scheme and norm placement, chunked prefill,
 encoder-only and encoder-decoder forms, weight tying, dtype, and clear errors for bad input."""
+
 import itertools
 
 import pytest
@@ -47,7 +48,7 @@ def test_chunked_prefill_equals_one_shot(chunk):
         one_shot_cache = KVCache.for_model(model, 3, 17)
         one_shot = model(idx, cache=one_shot_cache)
         cache = KVCache.for_model(model, 3, 17)
-        chunks = [model(idx[:, s:s + chunk], cache=cache) for s in range(0, 17, chunk)]
+        chunks = [model(idx[:, s : s + chunk], cache=cache) for s in range(0, 17, chunk)]
     assert_close(torch.cat(chunks, 1), one_shot, rtol=1e-5, atol=1e-5)
     for k_a, k_b in zip(one_shot_cache.keys, cache.keys):
         assert_close(k_a, k_b, rtol=1e-5, atol=1e-6)
@@ -99,8 +100,10 @@ def test_encoder_decoder_forward_cross_attention_and_cached_generate():
         other_src[0, 0] = (src[0, 0] + 1) % 50  # a real source token changes every target position
         assert (model(other_src, tgt, src_is_token)[0] - logits[0]).abs().amax(-1).min() > 1e-6
     assert len(model.encoder.blocks) == 3 and model.decoder.blocks[0].cross_attn is not None
-    assert torch.equal(model.generate(src, 1, 10, src_is_token, use_cache=True),
-                       model.generate(src, 1, 10, src_is_token, use_cache=False))
+    assert torch.equal(
+        model.generate(src, 1, 10, src_is_token, use_cache=True),
+        model.generate(src, 1, 10, src_is_token, use_cache=False),
+    )
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -109,6 +112,7 @@ def test_weight_tying(tie):
     shared = model.lm_head.weight.data_ptr() == model.transformer.tok_emb.weight.data_ptr()
     assert shared == tie
     from course.costs import param_count
+
     assert model.num_params() == param_count(model.config)["total"]
 
 
@@ -122,13 +126,16 @@ def test_bf16_forward_runs_and_stays_close():
     assert_close(low.float(), ref, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(d_model=30, n_heads=4), "d_model=30 is not divisible by n_heads=4"),
-    (dict(n_heads=4, n_kv_heads=3), "n_heads=4 is not divisible by n_kv_heads=3"),
-    (dict(positional="rotary"), "positional='rotary'"),
-    (dict(norm_placement="middle"), "norm_placement='middle'"),
-    (dict(vocab_size=0), "vocab_size=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(d_model=30, n_heads=4), "d_model=30 is not divisible by n_heads=4"),
+        (dict(n_heads=4, n_kv_heads=3), "n_heads=4 is not divisible by n_kv_heads=3"),
+        (dict(positional="rotary"), "positional='rotary'"),
+        (dict(norm_placement="middle"), "norm_placement='middle'"),
+        (dict(vocab_size=0), "vocab_size=0"),
+    ],
+)
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny(**kwargs)
@@ -154,12 +161,15 @@ def test_presets_shapes():
     assert ModelConfig.from_preset("tiny", n_layers=3).n_layers == 3
 
 
-@pytest.mark.parametrize("name,formula", [
-    ("silu", lambda x: x * torch.sigmoid(x)),
-    ("relu", lambda x: x.clamp(min=0)),
-    ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / 2 ** 0.5))),
-    ("gelu_tanh", lambda x: 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))),
-])
+@pytest.mark.parametrize(
+    "name,formula",
+    [
+        ("silu", lambda x: x * torch.sigmoid(x)),
+        ("relu", lambda x: x.clamp(min=0)),
+        ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / 2**0.5))),
+        ("gelu_tanh", lambda x: 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))),
+    ],
+)
 def test_activations_follow_their_formulas_and_build_models(name, formula):
     from course.costs import param_count
     from course.feedforward import ACTIVATIONS, MLP

@@ -3,6 +3,7 @@ outline (its subsections as headings, objectives, a common mistake, a widget, a 
 
 Execution times: `pytest tests/test_notebooks.py -n 2 --durations=0`.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,19 +20,39 @@ CELL_TIMEOUT_S = 300  # per cell: a hang fails, a busy CI machine does not
 # The outline's subsections (../shared/outline.md, "Chapters and subsections"), chapter by chapter. A chapter
 # covers one when a markdown heading starts with its name (case, punctuation, "and" and "/" are ignored).
 SUBSECTIONS = {
-    1: ["Sequence transduction", "Parallel token processing", "Context mixing", "Position information",
-        "Stacked blocks"],
+    1: [
+        "Sequence transduction",
+        "Parallel token processing",
+        "Context mixing",
+        "Position information",
+        "Stacked blocks",
+    ],
     2: ["Queries, keys and values", "Score matrix", "Masking", "Attention weights", "Weighted values"],
-    3: ["Head splitting", "Per-head dimension", "Concatenation and output projection", "Specialization",
-        "GQA and MQA"],
+    3: [
+        "Head splitting",
+        "Per-head dimension",
+        "Concatenation and output projection",
+        "Specialization",
+        "GQA and MQA",
+    ],
     4: ["Position-wise MLP", "Expansion ratio", "Activation", "Parameter count", "Token independence"],
     5: ["Residual stream", "Layer normalization", "Pre-LN block", "Post-LN block", "RMSNorm"],
-    6: ["Encoder self-attention", "Decoder causal self-attention", "Cross-attention", "Encoder-only",
-        "Decoder-only"],
+    6: [
+        "Encoder self-attention",
+        "Decoder causal self-attention",
+        "Cross-attention",
+        "Encoder-only",
+        "Decoder-only",
+    ],
     7: ["Absolute positions", "Sinusoidal positions", "Relative bias", "RoPE", "ALiBi", "Length behaviour"],
     8: ["Attention FLOPs", "Attention score memory", "MLP FLOPs", "KV cache", "FlashAttention bridge"],
-    9: ["Language-model loss", "Masked-LM loss", "Teacher forcing", "Attention masks vs loss masks",
-        "Weight tying"],
+    9: [
+        "Language-model loss",
+        "Masked-LM loss",
+        "Teacher forcing",
+        "Attention masks vs loss masks",
+        "Weight tying",
+    ],
     10: ["Shape checks", "Mask tests", "Attention entropy", "Residual norms", "Ablations"],
     11: ["Prefill", "Decode", "KV cache", "Decoding strategies", "Compute-bound vs memory-bound"],
 }
@@ -89,7 +110,9 @@ def test_committed_clean(path):
     nb = read(path)
     nbformat.validate(nb)
     assert "widgets" not in nb.metadata, f"{path.name}: metadata.widgets (stored widget state) must be absent"
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
+        f"{path.name}: kernelspec must be python3"
+    )
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert not cell.outputs, f"{path.name}: cell {i} was committed with outputs"
@@ -102,12 +125,21 @@ def test_executes_without_errors_or_stderr(path):
     from nbclient.exceptions import CellExecutionError
 
     nb = read(path)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", store_widget_state=False,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        store_widget_state=False,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
     # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium start
     # per kernel, ~20 s; the widgets' own tests cover it) unless COURSE_VIZ_PNG is set.
-    env = {**os.environ, "COURSE_THREADS": "1", "COURSE_VIZ_PNG": os.environ.get("COURSE_VIZ_PNG", "0"),
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = {
+        **os.environ,
+        "COURSE_THREADS": "1",
+        "COURSE_VIZ_PNG": os.environ.get("COURSE_VIZ_PNG", "0"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
     try:
         client.execute(env=env)
     except CellExecutionError as e:
@@ -139,19 +171,22 @@ CHAPTER_PATHS = [p for p in PATHS if re.match(r"\d\d-", p.name) and not p.name.s
 def test_chapter_structure(path):
     nb = read(path)
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# "), \
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# "), (
         f"{path.name}: the first cell must be the chapter title ('# ...')"
+    )
     text = markdown(nb).lower()
     assert "learning objectives" in text, f"{path.name}: no learning objectives"
     assert "common mistake" in text, f"{path.name}: no 'Common mistake' callout"
     assert "check yourself" in text, f"{path.name}: no 'Check yourself' block"
-    check = text[text.index("check yourself"):]
-    assert "<details>" in check and "</details>" in check, \
+    check = text[text.index("check yourself") :]
+    assert "<details>" in check and "</details>" in check, (
         f"{path.name}: the 'Check yourself' answers must sit in <details> blocks"
+    )
     assert re.search(r"\bcourse\.viz\b", code(nb)), f"{path.name}: no widget from course.viz"
 
 
 # ----------------------------------------------------------------------------- course.notebook helpers
+
 
 def test_setup_seeds_every_generator_and_sets_threads(monkeypatch):
     import random

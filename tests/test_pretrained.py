@@ -1,5 +1,6 @@
 """The shipped models: they load, do their task (measured now, on fresh data) and the induction model has
 an induction head. Card figures are checked against fresh measurements, never copied into the test."""
+
 import json
 
 import pytest
@@ -27,7 +28,16 @@ def test_shipped_model_does_its_task(name):
     assert isinstance(model, DecoderLM) and not model.training
     assert card["name"] == name and card["n_params"] == sum(p.numel() for p in model.parameters())
     assert model.config.to_dict() == card["config"]
-    for key in ("task", "steps", "seed", "final_train_loss", "eval_loss", "token_accuracy", "command", "torch"):
+    for key in (
+        "task",
+        "steps",
+        "seed",
+        "final_train_loss",
+        "eval_loss",
+        "token_accuracy",
+        "command",
+        "torch",
+    ):
         assert key in card
     assert card["command"].startswith(f"course train {name} ")
     task = task_for(card)
@@ -36,7 +46,9 @@ def test_shipped_model_does_its_task(name):
     assert card["token_accuracy"] >= card["min_accuracy"]
 
 
-@pytest.mark.parametrize("name,answer", [("copy", lambda s: s), ("reverse", lambda s: s[::-1]), ("sort", sorted)])
+@pytest.mark.parametrize(
+    "name,answer", [("copy", lambda s: s), ("reverse", lambda s: s[::-1]), ("sort", sorted)]
+)
 def test_generation_completes_the_answer(name, answer):
     model, card = load(name)
     task = task_for(card)
@@ -45,7 +57,7 @@ def test_generation_completes_the_answer(name, answer):
     prompt = tokens[:, : n + 2]  # ^ s |
     assert (prompt[:, 0] == BOS).all() and (prompt[:, -1] == SEP).all()
     out = model.generate(prompt, n, temperature=0)
-    right = [out[i, n + 2:].tolist() == answer(prompt[i, 1:n + 1].tolist()) for i in range(16)]
+    right = [out[i, n + 2 :].tolist() == answer(prompt[i, 1 : n + 1].tolist()) for i in range(16)]
     assert sum(right) >= 15
 
 

@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis): shapes and mask invariants over many random sizes."""
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

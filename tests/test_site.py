@@ -1,4 +1,5 @@
 """`course site`: executed chapters rendered to static HTML that shows its figures offline (no CDN, no widget JS)."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,9 @@ import pytest
 
 from course import site
 
-CDN_SOURCE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""",
-                        re.IGNORECASE)
+CDN_SOURCE = re.compile(
+    r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.IGNORECASE
+)
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 VIEW = {"model_id": "abc", "version_major": 2, "version_minor": 0}
 
@@ -38,8 +40,9 @@ def assert_offline(page: str) -> None:
 
 def test_widget_bundle_falls_back_to_its_plotly_figure():
     z = [[0.25, None], [0.5, 0.5]]
-    bundle = site.static_bundle({site.WIDGET_VIEW: VIEW, site.PLOTLY_JSON: figure_json(z), "image/png": PNG,
-                                 "text/plain": "<Widget>"})
+    bundle = site.static_bundle(
+        {site.WIDGET_VIEW: VIEW, site.PLOTLY_JSON: figure_json(z), "image/png": PNG, "text/plain": "<Widget>"}
+    )
     assert list(bundle) == ["text/html"]
     assert "Plotly.newPlot" in bundle["text/html"] and "a heatmap" in bundle["text/html"]
 
@@ -50,9 +53,13 @@ def test_widget_bundle_without_plotly_keeps_its_png():
 
 
 def test_widget_without_any_fallback_is_dropped_but_text_outputs_stay():
-    nb = site.make_static(notebook(display({site.WIDGET_VIEW: VIEW, "text/plain": "VBox(...)"}),
-                                   nbformat.v4.new_output("stream", name="stdout", text="42\n"),
-                                   display({"text/plain": "plain result"})))
+    nb = site.make_static(
+        notebook(
+            display({site.WIDGET_VIEW: VIEW, "text/plain": "VBox(...)"}),
+            nbformat.v4.new_output("stream", name="stdout", text="42\n"),
+            display({"text/plain": "plain result"}),
+        )
+    )
     outputs = nb.cells[1].outputs
     assert [o.output_type for o in outputs] == ["stream", "display_data"]
     assert outputs[1].data == {"text/plain": "plain result"}
@@ -86,7 +93,9 @@ def test_course_site_renders_an_executed_chapter(tmp_path):
     assert main(["site", "--out", str(tmp_path), "--only", "06", "--jobs", "1"]) == 0
     page = (tmp_path / "06-encoder-decoder-forms.html").read_text(encoding="utf-8")
     assert_offline(page)
-    assert (tmp_path / site.PLOTLY_JS).stat().st_size > 1_000_000, "plotly.js was not written beside the pages"
+    assert (tmp_path / site.PLOTLY_JS).stat().st_size > 1_000_000, (
+        "plotly.js was not written beside the pages"
+    )
     # Chapter 6 draws the mask of each of its five forms, plus the mask builder's static fallback.
     n_figures = page.count('class="plotly-graph-div"')
     assert n_figures >= 6, f"expected every mask figure of chapter 6 on the page, found {n_figures}"
@@ -97,7 +106,9 @@ def test_course_site_renders_an_executed_chapter(tmp_path):
 
 
 def test_offline_check_flags_cdn_sources():
-    for tag in ('<script src="https://cdn.jsdelivr.net/npm/plotly.js"></script>',
-                "<link rel='stylesheet' href='//fonts.example.org/a.css'>"):
+    for tag in (
+        '<script src="https://cdn.jsdelivr.net/npm/plotly.js"></script>',
+        "<link rel='stylesheet' href='//fonts.example.org/a.css'>",
+    ):
         with pytest.raises(AssertionError, match="loads from the network"):
             assert_offline(tag)

@@ -3,6 +3,7 @@
 Tolerances: fp32 logits within atol 1e-5 of the model's own uncached forward (the static step attends over all
 max_len slots with the later ones masked out, so only the summation order can differ).
 """
+
 import pytest
 import torch
 
@@ -11,9 +12,9 @@ from course.costs import kv_cache_bytes_for
 from course.static_decode import StaticDecoder
 
 CONFIGS = [
-    ("tiny", {}),                                    # learned positions, LayerNorm, GELU, MHA
-    ("tiny-llama", {}),                              # RoPE, RMSNorm, SwiGLU, GQA
-    ("tiny-llama", {"n_kv_heads": 1}),               # MQA
+    ("tiny", {}),  # learned positions, LayerNorm, GELU, MHA
+    ("tiny-llama", {}),  # RoPE, RMSNorm, SwiGLU, GQA
+    ("tiny-llama", {"n_kv_heads": 1}),  # MQA
     ("tiny", {"positional": "alibi"}),
     ("tiny", {"positional": "sinusoidal", "norm_placement": "post"}),
     ("tiny", {"positional": "none", "tie_weights": False}),
@@ -42,10 +43,11 @@ def test_each_step_logits_equal_full_forward(preset, overrides):
     dec = StaticDecoder(model, batch_size=B, max_len=T + n)
     with torch.no_grad():
         full = model(tokens)  # (B, T + n, V)
-        torch.testing.assert_close(dec.forward_at(tokens[:, :T], dec.slots[:T]), full[:, T - 1],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            dec.forward_at(tokens[:, :T], dec.slots[:T]), full[:, T - 1], atol=1e-5, rtol=1e-5
+        )
         for t in range(T, T + n):
-            step = dec.step(tokens[:, t:t + 1], t)
+            step = dec.step(tokens[:, t : t + 1], t)
             torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=1e-5)
 
 

@@ -1,5 +1,6 @@
 """The text model: corpus split, byte-level BPE, the shipped GPT's card against fresh measurements, the
 reproducible `course train text`, the explorer's default, and `gpt2()` offline (no download, ever)."""
+
 import functools
 import json
 import math
@@ -34,6 +35,7 @@ def shipped():
 
 # ----------------------------------------------------------------------------- corpus
 
+
 def test_split_is_deterministic_disjoint_and_about_a_tenth():
     text = corpus_text()
     assert len(text) > 300_000 and "statement" in text
@@ -65,6 +67,7 @@ def test_token_stream_windows_and_batches():
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=80))
 def test_shipped_tokenizer_round_trips_any_string(text):
@@ -78,9 +81,16 @@ def test_shipped_tokenizer_round_trips_any_string(text):
 
 def test_bpe_learns_the_frequent_pairs_first(tmp_path):
     tok = BPETokenizer.train("low low low lower lowest newer wider", vocab_size=260)
-    assert tok.vocab[256] == b"lo" and tok.vocab[257] == b"low"  # 'l o' is the most frequent pair, then 'lo w'
+    assert (
+        tok.vocab[256] == b"lo" and tok.vocab[257] == b"low"
+    )  # 'l o' is the most frequent pair, then 'lo w'
     assert [tok.vocab[i] for i in (258, 259)] == [b" low", b"er"]
-    assert tok.pieces(" lowest") == [" low", "e", "s", "t"] and tok.pieces("lowered") == ["low", "er", "e", "d"]
+    assert tok.pieces(" lowest") == [" low", "e", "s", "t"] and tok.pieces("lowered") == [
+        "low",
+        "er",
+        "e",
+        "d",
+    ]
     assert tok.decode(tok.encode("lowered lowly ñ 日本")) == "lowered lowly ñ 日本"
     assert merge([1, 2, 1, 2, 2], (1, 2), 9) == [9, 9, 2]
     tok.save(tmp_path / "t.json")
@@ -96,7 +106,9 @@ def test_shipped_tokenizer_is_a_real_bpe(shipped):
     _, card, tokenizer, train_ids, _ = shipped
     assert tokenizer.vocab_size == card["tokenizer"]["vocab_size"] == card["config"]["vocab_size"] == 2048
     assert (WEIGHTS_DIR / card["tokenizer"]["file"]).exists()
-    assert word_pieces(tokenizer, ["statement"]) == {"statement": [" statement"]}  # a frequent word is one token
+    assert word_pieces(tokenizer, ["statement"]) == {
+        "statement": [" statement"]
+    }  # a frequent word is one token
     assert len(tokenizer.pieces(" unconditionally")) > 1  # a rare one splits into pieces
     assert card["tokenizer"]["demo"] == word_pieces(tokenizer, card["tokenizer"]["demo"])
     text_bytes = len(tokenizer.decode(train_ids).encode())
@@ -105,18 +117,24 @@ def test_shipped_tokenizer_is_a_real_bpe(shipped):
 
 # ----------------------------------------------------------------------------- the shipped model
 
+
 def test_shipped_text_model_card_matches_its_weights(shipped):
     model, card, tokenizer, train_ids, held_ids = shipped
     assert isinstance(model, DecoderLM) and model.config.to_dict() == card["config"]
     assert card["n_params"] == sum(p.numel() for p in model.parameters())
-    step, _, card_slice = card["curve"]["rows"][-1]  # held-out loss on the first CURVE_WINDOWS, after training
+    step, _, card_slice = card["curve"]["rows"][
+        -1
+    ]  # held-out loss on the first CURVE_WINDOWS, after training
     assert step == card["steps"]
     fresh = heldout_loss(model, held_ids, tokenizer, max_windows=CURVE_WINDOWS)  # recomputed from the weights
     if corpus_info()["sha256"] == card["corpus"]["sha256"]:  # another Python's stdlib has other docstrings
         assert fresh["loss"] == pytest.approx(card_slice, abs=2e-4)  # the card rounds to 4 decimals
-    assert abs(fresh["loss"] - card["held_out"]["loss"]) < 0.3  # the slice is typical of the whole held-out text
-    base = ngram_baselines(train_ids, held_ids, tokenizer, context=model.config.context_length,
-                           max_windows=CURVE_WINDOWS)  # the same target tokens
+    assert (
+        abs(fresh["loss"] - card["held_out"]["loss"]) < 0.3
+    )  # the slice is typical of the whole held-out text
+    base = ngram_baselines(
+        train_ids, held_ids, tokenizer, context=model.config.context_length, max_windows=CURVE_WINDOWS
+    )  # the same target tokens
     assert fresh["loss"] < base["bigram"]["loss"] - 0.3 and base["bigram"]["loss"] < base["unigram"]["loss"]
     held, baselines = card["held_out"], card["baselines"]
     assert held["loss"] < baselines["bigram"]["loss"] < baselines["unigram"]["loss"]
@@ -125,7 +143,9 @@ def test_shipped_text_model_card_matches_its_weights(shipped):
         assert figures["bits_per_byte"] == pytest.approx(figures["loss"] * ratio, abs=2e-3)
     assert card["train_cpu_seconds"] <= 12 * 60 and card["tokens_per_second"] > 0  # wall time depends on load
     assert card["command"].startswith("course train text ") and "--threads 1" in card["command"]
-    total = sum((WEIGHTS_DIR / f).stat().st_size for f in ("text.safetensors", "text.json", "text.tokenizer.json"))
+    total = sum(
+        (WEIGHTS_DIR / f).stat().st_size for f in ("text.safetensors", "text.json", "text.tokenizer.json")
+    )
     assert total < 10 * 2**20
 
 
@@ -143,8 +163,9 @@ def test_shipped_text_model_has_the_heads_its_card_states(shipped):
     assert prev.max() > 3 * prev.median()  # one head stands out
     period = heads["induction"]["period"]
     probe = repeated_tokens(16, period, model.config.vocab_size, generator=123, offset=0, bos=None)
-    assert induction_scores(model, probe, period).max().item() == pytest.approx(heads["induction"]["score"],
-                                                                                abs=0.05)
+    assert induction_scores(model, probe, period).max().item() == pytest.approx(
+        heads["induction"]["score"], abs=0.05
+    )
     entropy = attention_entropy(model, text)  # (L, H) nats
     spread = heads["attention_entropy"]
     assert entropy.min().item() == pytest.approx(spread["min"], abs=0.3)
@@ -163,8 +184,25 @@ def test_samples_in_the_card_are_reproducible(shipped):
 
 # ----------------------------------------------------------------------------- course train text
 
-TINY = ["train", "text", "--steps", "3", "--batch-size", "2", "--vocab-size", "262", "--set", "n_layers=1",
-        "--set", "d_model=16", "--set", "n_heads=2", "--set", "context_length=16", "--no-progress"]
+TINY = [
+    "train",
+    "text",
+    "--steps",
+    "3",
+    "--batch-size",
+    "2",
+    "--vocab-size",
+    "262",
+    "--set",
+    "n_layers=1",
+    "--set",
+    "d_model=16",
+    "--set",
+    "n_heads=2",
+    "--set",
+    "context_length=16",
+    "--no-progress",
+]
 
 
 def test_course_train_text_is_bit_reproducible(tmp_path, capsys):
@@ -179,7 +217,9 @@ def test_course_train_text_is_bit_reproducible(tmp_path, capsys):
     model, _ = load("text", tmp_path / "a")
     assert model.config.d_model == 16
     assert main([*TINY, "--seed", "1", "--out", str(tmp_path / "c")]) == 0
-    assert (tmp_path / "c" / "text.safetensors").read_bytes() != (tmp_path / "a" / "text.safetensors").read_bytes()
+    assert (tmp_path / "c" / "text.safetensors").read_bytes() != (
+        tmp_path / "a" / "text.safetensors"
+    ).read_bytes()
 
 
 def test_course_train_text_rejects_task_options(capsys):
@@ -188,6 +228,7 @@ def test_course_train_text_rejects_task_options(capsys):
 
 
 # ----------------------------------------------------------------------------- explorer default
+
 
 def test_explore_defaults_to_the_text_model_on_english():
     from course.viz.app import DEFAULT_MODEL, app_notebook, load_prompt
@@ -218,6 +259,7 @@ def test_explorer_and_export_default_to_the_text_model():
 
 # ----------------------------------------------------------------------------- GPT-2, offline
 
+
 def _tiny_hf_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -246,10 +288,16 @@ def test_gpt2_goes_through_from_pretrained_and_from_hf(monkeypatch):
     hf = _tiny_hf_gpt2()
     calls = []
     monkeypatch.setattr(pretrained, "hub_reachable", lambda **kw: True)
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or hf))
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or _FakeHFTokenizer()))
+    monkeypatch.setattr(
+        transformers.GPT2LMHeadModel,
+        "from_pretrained",
+        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or hf),
+    )
+    monkeypatch.setattr(
+        transformers.AutoTokenizer,
+        "from_pretrained",
+        classmethod(lambda cls, name, **kw: calls.append((name, kw)) or _FakeHFTokenizer()),
+    )
     lm = pretrained.gpt2()
     assert lm.name == "gpt2" and calls == [("gpt2", {"local_files_only": False})] * 2
     ids = lm.tokenizer.encode("The if statement")[None]  # (1, T)

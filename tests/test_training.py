@@ -1,4 +1,5 @@
 """Losses, schedule, optimizer groups, the training loop, recipes and the `course train` command."""
+
 import argparse
 import json
 import math
@@ -43,9 +44,12 @@ def test_lm_loss_matches_cross_entropy_written_out(B, T, V):
     logits, targets = torch.randn(B, T, V), torch.randint(0, V, (B, T))
     mask = torch.rand(B, T) < 0.6
     mask[0, 0] = True
-    torch.testing.assert_close(lm_loss(logits, targets), F.cross_entropy(logits.reshape(-1, V), targets.flatten()))
-    torch.testing.assert_close(lm_loss(logits, targets, mask), manual_ce(logits, targets, mask.float()),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        lm_loss(logits, targets), F.cross_entropy(logits.reshape(-1, V), targets.flatten())
+    )
+    torch.testing.assert_close(
+        lm_loss(logits, targets, mask), manual_ce(logits, targets, mask.float()), atol=1e-5, rtol=1e-5
+    )
     # positions outside the loss mask do not matter at all
     noisy = logits.masked_fill(~mask[..., None], 1e4)
     torch.testing.assert_close(lm_loss(noisy, targets, mask), lm_loss(logits, targets, mask))
@@ -101,7 +105,7 @@ def test_lr_schedule_warms_up_from_zero_then_decays_to_min(steps, warmup):
     lrs = [lr_at(s, steps, lr, warmup, min_lr) for s in range(steps + 1)]
     if warmup:
         assert lrs[0] == 0.0  # the first update only warms up AdamW's moments
-        assert all(a < b for a, b in pairwise(lrs[:warmup + 1]))  # rising linearly ...
+        assert all(a < b for a, b in pairwise(lrs[: warmup + 1]))  # rising linearly ...
         assert lrs[1] == pytest.approx(lr / warmup)
     assert lrs[warmup] == pytest.approx(lr)  # ... to the peak at step == warmup, held for one step only
     if warmup < steps:
@@ -125,7 +129,9 @@ def test_lr_schedule_is_hugging_faces_cosine_with_warmup(steps, warmup, min_lr_r
     lr = 3e-3
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     if min_lr_ratio:
-        sched = transformers.get_cosine_with_min_lr_schedule_with_warmup(opt, warmup, steps, min_lr_rate=min_lr_ratio)
+        sched = transformers.get_cosine_with_min_lr_schedule_with_warmup(
+            opt, warmup, steps, min_lr_rate=min_lr_ratio
+        )
     else:
         sched = transformers.get_cosine_schedule_with_warmup(opt, warmup, steps)
     hf = []
@@ -156,7 +162,10 @@ def test_weight_decay_applies_to_matrices_only():
     assert no_decay_names == {n for n, p in model.named_parameters() if n.endswith("bias") or ".ln" in n}
     assert "transformer.blocks.0.ln1.weight" in no_decay_names and "transformer.ln_f.weight" in no_decay_names
     assert "transformer.blocks.0.attn.q_proj.bias" in no_decay_names
-    assert {names[id(p)] for p in decay["params"]} >= {"transformer.tok_emb.weight", "transformer.pos_emb.weight"}
+    assert {names[id(p)] for p in decay["params"]} >= {
+        "transformer.tok_emb.weight",
+        "transformer.pos_emb.weight",
+    }
 
 
 def test_make_optimizer_takes_parameters_and_eps():
@@ -165,8 +174,10 @@ def test_make_optimizer_takes_parameters_and_eps():
     opt = make_optimizer(iter(params), 1e-3, weight_decay=0.05, betas=(0.8, 0.9), eps=1e-6)
     assert isinstance(opt, torch.optim.AdamW)
     assert all(g["eps"] == 1e-6 and g["betas"] == (0.8, 0.9) and g["lr"] == 1e-3 for g in opt.param_groups)
-    assert [len(g["params"]) for g in opt.param_groups] == [sum(p.dim() >= 2 for p in params),
-                                                           sum(p.dim() < 2 for p in params)]
+    assert [len(g["params"]) for g in opt.param_groups] == [
+        sum(p.dim() >= 2 for p in params),
+        sum(p.dim() < 2 for p in params),
+    ]
     # a tied weight listed twice and a frozen tensor: kept once, and left out
     frozen = torch.zeros(3, 3)
     opt = make_optimizer([params[0], params[0], frozen], 1e-3)
@@ -184,15 +195,21 @@ def test_make_optimizer_same_steps_as_plain_adamw_groups():
     b = torch.nn.Linear(4, 3)
     b.load_state_dict(a.state_dict())
     ours = make_optimizer(a, 0.1, weight_decay=0.5, eps=1e-6)
-    ref = torch.optim.AdamW([{"params": [b.weight], "weight_decay": 0.5}, {"params": [b.bias], "weight_decay": 0.0}],
-                            lr=0.1, betas=(0.9, 0.95), eps=1e-6)
+    ref = torch.optim.AdamW(
+        [{"params": [b.weight], "weight_decay": 0.5}, {"params": [b.bias], "weight_decay": 0.0}],
+        lr=0.1,
+        betas=(0.9, 0.95),
+        eps=1e-6,
+    )
     x = torch.randn(8, 4)
     for model, opt in ((a, ours), (b, ref)):
         for _ in range(3):
             opt.zero_grad()
             model(x).pow(2).sum().backward()
             opt.step()
-    torch.testing.assert_close(a.weight, b.weight, rtol=1e-6, atol=1e-7)  # fused kernel vs per-op: rounding only
+    torch.testing.assert_close(
+        a.weight, b.weight, rtol=1e-6, atol=1e-7
+    )  # fused kernel vs per-op: rounding only
     torch.testing.assert_close(a.bias, b.bias, rtol=1e-6, atol=1e-7)
     assert ours.defaults["fused"] == (tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4))
     assert not make_optimizer(a, 0.1, fused=False).defaults["fused"]
@@ -235,7 +252,9 @@ def test_train_is_deterministic_and_learns():
     model_a, _, log_a = small_run()
     model_b, _, log_b = small_run()
     assert log_a.losses == log_b.losses
-    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values())
+    )
     _, _, log_c = small_run(seed=1)
     assert log_c.losses != log_a.losses
     assert log_a.final_loss < 0.85 * log_a.losses[0]
@@ -245,8 +264,11 @@ def test_train_is_deterministic_and_learns():
 
 def test_callback_runs_every_n_steps_in_eval_mode():
     calls = []
-    small_run(steps=23, callback=lambda step, loss, model: calls.append((step, loss, model.training)),
-              callback_every=5)
+    small_run(
+        steps=23,
+        callback=lambda step, loss, model: calls.append((step, loss, model.training)),
+        callback_every=5,
+    )
     assert [c[0] for c in calls] == [5, 10, 15, 20, 23]
     assert all(isinstance(loss, float) and not training for _, loss, training in calls)
 
@@ -320,8 +342,28 @@ def parser():
 
 
 def test_course_train_writes_weights_and_a_reproducing_card(tmp_path, capsys):
-    argv = ["train", "--task", "sort", "--length", "4", "--n-symbols", "6", "--steps", "30", "--batch-size", "16",
-            "--set", "d_model=32", "--set", "n_heads=2", "--out", str(tmp_path), "--name", "mini", "--no-progress"]
+    argv = [
+        "train",
+        "--task",
+        "sort",
+        "--length",
+        "4",
+        "--n-symbols",
+        "6",
+        "--steps",
+        "30",
+        "--batch-size",
+        "16",
+        "--set",
+        "d_model=32",
+        "--set",
+        "n_heads=2",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "mini",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "mini: loss" in capsys.readouterr().out
     card = json.loads((tmp_path / "mini.json").read_text())
@@ -334,13 +376,13 @@ def test_course_train_writes_weights_and_a_reproducing_card(tmp_path, capsys):
     # the recorded command rebuilds the same recipe
     words = shlex.split(card["command"])
     assert words[:2] == ["course", "train"]
-    (name, recipe), = _recipes_from_args(parser().parse_args(words[2:]))
-    (name0, recipe0), = _recipes_from_args(parser().parse_args(argv[1:]))
+    ((name, recipe),) = _recipes_from_args(parser().parse_args(words[2:]))
+    ((name0, recipe0),) = _recipes_from_args(parser().parse_args(argv[1:]))
     assert name == name0 == "mini" and asdict(recipe) == asdict(recipe0)
 
 
 def test_recipe_commands_and_cli_errors(capsys):
-    (name, recipe), = _recipes_from_args(parser().parse_args(["induction", "--steps", "7"]))
+    ((name, recipe),) = _recipes_from_args(parser().parse_args(["induction", "--steps", "7"]))
     assert name == "induction" and recipe == replace(RECIPES["induction"], steps=7)
     assert [n for n, _ in _recipes_from_args(parser().parse_args(["all"]))] == list(RECIPES)
     assert main(["train"]) == 2
@@ -349,8 +391,9 @@ def test_recipe_commands_and_cli_errors(capsys):
     assert main(["train", "--task", "copy", "--length", "1", "--no-progress"]) == 2
     assert "length=1 must be an integer >= 2" in capsys.readouterr().err
     # a custom model starts from its task's recipe: induction keeps RoPE unless told otherwise
-    (name, custom), = _recipes_from_args(parser().parse_args(["--task", "induction", "--length", "6",
-                                                              "--set", "n_layers=3"]))
+    ((name, custom),) = _recipes_from_args(
+        parser().parse_args(["--task", "induction", "--length", "6", "--set", "n_layers=3"])
+    )
     assert custom.model == {**RECIPES["induction"].model, "n_layers": 3}
     assert custom.task_args == {**RECIPES["induction"].task_args, "length": 6}
     with pytest.raises(ValueError, match="KEY=VALUE"):

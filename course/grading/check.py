@@ -4,6 +4,7 @@ exercise, pass/fail, points and the likely mistake behind each failure.
 Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and the
 source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ from course.grading.diagnoses import diagnosis_first
 from course.grading.release import ASSIGNMENT, CELL_TIMEOUT_S, EXERCISES, NOTEBOOK, exercise_of
 
 DEFAULT = Path("exercises") / ASSIGNMENT / NOTEBOOK
-HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL)
+HIDDEN = re.compile(
+    r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL
+)
 SELF_CHECK = "self_check"
 
 
@@ -34,15 +37,18 @@ class TestResult:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("notebook", nargs="?", default=str(DEFAULT),
-                        help=f"the exercise notebook (default: {DEFAULT})")
+    parser.add_argument(
+        "notebook", nargs="?", default=str(DEFAULT), help=f"the exercise notebook (default: {DEFAULT})"
+    )
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds allowed per cell")
 
 
 def run(args) -> int:
     path = Path(args.notebook)
     if not path.is_file():
-        print(f"course check: no notebook at {path} (give its path: course check PATH.ipynb)", file=sys.stderr)
+        print(
+            f"course check: no notebook at {path} (give its path: course check PATH.ipynb)", file=sys.stderr
+        )
         return 2
     results = check_notebook(path, args.timeout)
     print(report(results))
@@ -66,12 +72,25 @@ def check_notebook(path: str | os.PathLike, timeout: int = CELL_TIMEOUT_S) -> li
     nb = nbformat.read(path, as_version=4)
     visible_only(nb)
     os.environ.update(COURSE_CHECK="1", PYTHONWARNINGS="ignore")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.execute(stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter is not the learner's concern
-    stubbed = {exercise_of(_meta(c)["grade_id"]) for c in nb.cells if _meta(c).get("solution")
-               and any(o.get("ename") == "NotImplementedError" for o in c.get("outputs", []))}
-    return [_result(cell, stubbed) for cell in nb.cells if _meta(cell).get("grade") and cell.cell_type == "code"]
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute(
+        stderr=subprocess.DEVNULL
+    )  # the kernel's own start-up chatter is not the learner's concern
+    stubbed = {
+        exercise_of(_meta(c)["grade_id"])
+        for c in nb.cells
+        if _meta(c).get("solution")
+        and any(o.get("ename") == "NotImplementedError" for o in c.get("outputs", []))
+    }
+    return [
+        _result(cell, stubbed) for cell in nb.cells if _meta(cell).get("grade") and cell.cell_type == "code"
+    ]
 
 
 def _meta(cell) -> dict:
@@ -115,6 +134,8 @@ def report(results: list[TestResult]) -> str:
         verdict = "not attempted" if untouched else "PASS" if got == total else "FAIL"
         lines.append(f"{ex}  {verdict}  {got:g}/{total:g} points")
         if not untouched:
-            lines += [f"      ✓ {r.grade_id}" if r.passed else f"      ✗ {r.grade_id}: {r.message}" for r in mine]
+            lines += [
+                f"      ✓ {r.grade_id}" if r.passed else f"      ✗ {r.grade_id}: {r.message}" for r in mine
+            ]
     head = f"visible tests: {earned:g}/{possible:g} points (grading adds hidden tests on other inputs)"
     return "\n".join([head, *lines])

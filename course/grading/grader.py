@@ -6,6 +6,7 @@ v)` sends q, k, v to the jail, runs the learner's function there and brings back
 compares with the reference. A test scores its points when its code raises nothing; no test source, hidden input
 or expected value ever enters the learner's process, and nothing that process says about itself is read.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,7 +20,11 @@ import torch
 from course.grading import diagnoses, harness, jail, release, session, tamper, wire
 
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) HIDDEN TESTS[^\n]*\n?", re.MULTILINE)
-_ATTENTION = ("scaled_dot_product_attention", "multi_head_attention_forward", "_scaled_dot_product_attention_math")
+_ATTENTION = (
+    "scaled_dot_product_attention",
+    "multi_head_attention_forward",
+    "_scaled_dot_product_attention_math",
+)
 _NORMS = ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm", "native_layer_norm")
 FORBIDDEN = {  # exercise: (what it asks for, torch functions its answer may not call)
     "ex01": ("compute attention yourself", _ATTENTION),
@@ -34,14 +39,14 @@ class Verdict:
     grade_id: str
     points: float
     earned: float
-    message: str = ""          # first line: the diagnosis, or why the test failed
+    message: str = ""  # first line: the diagnosis, or why the test failed
 
 
 @dataclass
 class Outcome:
     verdicts: list[Verdict]
     cells: dict[int, session.CellRun]
-    timed_out: list[str] = field(default_factory=list)    # exercises (or cells) that went over their time
+    timed_out: list[str] = field(default_factory=list)  # exercises (or cells) that went over their time
     memory: list[str] = field(default_factory=list)
     crashed: list[int] = field(default_factory=list)
     wall_s: float = 0.0
@@ -65,10 +70,17 @@ def answer_names(source_nb) -> tuple[set[str], set[str]]:
 
 def test_cells(source_nb) -> list[tuple[str, float, str]]:
     """(grade_id, points, code with hidden tests included) of every autograded test cell of the source."""
-    return [(c.metadata["nbgrader"]["grade_id"], float(c.metadata["nbgrader"].get("points", 0)),
-             MARKERS.sub("", c.source)) for c in source_nb.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")]
+    return [
+        (
+            c.metadata["nbgrader"]["grade_id"],
+            float(c.metadata["nbgrader"].get("points", 0)),
+            MARKERS.sub("", c.source),
+        )
+        for c in source_nb.cells
+        if c.cell_type == "code"
+        and c.metadata.get("nbgrader", {}).get("grade")
+        and not c.metadata["nbgrader"].get("solution")
+    ]
 
 
 class _Answer:
@@ -80,14 +92,18 @@ class _Answer:
     def __call__(self, *args, **kwargs):
         exercise = self.clock.exercise
         task, names = FORBIDDEN.get(exercise, ("", ()))
-        value, called = self.clock.spend(lambda budget: self.run.call(
-            self.__name__, args, kwargs, forbidden=names, budget_s=budget))
+        value, called = self.clock.spend(
+            lambda budget: self.run.call(self.__name__, args, kwargs, forbidden=names, budget_s=budget)
+        )
         if called:
-            raise AssertionError(f"exercise {int(exercise[2:])} asks you to {task}; your {self.__name__} called "
-                                 f"{called}")
+            raise AssertionError(
+                f"exercise {int(exercise[2:])} asks you to {task}; your {self.__name__} called {called}"
+            )
         if isinstance(value, wire.Unsupported):
-            raise AssertionError(f"{self.__name__} returned {value!r}: return tensors, numbers, strings, tuples, "
-                                 f"lists, sets or dicts")
+            raise AssertionError(
+                f"{self.__name__} returned {value!r}: return tensors, numbers, strings, tuples, "
+                f"lists, sets or dicts"
+            )
         return value
 
 
@@ -102,7 +118,9 @@ class _Clock:
 
     def spend(self, fn):
         if self.left() <= 0:
-            raise session.CallTimeout(f"exercise {int(self.exercise[2:])} used up its {self.budget_s:g} s budget")
+            raise session.CallTimeout(
+                f"exercise {int(self.exercise[2:])} used up its {self.budget_s:g} s budget"
+            )
         start = time.monotonic()
         try:
             return fn(self.left())
@@ -146,9 +164,15 @@ def grade(cells: list[tuple[int, str]], source_nb, limits: jail.Limits, *, exerc
             timed_out.append(f"cell {n}")
         if c.error and "MemoryError" in c.error:
             memory.append(f"cell {n}")
-    return Outcome(verdicts, cells_run, list(dict.fromkeys(timed_out)), list(dict.fromkeys(memory)),
-                   sorted(n for n, c in cells_run.items() if c.fate == "crashed"),
-                   round(time.monotonic() - start, 2), run.starts)
+    return Outcome(
+        verdicts,
+        cells_run,
+        list(dict.fromkeys(timed_out)),
+        list(dict.fromkeys(memory)),
+        sorted(n for n, c in cells_run.items() if c.fate == "crashed"),
+        round(time.monotonic() - start, 2),
+        run.starts,
+    )
 
 
 def _run_test(code: str, ns: dict, run: session.Session, values: set[str], clock: _Clock) -> tuple[str, bool]:
@@ -182,4 +206,3 @@ def _first(text: str) -> str:
 def review_notes(cells: list[tuple[int, str]]) -> list[str]:
     """The static scan, as notes for the instructor: it never changes a score."""
     return [f"cell {n} {finding}" for n, source in cells for finding in tamper.scan_cell(source)]
-

@@ -10,6 +10,7 @@ process with learner code.
   on failure name the likely mistake from `course.grading.diagnoses`;
 - references come from `ref` (`course` functions), evaluated in float64.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -33,20 +34,51 @@ ATOL, RTOL = 1e-5, 1e-4  # float32 answers against float64 references
 
 # Captured references: tests call these, never whatever the module attribute is bound to at test time.
 ref = types.SimpleNamespace(
-    **{name: getattr(m, name) for m, names in (
-        (attention, ("scaled_dot_product_attention", "attention_scores", "softmax_rows", "split_heads",
-                     "merge_heads", "MultiHeadAttention")),
-        (masks, ("causal_mask", "padding_mask", "encoder_mask", "decoder_mask", "cross_mask", "combine")),
-        (norms, ("layer_norm", "rms_norm", "LayerNorm", "RMSNorm")),
-        (costs, ("attention_params", "mlp_params", "kv_cache_bytes", "kv_cache_bytes_for", "bytes_per_element")),
-        (blocks, ("Block",)), (feedforward, ("MLP", "SwiGLU")), (config, ("ModelConfig",)),
-        (planted, ("SuspectBlock",)),
-    ) for name in names})
+    **{
+        name: getattr(m, name)
+        for m, names in (
+            (
+                attention,
+                (
+                    "scaled_dot_product_attention",
+                    "attention_scores",
+                    "softmax_rows",
+                    "split_heads",
+                    "merge_heads",
+                    "MultiHeadAttention",
+                ),
+            ),
+            (masks, ("causal_mask", "padding_mask", "encoder_mask", "decoder_mask", "cross_mask", "combine")),
+            (norms, ("layer_norm", "rms_norm", "LayerNorm", "RMSNorm")),
+            (
+                costs,
+                (
+                    "attention_params",
+                    "mlp_params",
+                    "kv_cache_bytes",
+                    "kv_cache_bytes_for",
+                    "bytes_per_element",
+                ),
+            ),
+            (blocks, ("Block",)),
+            (feedforward, ("MLP", "SwiGLU")),
+            (config, ("ModelConfig",)),
+            (planted, ("SuspectBlock",)),
+        )
+        for name in names
+    }
+)
 diag = diagnoses
 
 
 _allclose, _equal, _isnan = torch.allclose, torch.equal, torch.isnan
-_isinstance, _len, _type, _float, _int = builtins.isinstance, builtins.len, builtins.type, builtins.float, builtins.int
+_isinstance, _len, _type, _float, _int = (
+    builtins.isinstance,
+    builtins.len,
+    builtins.type,
+    builtins.float,
+    builtins.int,
+)
 
 
 def _in_kernel() -> bool:
@@ -102,8 +134,9 @@ def _fail(name: str, what: str, actual, variants) -> None:
     raise AssertionError(f"{name}: {what}.{_diagnosis(actual, variants)}")
 
 
-def expect_close(actual, expected, name: str, variants: dict | None = None, atol: float = ATOL,
-                 rtol: float = RTOL) -> None:
+def expect_close(
+    actual, expected, name: str, variants: dict | None = None, atol: float = ATOL, rtol: float = RTOL
+) -> None:
     """Floating tensors: same shape, finite where the reference is, within tolerance of the float64 reference."""
     actual, expected = _tensor(actual, name), _tensor(expected, f"{name} (reference)")
     if not actual.dtype.is_floating_point:
@@ -115,25 +148,41 @@ def expect_close(actual, expected, name: str, variants: dict | None = None, atol
         _fail(name, "contains NaN where the reference is a number", actual, variants)
     if not _allclose(a, e, rtol=rtol, atol=atol, equal_nan=True):
         err = (a - e).abs().nan_to_num(math.inf)
-        _fail(name, f"differs from the reference (max |error| {err.max().item():.3g} at index "
-                    f"{tuple(int(i) for i in np.unravel_index(err.argmax().item(), tuple(a.shape)))}; tolerance atol={atol}, "
-                    f"rtol={rtol})", actual, variants)
+        _fail(
+            name,
+            f"differs from the reference (max |error| {err.max().item():.3g} at index "
+            f"{tuple(int(i) for i in np.unravel_index(err.argmax().item(), tuple(a.shape)))}; tolerance atol={atol}, "
+            f"rtol={rtol})",
+            actual,
+            variants,
+        )
 
 
 def expect_mask(actual, expected, name: str, variants: dict | None = None) -> None:
     """Boolean masks. `expected` has the full scores shape; `actual` may be any shape that broadcasts to it."""
     actual, expected = _tensor(actual, name), _tensor(expected, f"{name} (reference)")
     if actual.dtype != torch.bool:
-        raise AssertionError(f"{name}: masks are torch.bool tensors (True = may attend), got dtype {actual.dtype}")
+        raise AssertionError(
+            f"{name}: masks are torch.bool tensors (True = may attend), got dtype {actual.dtype}"
+        )
     if not _broadcasts(actual, expected):
-        _fail(name, f"shape {tuple(actual.shape)} does not broadcast to the scores' shape {tuple(expected.shape)}",
-              actual, variants)
+        _fail(
+            name,
+            f"shape {tuple(actual.shape)} does not broadcast to the scores' shape {tuple(expected.shape)}",
+            actual,
+            variants,
+        )
     a = actual.expand(expected.shape)
     if not _equal(a, expected):
         wrong = {k: v.expand(expected.shape) for k, v in (variants or {}).items() if _broadcasts(v, expected)}
         bad = tuple((a != expected).nonzero()[0].tolist())
-        _fail(name, f"differs from the expected mask (first difference at index {bad}: got {a[bad].item()}, "
-                    f"expected {expected[bad].item()})", a, wrong)
+        _fail(
+            name,
+            f"differs from the expected mask (first difference at index {bad}: got {a[bad].item()}, "
+            f"expected {expected[bad].item()})",
+            a,
+            wrong,
+        )
 
 
 def _broadcasts(x, y: torch.Tensor) -> bool:
@@ -152,7 +201,9 @@ def expect_equal(actual, expected, name: str, variants: dict | None = None) -> N
         _fail(name, f"got {value:,}, expected {expected:,}", value, variants)
 
 
-def expect_number(actual, expected: float, name: str, variants: dict | None = None, rtol: float = 1e-6) -> None:
+def expect_number(
+    actual, expected: float, name: str, variants: dict | None = None, rtol: float = 1e-6
+) -> None:
     """A real number within relative tolerance `rtol`."""
     if _isinstance(actual, bool) or not _isinstance(actual, (int, float, np.integer, np.floating)):
         raise AssertionError(f"{name}: expected a number, got {_type(actual).__name__}")
@@ -201,8 +252,11 @@ def self_check(path: str | None = None) -> None:
         return  # grading, or already inside `course check`
     path = path or os.environ.get("JPY_SESSION_NAME") or "exercises.ipynb"
     print(f"Checking the saved {os.path.basename(path)} in a fresh kernel (save it first) ...", flush=True)
-    done = subprocess.run([sys.executable, "-m", "course", "check", path], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        [sys.executable, "-m", "course", "check", path],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     print(done.stdout or done.stderr)
-
-

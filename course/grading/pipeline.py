@@ -12,6 +12,7 @@ Scores are written to the gradebook from here. The static scan (`tamper`) only a
 submission yields exactly one row: status graded | late | error | timeout | oom | flagged |
 missing | invalid, a score (blank when nothing could be graded, never a silent 0), and a reason.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -47,6 +48,7 @@ SUBCOMMANDS = ("release", "collect", "autograde", "feedback", "export")
 @dataclass(frozen=True)
 class Course:
     """An nbgrader course rooted at `root`; our config and bookkeeping live in `root/work/`."""
+
     root: Path
 
     @property
@@ -85,18 +87,27 @@ def _config_text(root: Path, db: Path, extra: str = "") -> str:
     """An nbgrader_config.py with the course's settings (`release.configure`) written out as plain assignments, so
     that nbgrader never imports `course` (and torch) just to read its configuration."""
     from traitlets.config import Config
+
     c = Config()
     release.configure(c, root)
     c.CourseDirectory.db_url = f"sqlite:///{db}"
     c.CourseDirectory.source_directory, c.CourseDirectory.release_directory = "work/source", "work/release"
-    lines = [f"c.{section}.{key} = {value!r}" for section, traits in c.items() for key, value in traits.items()]
+    lines = [
+        f"c.{section}.{key} = {value!r}" for section, traits in c.items() for key, value in traits.items()
+    ]
     return "c = get_config()  # noqa: F821\n" + "\n".join(lines) + "\n" + extra
 
 
 def _nbgrader(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
     home.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=release.nbgrader_env(home),
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=cwd,
+        env=release.nbgrader_env(home),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def prepare(course: Course, source: Path, due: str | None = None) -> None:
@@ -107,12 +118,17 @@ def prepare(course: Course, source: Path, due: str | None = None) -> None:
     (course.work / "nbgrader_config.py").write_text(_config_text(course.root, course.db))
     done = _nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course.work, course.work / "home")
     if done.returncode or not course.release_nb.exists():
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"nbgrader generate_assignment failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
     from nbgrader.api import Gradebook
+
     with Gradebook(f"sqlite:///{course.db}", course_id=_course_id()) as gb:
         when = dt.datetime.fromisoformat(due) if due else None
         gb.update_or_create_assignment(ASSIGNMENT, duedate=when)
-    pristine = tempfile.mkdtemp(prefix="course-pristine-")  # gradebook with the assignment and no student at all
+    pristine = tempfile.mkdtemp(
+        prefix="course-pristine-"
+    )  # gradebook with the assignment and no student at all
     shutil.copyfile(course.db, Path(pristine) / "gradebook.db")
     with Gradebook(f"sqlite:///{Path(pristine) / 'gradebook.db'}", course_id=_course_id()) as gb:
         for student in gb.students:
@@ -123,6 +139,7 @@ def prepare(course: Course, source: Path, due: str | None = None) -> None:
 
 def _course_id() -> str:
     from traitlets.config import Config
+
     c = Config()
     release.configure(c, "/")
     return c.CourseDirectory.course_id
@@ -131,10 +148,11 @@ def _course_id() -> str:
 @dataclass
 class Reference:
     """What the trusted side knows about the assignment, from the generated release."""
+
     nb: nbformat.NotebookNode
-    tests: dict[str, float]          # grade_id -> points (autograded test cells)
-    locked: dict[str, dict]          # grade_id -> release cell, for every locked cell
-    setup_id: str | None             # the first locked code cell (harness.setup)
+    tests: dict[str, float]  # grade_id -> points (autograded test cells)
+    locked: dict[str, dict]  # grade_id -> release cell, for every locked cell
+    setup_id: str | None  # the first locked code cell (harness.setup)
 
     @property
     def max_score(self) -> float:
@@ -173,7 +191,11 @@ def collect_folder(course: Course, submissions: Path, notebook_mb: float) -> lis
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         files = sorted(p for p in entry.rglob("*") if p.is_file() or p.is_symlink())
-        note = {"files": [_shown(str(p.relative_to(entry))) for p in files], "oversized": [], "id": _shown(sid)}
+        note = {
+            "files": [_shown(str(p.relative_to(entry))) for p in files],
+            "oversized": [],
+            "id": _shown(sid),
+        }
         for p in files:
             if p.is_symlink() or p.parent != entry or not (p.suffix == ".ipynb" or p.name == "timestamp.txt"):
                 continue
@@ -209,8 +231,11 @@ def collect_zip(course: Course, archives: list[Path], regexp: str) -> list[str]:
     for a in archives:
         for p in sorted(a.iterdir()) if a.is_dir() else [a]:
             shutil.copyfile(p, arch / p.name)
-    done = _nbgrader(["zip_collect", ASSIGNMENT, "--force", f"--FileNameCollectorPlugin.named_regexp={regexp}"],
-                     course.work, course.work / "home")
+    done = _nbgrader(
+        ["zip_collect", ASSIGNMENT, "--force", f"--FileNameCollectorPlugin.named_regexp={regexp}"],
+        course.work,
+        course.work / "home",
+    )
     if done.returncode:
         raise RuntimeError(f"nbgrader zip_collect failed:\n{done.stderr[-3000:]}")
     return _mark_collected(course)
@@ -218,8 +243,17 @@ def collect_zip(course: Course, archives: list[Path], regexp: str) -> list[str]:
 
 def collect_exchange(course: Course, exchange: Path) -> list[str]:
     """nbgrader's exchange: `nbgrader collect` from `exchange` (the instructor's Exchange.root)."""
-    done = _nbgrader(["collect", ASSIGNMENT, "--update", f"--Exchange.root={exchange}",
-                      f"--CourseDirectory.course_id={_course_id()}"], course.work, course.work / "home")
+    done = _nbgrader(
+        [
+            "collect",
+            ASSIGNMENT,
+            "--update",
+            f"--Exchange.root={exchange}",
+            f"--CourseDirectory.course_id={_course_id()}",
+        ],
+        course.work,
+        course.work / "home",
+    )
     if done.returncode:
         raise RuntimeError(f"nbgrader collect failed:\n{done.stderr[-3000:]}")
     return _mark_collected(course)
@@ -242,9 +276,9 @@ class Result:
     status: str
     score: float | None = None
     reason: str = ""
-    points: dict[str, float] = field(default_factory=dict)   # credited points per test grade_id
+    points: dict[str, float] = field(default_factory=dict)  # credited points per test grade_id
     timestamp: str | None = None
-    wall_s: float = 0.0       # grading time of this submission (jail start-ups, cells, tests)
+    wall_s: float = 0.0  # grading time of this submission (jail start-ups, cells, tests)
     cpu_s: float = 0.0
     messages: dict[str, str] = field(default_factory=dict)  # grade_id -> why the test failed ("" passed)
 
@@ -272,16 +306,27 @@ def sanitize(nb: nbformat.NotebookNode, ref: Reference) -> nbformat.NotebookNode
 
 def learner_cells(nb: nbformat.NotebookNode, ref: Reference) -> list[tuple[int, str]]:
     """(number in the submission, source) of every code cell the learner could edit, in order."""
-    return [(c.metadata.get("course_grading", {}).get("cell", 0), c.source) for c in nb.cells
-            if c.cell_type == "code" and _gid(c) not in ref.locked]
+    return [
+        (c.metadata.get("course_grading", {}).get("cell", 0), c.source)
+        for c in nb.cells
+        if c.cell_type == "code" and _gid(c) not in ref.locked
+    ]
 
 
 def _known_ids(ref: Reference) -> set[str]:
-    return {c.metadata["nbgrader"]["grade_id"] for c in ref.nb.cells if "grade_id" in c.metadata.get("nbgrader", {})}
+    return {
+        c.metadata["nbgrader"]["grade_id"]
+        for c in ref.nb.cells
+        if "grade_id" in c.metadata.get("nbgrader", {})
+    }
 
 
 def _release_meta(ref: Reference, gid: str) -> dict:
-    return next(dict(c.metadata["nbgrader"]) for c in ref.nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+    return next(
+        dict(c.metadata["nbgrader"])
+        for c in ref.nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade_id") == gid
+    )
 
 
 def _gid(cell) -> str | None:
@@ -300,8 +345,9 @@ def _restore_missing(cells: list, ref: Reference) -> list:
     return cells
 
 
-def grade_one(course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits
-              ) -> tuple[Result, nbformat.NotebookNode | None]:
+def grade_one(
+    course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits
+) -> tuple[Result, nbformat.NotebookNode | None]:
     """Grade one collected submission: its cells in the jail, the tests here. Returns the result and the graded
     notebook (the submission with the release's test cells and the trusted verdicts as their outputs)."""
     found = _read_submission(course, sid, ref, limits)
@@ -330,13 +376,21 @@ def annotate(nb: nbformat.NotebookNode, outcome: grader.Outcome) -> nbformat.Not
         if _gid(cell) in verdicts:
             v = verdicts[_gid(cell)]
             text = f"{'✓' if not v.message else '✗'} {v.grade_id}: {v.earned:g} / {v.points:g}" + (
-                f" — {v.message}" if v.message else "")
+                f" — {v.message}" if v.message else ""
+            )
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text + "\n")]
         elif number in outcome.cells:
             run = outcome.cells[number]
-            text = run.output + (f"{run.error}\n" if run.error else "") + ({"timeout": "[this cell went over its time limit and was skipped]\n",
-                                  "crashed": "[this cell ended the grading process and was skipped]\n"}
-                                 .get(run.fate, ""))
+            text = (
+                run.output
+                + (f"{run.error}\n" if run.error else "")
+                + (
+                    {
+                        "timeout": "[this cell went over its time limit and was skipped]\n",
+                        "crashed": "[this cell ended the grading process and was skipped]\n",
+                    }.get(run.fate, "")
+                )
+            )
             if text:
                 cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
     return nb
@@ -354,8 +408,12 @@ def _read_submission(course: Course, sid: str, ref: Reference, limits: jail.Limi
         if not [f for f in files if f != "timestamp.txt"]:
             return Result(sid, "missing", reason="the submission folder is empty")
         others = [wire.clean(f) for f in files if f.endswith(".ipynb")]
-        return Result(sid, "invalid", reason=f"no {NOTEBOOK} in the submission folder" +
-                      (f" (found {', '.join(others[:3])}: notebooks must keep their name)" if others else ""))
+        return Result(
+            sid,
+            "invalid",
+            reason=f"no {NOTEBOOK} in the submission folder"
+            + (f" (found {', '.join(others[:3])}: notebooks must keep their name)" if others else ""),
+        )
     if path.stat().st_size > limits.notebook_mb * 2**20:
         return Result(sid, "invalid", reason=f"{NOTEBOOK} is larger than the {limits.notebook_mb:g} MB limit")
     try:
@@ -373,12 +431,15 @@ def _timestamp(path: Path) -> str | None:
         return None
     try:
         from nbgrader.utils import parse_utc
+
         return parse_utc(path.read_text().strip()).isoformat()
     except Exception:  # noqa: BLE001 - an unparsable timestamp is ignored, as nbgrader does
         return None
 
 
-def classify(sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Limits, notes: list[str]) -> Result:
+def classify(
+    sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Limits, notes: list[str]
+) -> Result:
     """Status, credited points and reason of one graded submission. Points come from the trusted verdicts only;
     the status says what else the instructor should know (precedence: timeout, oom, flagged, graded)."""
     credited = {v.grade_id: v.earned for v in outcome.verdicts}
@@ -392,13 +453,20 @@ def classify(sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Lim
             reasons.append(f"exercise {int(what[2:])} went over its {limits.exercise_s:g} s time budget")
     if outcome.memory:
         reasons.append(f"{outcome.memory[0]} exceeded the {limits.memory_mb} MB memory limit")
-    reasons += [f"cell {n} ended the grading process (os._exit, a crash or a signal) and was skipped"
-                for n in outcome.crashed]
-    if any(c.output.endswith("characters]\n") and "[output truncated at" in c.output for c in outcome.cells.values()):
+    reasons += [
+        f"cell {n} ended the grading process (os._exit, a crash or a signal) and was skipped"
+        for n in outcome.crashed
+    ]
+    if any(
+        c.output.endswith("characters]\n") and "[output truncated at" in c.output
+        for c in outcome.cells.values()
+    ):
         reasons.append(f"output over {limits.output_bytes} bytes per cell was truncated")
     if notes:
-        reasons.append("review: " + "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else ""))
-    status = ("timeout" if outcome.timed_out else "oom" if outcome.memory else "flagged" if notes else "graded")
+        reasons.append(
+            "review: " + "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else "")
+        )
+    status = "timeout" if outcome.timed_out else "oom" if outcome.memory else "flagged" if notes else "graded"
     result = Result(sid, status, sum(credited.values()), "; ".join(reasons), credited)
     result.messages = {v.grade_id: v.message for v in outcome.verdicts}
     result.wall_s = outcome.wall_s
@@ -413,7 +481,9 @@ def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: in
     ref = Reference.load(course)
     source_nb = nbformat.read(course.work / "source" / ASSIGNMENT / NOTEBOOK, as_version=4)
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs or os.cpu_count() or 1)) as pool:
-        futures = {sid: pool.submit(_grade_with_retry, course, sid, ref, source_nb, limits) for sid in students}
+        futures = {
+            sid: pool.submit(_grade_with_retry, course, sid, ref, source_nb, limits) for sid in students
+        }
         results = []
         for sid, fut in futures.items():
             try:
@@ -424,7 +494,10 @@ def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: in
             try:
                 _store(course, ref, result, graded)
             except Exception as e:  # noqa: BLE001
-                result, graded = Result(sid, "error", reason=f"grader failure while storing: {type(e).__name__}"), None
+                result, graded = (
+                    Result(sid, "error", reason=f"grader failure while storing: {type(e).__name__}"),
+                    None,
+                )
                 _store(course, ref, result, None)
             results.append(result)
     return results
@@ -466,6 +539,7 @@ def _store(course: Course, ref: Reference, result: Result, graded) -> None:
 
 def _store_grades(course: Course, ref: Reference, result: Result, rec: Path) -> None:
     from nbgrader.api import Gradebook, MissingEntry
+
     url = f"sqlite:///{course.db}"
     with Gradebook(url, course_id=_course_id()) as gb:
         gb.update_or_create_student(result.student_id)
@@ -523,18 +597,25 @@ def feedback_notebook(nb, ref: Reference, result: Result) -> nbformat.NotebookNo
         got, total = sum(result.points.get(g, 0.0) for g in tests), sum(ref.tests[g] for g in tests)
         colour = "#d4edda" if got == total else "#fff3cd" if got else "#f8d7da"
         rows_.append(f"<tr style='background:{colour}'><td>{ex}</td><td>{got:g} / {total:g}</td></tr>")
-    head = (f"# {ASSIGNMENT}: feedback for {html.escape(result.student_id)}\n\n"
-            f"**Status:** {result.status}. **Score:** {_fmt(result.score)} / {_fmt(ref.max_score)}.\n\n"
-            + (f"{html.escape(result.reason)}\n\n" if result.reason else "")
-            + "<table><tr><th>exercise</th><th>points</th></tr>" + "".join(rows_) + "</table>")
+    head = (
+        f"# {ASSIGNMENT}: feedback for {html.escape(result.student_id)}\n\n"
+        f"**Status:** {result.status}. **Score:** {_fmt(result.score)} / {_fmt(ref.max_score)}.\n\n"
+        + (f"{html.escape(result.reason)}\n\n" if result.reason else "")
+        + "<table><tr><th>exercise</th><th>points</th></tr>"
+        + "".join(rows_)
+        + "</table>"
+    )
     cells = [nbformat.v4.new_markdown_cell(head)]
     for cell in nb.cells:
         gid = _gid(cell)
         if gid in ref.tests:
             source = check.HIDDEN.sub("", ref.locked[gid].source)
             message = result.messages.get(gid, "")
-            verdict = (f"✓ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g}" if not message else
-                       f"✗ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g} — {message}")
+            verdict = (
+                f"✓ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g}"
+                if not message
+                else f"✗ {gid}: {result.points.get(gid, 0):g} / {ref.tests[gid]:g} — {message}"
+            )
             new = nbformat.v4.new_code_cell(source)
             new.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdict + "\n")]
             cells.append(new)
@@ -542,14 +623,18 @@ def feedback_notebook(nb, ref: Reference, result: Result) -> nbformat.NotebookNo
             cells.append(nbformat.from_dict(dict(ref.locked[gid])))
         else:
             cells.append(cell)
-    out = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": ref.nb.metadata.get("kernelspec", {})})
+    out = nbformat.v4.new_notebook(
+        cells=cells, metadata={"kernelspec": ref.nb.metadata.get("kernelspec", {})}
+    )
     return out
 
 
 def render_feedback(nb, ref: Reference, result: Result) -> str:
     from nbconvert import HTMLExporter
-    exporter = HTMLExporter(template_name="lab", sanitize_html=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+
+    exporter = HTMLExporter(
+        template_name="lab", sanitize_html=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
     body, _ = exporter.from_notebook_node(feedback_notebook(nb, ref, result))
     return body
 
@@ -568,12 +653,24 @@ def rows(course: Course, ref: Reference, roster: list[str] = ()) -> list[dict]:
             for ex in release.EXERCISES:
                 pts = [v for g, v in r.points.items() if release.exercise_of(g) == ex]
                 per_ex[ex] = _fmt(sum(pts)) if pts else ""
-        out[r.student_id] = {"student_id": r.student_id, "status": r.status, "score": _fmt(r.score),
-                             "max_score": _fmt(ref.max_score), "reason": r.reason, **per_ex}
+        out[r.student_id] = {
+            "student_id": r.student_id,
+            "status": r.status,
+            "score": _fmt(r.score),
+            "max_score": _fmt(ref.max_score),
+            "reason": r.reason,
+            **per_ex,
+        }
     for sid in roster:
         if sid not in out:
-            out[sid] = {"student_id": sid, "status": "missing", "score": "", "max_score": _fmt(ref.max_score),
-                        "reason": "no submission", **{ex: "" for ex in release.EXERCISES}}
+            out[sid] = {
+                "student_id": sid,
+                "status": "missing",
+                "score": "",
+                "max_score": _fmt(ref.max_score),
+                "reason": "no submission",
+                **{ex: "" for ex in release.EXERCISES},
+            }
     return [out[k] for k in sorted(out)]
 
 
@@ -589,35 +686,68 @@ def export(course: Course, out: Path, roster: list[str] = ()) -> list[dict]:
 
 # --- command line ----------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    parser.add_argument("target", help="SUBMISSIONS folder (one sub-folder per student), or a step: "
-                                       + " | ".join(SUBCOMMANDS))
+    parser.add_argument(
+        "target",
+        help="SUBMISSIONS folder (one sub-folder per student), or a step: " + " | ".join(SUBCOMMANDS),
+    )
     parser.add_argument("source", nargs="?", help="collect: the folder or zip files to collect from")
     parser.add_argument("--out", type=Path, help="grades CSV to write (SUBMISSIONS and export)")
-    parser.add_argument("--course", type=Path, help="nbgrader course folder (steps: default graders/; "
-                                                    "SUBMISSIONS: a throw-away temporary folder)")
-    parser.add_argument("--solutions", type=Path, default=release.SOURCE, help="source notebook with solutions")
+    parser.add_argument(
+        "--course",
+        type=Path,
+        help="nbgrader course folder (steps: default graders/; SUBMISSIONS: a throw-away temporary folder)",
+    )
+    parser.add_argument(
+        "--solutions", type=Path, default=release.SOURCE, help="source notebook with solutions"
+    )
     parser.add_argument("--zip", action="store_true", help="collect: SOURCE holds LMS zip downloads")
-    parser.add_argument("--regexp", default=ZIP_REGEXP, help="collect --zip: file name -> student_id, file_id")
+    parser.add_argument(
+        "--regexp", default=ZIP_REGEXP, help="collect --zip: file name -> student_id, file_id"
+    )
     parser.add_argument("--exchange", type=Path, help="collect: from nbgrader's exchange rooted here")
-    parser.add_argument("--roster", type=Path, help="file with one student id per line (absent ones: missing)")
+    parser.add_argument(
+        "--roster", type=Path, help="file with one student id per line (absent ones: missing)"
+    )
     parser.add_argument("--due", help="due date, ISO 8601 (e.g. 2026-03-01T23:59:00+00:00); later = late")
     parser.add_argument("--student", action="append", help="autograde / feedback: only these students")
-    parser.add_argument("--jobs", type=int, default=0, help="submissions graded in parallel (default: CPU count)")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="submissions graded in parallel (default: CPU count)"
+    )
     defaults = jail.Limits()
-    parser.add_argument("--wall-s", type=float, default=defaults.wall_s, help="wall-clock limit per submission")
+    parser.add_argument(
+        "--wall-s", type=float, default=defaults.wall_s, help="wall-clock limit per submission"
+    )
     parser.add_argument("--cell-s", type=int, default=defaults.cell_s, help="time limit per cell")
-    parser.add_argument("--exercise-s", type=float, default=defaults.exercise_s,
-                        help="time budget of one exercise's tests (all calls of the learner's functions)")
+    parser.add_argument(
+        "--exercise-s",
+        type=float,
+        default=defaults.exercise_s,
+        help="time budget of one exercise's tests (all calls of the learner's functions)",
+    )
     parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="jail address-space limit")
-    parser.add_argument("--unsafe-no-sandbox", action="store_true",
-                        help="run learner code without bubblewrap (only where it cannot run; no isolation at all)")
-    parser.add_argument("--output-bytes", type=int, default=defaults.output_bytes, help="outputs kept per cell")
-    parser.add_argument("--notebook-mb", type=float, default=defaults.notebook_mb, help="largest notebook accepted")
+    parser.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run learner code without bubblewrap (only where it cannot run; no isolation at all)",
+    )
+    parser.add_argument(
+        "--output-bytes", type=int, default=defaults.output_bytes, help="outputs kept per cell"
+    )
+    parser.add_argument(
+        "--notebook-mb", type=float, default=defaults.notebook_mb, help="largest notebook accepted"
+    )
 
 
 def _limits(args) -> jail.Limits:
-    return jail.Limits(wall_s=args.wall_s, cell_s=args.cell_s, exercise_s=args.exercise_s, memory_mb=args.memory_mb,
-                       output_bytes=args.output_bytes, notebook_mb=args.notebook_mb, sandbox=not args.unsafe_no_sandbox)
+    return jail.Limits(
+        wall_s=args.wall_s,
+        cell_s=args.cell_s,
+        exercise_s=args.exercise_s,
+        memory_mb=args.memory_mb,
+        output_bytes=args.output_bytes,
+        notebook_mb=args.notebook_mb,
+        sandbox=not args.unsafe_no_sandbox,
+    )
 
 
 def _roster(args) -> list[str]:
@@ -658,8 +788,11 @@ def run(args) -> int:
     try:
         return _run(args)
     except jail.JailUnavailable as e:
-        print(f"course grade: {e}. Refusing to grade without isolation; pass --unsafe-no-sandbox to run learner "
-              "code unjailed (only on a machine you do not mind the learners owning).", file=sys.stderr)
+        print(
+            f"course grade: {e}. Refusing to grade without isolation; pass --unsafe-no-sandbox to run learner "
+            "code unjailed (only on a machine you do not mind the learners owning).",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -670,8 +803,11 @@ def _run(args) -> int:
             print("course grade SUBMISSIONS needs --out grades.csv", file=sys.stderr)
             return 2
         table = grade_folder(Path(args.target), args.out, args.course, args)
-        print(f"{len(table)} rows -> {args.out} (" + ", ".join(
-            f"{s}: {n}" for s in STATUSES if (n := sum(r['status'] == s for r in table))) + ")")
+        print(
+            f"{len(table)} rows -> {args.out} ("
+            + ", ".join(f"{s}: {n}" for s in STATUSES if (n := sum(r["status"] == s for r in table)))
+            + ")"
+        )
         return 0
     if args.target == "release":
         print(release.generate())

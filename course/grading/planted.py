@@ -9,6 +9,7 @@ What a learner's check may use (the notebook documents it):
   model.attention(h)   h (B, T, d_model) -> (out (B, T, d_model), weights (B, H, T, T)), causal
 The correct suspect computes exactly `course.attention.MultiHeadAttention` with a causal mask (tested).
 """
+
 from __future__ import annotations
 
 import weakref
@@ -21,18 +22,24 @@ from course.masks import causal_mask
 from course.norms import LayerNorm
 
 BUGS = {  # bug: (the check that must catch it, what is wrong)
-    "shapes": ("check_shapes", "attention() returns the head-averaged weights (B, T, T) instead of (B, H, T, T)"),
+    "shapes": (
+        "check_shapes",
+        "attention() returns the head-averaged weights (B, T, T) instead of (B, H, T, T)",
+    ),
     "causal": ("check_causal", "the causal mask is off by one: position i also sees position i + 1"),
     "scale": ("check_scaling", "the scores are not divided by √d_k"),
     "rows": ("check_rows_sum_to_one", "the mask is applied after the softmax, so rows no longer sum to 1"),
     "head_split": ("check_head_split", "heads are split with view(B, H, T, d_head), without the transpose"),
-    "norm": ("check_norm_placement", "the block is Post-LN, LN(x + attn(x)), instead of Pre-LN, x + attn(LN(x))"),
+    "norm": (
+        "check_norm_placement",
+        "the block is Post-LN, LN(x + attn(x)), instead of Pre-LN, x + attn(LN(x))",
+    ),
 }
 
 
 # The planted bug lives outside the suspect (no attribute of the model names it), so a check has to find it by
 # testing the model; reaching into private names is also flagged by the grader's scan (`course.grading.tamper`).
-_PLANTED: "weakref.WeakKeyDictionary[nn.Module, str | None]" = weakref.WeakKeyDictionary()
+_PLANTED: weakref.WeakKeyDictionary[nn.Module, str | None] = weakref.WeakKeyDictionary()
 
 
 class SuspectBlock(nn.Module):
@@ -94,8 +101,10 @@ def suspects(d_model: int = 16, n_heads: int = 2, seed: int = 0) -> dict[str, Su
 def _verdict(check, model) -> bool:
     result = check(model)
     if type(result) is not bool:
-        raise AssertionError(f"{getattr(check, '__name__', 'the check')} must return True (the model passes) or "
-                             f"False (a bug was found), got {type(result).__name__}")
+        raise AssertionError(
+            f"{getattr(check, '__name__', 'the check')} must return True (the model passes) or "
+            f"False (a bug was found), got {type(result).__name__}"
+        )
     return result
 
 
@@ -104,6 +113,8 @@ def expect_check(check, bug: str, d_model: int = 16, n_heads: int = 2, seed: int
     name = getattr(check, "__name__", BUGS[bug][0])
     size = f"d_model={d_model}, n_heads={n_heads}, seed={seed}"
     if not _verdict(check, SuspectBlock(d_model, n_heads, seed)):
-        raise AssertionError(f"{name} rejected a correct model ({size}): a check must pass every correct model")
+        raise AssertionError(
+            f"{name} rejected a correct model ({size}): a check must pass every correct model"
+        )
     if _verdict(check, SuspectBlock(d_model, n_heads, seed, bug)):
         raise AssertionError(f"{name} passed a model with a planted bug ({size}): {BUGS[bug][1]}")

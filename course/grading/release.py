@@ -3,6 +3,7 @@ course directory, and written to `exercises/`. Also the nbgrader settings every 
 
     python -m course.grading.release            # regenerate exercises/<ASSIGNMENT>/<NOTEBOOK>
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ from pathlib import Path
 
 ASSIGNMENT = "transformers"
 NOTEBOOK = "exercises.ipynb"
-EXERCISES = tuple(f"ex{i:02d}" for i in range(1, 11))  # grade_ids are "<exercise>_<test>", e.g. "ex01_weights"
+EXERCISES = tuple(
+    f"ex{i:02d}" for i in range(1, 11)
+)  # grade_ids are "<exercise>_<test>", e.g. "ex01_weights"
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "solutions" / ASSIGNMENT / NOTEBOOK
 RELEASE = ROOT / "exercises" / ASSIGNMENT / NOTEBOOK
@@ -49,17 +52,24 @@ def nbgrader_env(home: str | os.PathLike) -> dict[str, str]:
     (gradebook creation runs `alembic`), warnings silenced (the kernel inherits it)."""
     home = Path(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "NBGRADER_"))}
-    env.update(HOME=str(home), JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_DATA_DIR=str(home / ".jupyter-data"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-               PYTHONWARNINGS="ignore", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    env.update(
+        HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
+        JUPYTER_DATA_DIR=str(home / ".jupyter-data"),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONWARNINGS="ignore",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
     return env
 
 
 def write_config(course_dir: str | os.PathLike) -> Path:
     """An nbgrader_config.py in `course_dir` that applies `configure` to that directory."""
     path = Path(course_dir) / "nbgrader_config.py"
-    path.write_text("from course.grading.release import configure\n\n"
-                    f"configure(get_config(), {str(Path(course_dir).resolve())!r})  # noqa: F821\n")
+    path.write_text(
+        "from course.grading.release import configure\n\n"
+        f"configure(get_config(), {str(Path(course_dir).resolve())!r})  # noqa: F821\n"
+    )
     return path
 
 
@@ -72,11 +82,19 @@ def generate(out: str | os.PathLike | None = None, source: str | os.PathLike | N
         (course / "source" / ASSIGNMENT).mkdir(parents=True)
         shutil.copy(source, course / "source" / ASSIGNMENT / NOTEBOOK)
         write_config(course)
-        done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                              cwd=course, env=nbgrader_env(tmp), capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
+            cwd=course,
+            env=nbgrader_env(tmp),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         released = course / "release" / ASSIGNMENT / NOTEBOOK
         if done.returncode or not released.exists():
-            raise RuntimeError(f"nbgrader generate_assignment failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            raise RuntimeError(
+                f"nbgrader generate_assignment failed ({done.returncode}):\n{done.stderr[-4000:]}"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(released, out)
     return out

@@ -10,6 +10,7 @@ Arguments may hold handles to trusted objects (a suspect model, a LayerNorm); ca
 request back and waits for its result. Nothing here is trusted: the learner's code shares this process and may
 change any of it. The grader only ever reads data from this side.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,11 @@ class _Watch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if self.found is None and name in self.names:
-            owner = "torch.nn.functional" if getattr(torch.nn.functional, name, None) is func else (
-                getattr(func, "__module__", None) or "torch")
+            owner = (
+                "torch.nn.functional"
+                if getattr(torch.nn.functional, name, None) is func
+                else (getattr(func, "__module__", None) or "torch")
+            )
             self.found = f"{owner}.{name}"
         return func(*args, **(kwargs or {}))
 
@@ -77,6 +81,7 @@ class Remote:
 def _method(name):
     def call(self, *args, **kwargs):
         return self._channel.callback(self._id, name, args, kwargs)
+
     call.__name__ = name
     return call
 
@@ -95,8 +100,11 @@ class Channel:
 
     def receive(self):
         message, blobs = wire.receive(self.sock)
-        decoder = wire.Decoder(blobs, handle=lambda tree, dec: Remote(self, tree, dec),
-                               record=lambda tree, dec: _record(tree, dec))
+        decoder = wire.Decoder(
+            blobs,
+            handle=lambda tree, dec: Remote(self, tree, dec),
+            record=lambda tree, dec: _record(tree, dec),
+        )
         return message, decoder
 
     def callback(self, handle: int, method, args, kwargs):
@@ -113,8 +121,15 @@ class Channel:
 def _record(tree: dict, decoder: wire.Decoder):
     """A read-only record (a ModelConfig): its fields as attributes."""
     fields = {name: decoder(value) for name, value in (tree.get("attrs") or {}).items()}
-    cls = type(str(tree.get("type", "Record")), (types.SimpleNamespace,), {
-        "__setattr__": lambda self, name, value: (_ for _ in ()).throw(AttributeError(f"{name} is read-only"))})
+    cls = type(
+        str(tree.get("type", "Record")),
+        (types.SimpleNamespace,),
+        {
+            "__setattr__": lambda self, name, value: (_ for _ in ()).throw(
+                AttributeError(f"{name} is read-only")
+            )
+        },
+    )
     record = cls()
     record.__dict__.update(fields)
     return record
@@ -142,8 +157,11 @@ def _prelude(ns: dict, seed: int) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
-    ns.update(math=math, torch=torch, H=types.SimpleNamespace(setup=lambda *a, **k: None,
-                                                              self_check=lambda *a, **k: None))
+    ns.update(
+        math=math,
+        torch=torch,
+        H=types.SimpleNamespace(setup=lambda *a, **k: None, self_check=lambda *a, **k: None),
+    )
 
 
 def run_cells(channel: Channel, cells: list, seed: int):

@@ -8,11 +8,11 @@ Only data comes back (`wire`), checked on arrival. A cell that hangs or kills th
 restarted without it; a call that hangs or kills the process fails that call only (the next call restarts the
 jail). Nothing the learner's process reports about itself decides anything but its own outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import socket
 import time
 
 import torch
@@ -20,9 +20,9 @@ from torch import nn
 
 from course.grading import jail, wire
 
-CALLBACK_NUMEL = 1 << 16     # elements of one tensor the learner may send to a trusted model
-MAX_CALLBACKS = 20_000       # callbacks during one call
-STARTUP_S = 90.0             # jail start-up (bwrap, Python, torch) before the first cell
+CALLBACK_NUMEL = 1 << 16  # elements of one tensor the learner may send to a trusted model
+MAX_CALLBACKS = 20_000  # callbacks during one call
+STARTUP_S = 90.0  # jail start-up (bwrap, Python, torch) before the first cell
 
 
 class LearnerError(Exception):
@@ -42,7 +42,7 @@ class CellRun:
     number: int
     error: str | None = None
     output: str = ""
-    fate: str = "ok"          # ok | error | timeout | crashed
+    fate: str = "ok"  # ok | error | timeout | crashed
 
 
 class Session:
@@ -76,7 +76,7 @@ class Session:
         while True:
             try:
                 message, _ = self._receive(self._left(budget))
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 if current is None:
                     raise LearnerError("the grading jail did not start") from None
                 self.runs[current] = CellRun(current, fate="timeout")
@@ -93,10 +93,15 @@ class Session:
                 current, budget = message["cell"], self.limits.cell_s
             elif op == "cell_done" and message.get("cell") == current:
                 error = message.get("error")
-                self.runs.setdefault(current, CellRun(
-                    current, wire.clean(str(error))[:2000] if error else None,
-                    _cut(wire.clean(str(message.get("output", ""))), self.limits.output_bytes),
-                    "error" if error else "ok"))
+                self.runs.setdefault(
+                    current,
+                    CellRun(
+                        current,
+                        wire.clean(str(error))[:2000] if error else None,
+                        _cut(wire.clean(str(message.get("output", ""))), self.limits.output_bytes),
+                        "error" if error else "ok",
+                    ),
+                )
                 current, budget = None, self.limits.cell_s
             elif op == "ready":
                 return True
@@ -118,11 +123,18 @@ class Session:
     def get(self, name: str, *, budget_s: float = 30.0):
         return self._request({"op": "get", "name": name}, budget_s, what=name)
 
-    def call(self, name: str, args: tuple, kwargs: dict | None = None, *, forbidden=(), budget_s: float = 60.0):
+    def call(
+        self, name: str, args: tuple, kwargs: dict | None = None, *, forbidden=(), budget_s: float = 60.0
+    ):
         handles: dict[int, object] = {}
         enc = wire.Encoder(handle=lambda obj: _handle(obj, handles, enc))
-        message = {"op": "call", "name": name, "args": enc(list(args)), "kwargs": enc(dict(kwargs or {})),
-                   "forbidden": list(forbidden)}
+        message = {
+            "op": "call",
+            "name": name,
+            "args": enc(list(args)),
+            "kwargs": enc(dict(kwargs or {})),
+            "forbidden": list(forbidden),
+        }
         return self._request(message, budget_s, blobs=enc.blobs, handles=handles, what=f"{name}(...)")
 
     def _request(self, message: dict, budget_s: float, *, blobs=(), handles=None, what: str):
@@ -145,12 +157,14 @@ class Session:
                     raise InputModified(f"{what} changed its input tensors in place")
                 return value, reply.get("forbidden") if type(reply.get("forbidden")) is str else None
             raise LearnerError(f"{what}: more than {MAX_CALLBACKS} calls of the model")
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             self.close()
             raise CallTimeout(f"{what} did not return within its time budget") from None
         except (EOFError, ConnectionError, BrokenPipeError):
             self.close()
-            raise LearnerError(f"the grading process ended during {what} (os._exit, a crash or a signal)") from None
+            raise LearnerError(
+                f"the grading process ended during {what} (os._exit, a crash or a signal)"
+            ) from None
         except wire.WireError as e:
             self.close()
             raise LearnerError(f"{what} returned a value the grader cannot read ({e})") from None
@@ -189,8 +203,11 @@ def _methods(obj) -> set[str]:
     for cls in type(obj).__mro__:
         if cls is nn.Module or cls is object:
             break
-        names |= {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_") and
-                  n != "forward"}
+        names |= {
+            n
+            for n, v in vars(cls).items()
+            if inspect.isfunction(v) and not n.startswith("_") and n != "forward"
+        }
     return names
 
 
@@ -199,14 +216,25 @@ def _handle(obj, handles: dict, enc: wire.Encoder) -> dict:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         attrs = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
         attrs.update({n: getattr(obj, n) for n, v in vars(type(obj)).items() if isinstance(v, property)})
-        return {"__record__": 0, "type": type(obj).__name__, "attrs": {k: enc(v) for k, v in attrs.items()
-                                                                       if not k.startswith("_")}}
+        return {
+            "__record__": 0,
+            "type": type(obj).__name__,
+            "attrs": {k: enc(v) for k, v in attrs.items() if not k.startswith("_")},
+        }
     if not isinstance(obj, nn.Module):
         raise wire.WireError(f"the grader cannot send a {type(obj).__name__}")
     handles[len(handles)] = obj
-    attrs = {n: v for n, v in vars(obj).items() if not n.startswith("_") and n != "training"
-             and type(v) in (int, float, bool, str)}
+    attrs = {
+        n: v
+        for n, v in vars(obj).items()
+        if not n.startswith("_") and n != "training" and type(v) in (int, float, bool, str)
+    }
     attrs.update(dict(obj.named_parameters(recurse=False)))
     attrs.update(dict(obj.named_children()))
-    return {"__handle__": len(handles) - 1, "type": type(obj).__name__, "callable": True,
-            "attrs": {n: enc(v) for n, v in attrs.items()}, "methods": sorted(_methods(obj))}
+    return {
+        "__handle__": len(handles) - 1,
+        "type": type(obj).__name__,
+        "callable": True,
+        "attrs": {n: enc(v) for n, v in attrs.items()},
+        "methods": sorted(_methods(obj)),
+    }

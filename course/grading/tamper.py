@@ -7,22 +7,76 @@ Findings are notes (status `flagged`, reason `review: ...`); they never change a
 outside the learner's process, so no technique found here can raise one. Ordinary code (`import inspect`, a
 parameter named `input`, re-running the set-up cell's imports) is not reported.
 """
+
 from __future__ import annotations
 
 import ast
 
 # Modules an answer never needs and an attack on the grader might: importing one is noted.
-BANNED_MODULES = {"ctypes", "cffi", "subprocess", "sqlite3", "socket", "urllib", "http", "requests", "httpx", "ssl",
-                  "ftplib", "smtplib", "pty", "signal", "marshal", "nbgrader", "ipykernel", "faulthandler", "mmap"}
+BANNED_MODULES = {
+    "ctypes",
+    "cffi",
+    "subprocess",
+    "sqlite3",
+    "socket",
+    "urllib",
+    "http",
+    "requests",
+    "httpx",
+    "ssl",
+    "ftplib",
+    "smtplib",
+    "pty",
+    "signal",
+    "marshal",
+    "nbgrader",
+    "ipykernel",
+    "faulthandler",
+    "mmap",
+}
 # Built-in names whose use is noted (process exit, dynamic code).
 BANNED_CALLS = {"exec", "eval", "compile", "exit", "quit", "__import__"}
 # Attributes that reach into the interpreter, the shell or torch's dispatch.
-BANNED_ATTRS = {"__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__", "__getattribute__",
-                "__torch_function__", "__torch_dispatch__", "f_globals", "f_locals", "f_back", "gi_frame",
-                "tb_frame", "_getframe", "settrace", "setprofile", "_exit", "kill", "killpg", "fork", "forkpty",
-                "system", "popen", "execv", "execve", "setsid", "displayhook", "excepthook", "addaudithook",
-                "set_custom_exc", "input_transformers_post", "input_transformers_cleanup", "ast_transformers",
-                "events", "TorchFunctionMode", "TorchDispatchMode", "library", "_C"}
+BANNED_ATTRS = {
+    "__globals__",
+    "__code__",
+    "__closure__",
+    "__subclasses__",
+    "__builtins__",
+    "__getattribute__",
+    "__torch_function__",
+    "__torch_dispatch__",
+    "f_globals",
+    "f_locals",
+    "f_back",
+    "gi_frame",
+    "tb_frame",
+    "_getframe",
+    "settrace",
+    "setprofile",
+    "_exit",
+    "kill",
+    "killpg",
+    "fork",
+    "forkpty",
+    "system",
+    "popen",
+    "execv",
+    "execve",
+    "setsid",
+    "displayhook",
+    "excepthook",
+    "addaudithook",
+    "set_custom_exc",
+    "input_transformers_post",
+    "input_transformers_cleanup",
+    "ast_transformers",
+    "events",
+    "TorchFunctionMode",
+    "TorchDispatchMode",
+    "library",
+    "_C",
+}
 GUARDED_ROOTS = {"H", "torch", "np", "numpy", "math", "sys", "builtins", "os", "F"}  # patching these is noted
 SAFE_MAGICS = {"matplotlib", "time", "timeit", "precision", "pprint", "who", "whos", "load_ext", "autoreload"}
 
@@ -103,12 +157,17 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr in ("run_line_magic", "run_cell_magic", "system",
-                                                              "getoutput") and self._root(func) == "get_ipython":
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("run_line_magic", "run_cell_magic", "system", "getoutput")
+            and self._root(func) == "get_ipython"
+        ):
             name = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else "?"
             if func.attr.startswith("run_") and str(name).split()[0] in SAFE_MAGICS:
                 return
-            self.report(node, f"IPython {'magic %' + str(name) if func.attr.startswith('run_') else 'shell escape'}")
+            self.report(
+                node, f"IPython {'magic %' + str(name) if func.attr.startswith('run_') else 'shell escape'}"
+            )
             return
         self.generic_visit(node)
 
@@ -121,6 +180,7 @@ def scan_cell(source: str) -> list[str]:
     """Findings for one learner code cell (IPython magics and `!` escapes are translated first)."""
     try:
         from IPython.core.inputtransformer2 import TransformerManager
+
         source = TransformerManager().transform_cell(source)
     except Exception:  # noqa: BLE001 - a cell IPython cannot even transform fails on its own when run
         pass

@@ -8,6 +8,7 @@ only call. No pickle, no Python objects: whatever the learner's process sends is
 
     frame = u32 json_len | u32 n_blobs | json | (u64 blob_len | blob)*
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,24 @@ import struct
 
 import torch
 
-MAX_FRAME = 64 << 20        # bytes of one frame, blobs included
-MAX_DEPTH = 24              # nesting of lists / dicts in one value
-MAX_ITEMS = 100_000         # list items, dict entries and tensors in one value
-DTYPES = {name: getattr(torch, name) for name in (
-    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")}
+MAX_FRAME = 64 << 20  # bytes of one frame, blobs included
+MAX_DEPTH = 24  # nesting of lists / dicts in one value
+MAX_ITEMS = 100_000  # list items, dict entries and tensors in one value
+DTYPES = {
+    name: getattr(torch, name)
+    for name in (
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "bool",
+    )
+}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
@@ -94,7 +108,11 @@ class Encoder:
             return self.tensor(value)
         if isinstance(value, (list, tuple, set, frozenset)):
             items = [self(v, depth + 1) for v in value]
-            return items if type(value) is list else {("__tuple__" if isinstance(value, tuple) else "__set__"): items}
+            return (
+                items
+                if type(value) is list
+                else {("__tuple__" if isinstance(value, tuple) else "__set__"): items}
+            )
         if isinstance(value, dict):
             return {"__dict__": [[self(k, depth + 1), self(v, depth + 1)] for k, v in value.items()]}
         if type(value).__module__ == "numpy" and hasattr(value, "item"):
@@ -176,8 +194,10 @@ class Decoder:
         if numel > self.max_numel:
             raise WireError(f"a tensor of {numel} elements (at most {self.max_numel})")
         if len(blob) != numel * dt.itemsize:
-            raise WireError(f"a tensor of shape {shape} and dtype {dtype} needs {numel * dt.itemsize} bytes, got "
-                            f"{len(blob)}")
+            raise WireError(
+                f"a tensor of shape {shape} and dtype {dtype} needs {numel * dt.itemsize} bytes, got "
+                f"{len(blob)}"
+            )
         if numel == 0:
             return torch.empty(shape, dtype=dt)
         t = torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(dt).reshape(shape)

@@ -8,6 +8,7 @@
   bin folder (`course`, `jupyter`, `python`) first on PATH.
 Command-line options after `--config` override these settings.
 """
+
 import os
 import shutil
 import sys
@@ -24,4 +25,6 @@ c.LabApp.default_url = START_PAGE
 os.environ["COURSE_VENV_BIN"] = str(Path(sys.executable).parent)  # inherited by every terminal
 bash = shutil.which("bash")
 if bash:
-    c.ServerApp.terminado_settings = {"shell_command": [bash, "--rcfile", str(HERE / "terminal.bashrc"), "-i"]}
+    c.ServerApp.terminado_settings = {
+        "shell_command": [bash, "--rcfile", str(HERE / "terminal.bashrc"), "-i"]
+    }

@@ -19,6 +19,7 @@ created once and updated in place (each costs ~5 MB of JavaScript: a handful per
 in an Output under the figure, `to_static()` -> a plain `go.Figure`, and a display bundle that still shows the
 figure without a kernel (`course.viz.static`; set COURSE_VIZ_PNG=0 to skip the Kaleido PNG).
 """
+
 from .attention_explorer import AttentionExplorer
 from .attention_view import AttentionView
 from .head_split import HeadSplitView
@@ -29,5 +30,14 @@ from .positional_explorer import PositionalExplorer
 from .sampling_explorer import SamplingExplorer
 from .training_view import TrainingView
 
-__all__ = ["AttentionExplorer", "AttentionView", "HeadSplitView", "KVCacheCalculator", "MaskBuilder",
-           "NormExplorer", "PositionalExplorer", "SamplingExplorer", "TrainingView"]
+__all__ = [
+    "AttentionExplorer",
+    "AttentionView",
+    "HeadSplitView",
+    "KVCacheCalculator",
+    "MaskBuilder",
+    "NormExplorer",
+    "PositionalExplorer",
+    "SamplingExplorer",
+    "TrainingView",
+]

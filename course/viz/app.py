@@ -10,6 +10,7 @@ repeats a phrase, to show whether a head looks back to its first occurrence (its
 synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when
 missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen twice).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,18 +24,23 @@ from ..training import RECIPES
 
 DEFAULT_MODEL = "text"
 MODELS = sorted([*RECIPES, "text"])
-TEXT_PROMPT = ("When an exception is raised, the interpreter looks for a handler. When an exception is raised "
-               "inside a try statement, the except clause runs.")
+TEXT_PROMPT = (
+    "When an exception is raised, the interpreter looks for a handler. When an exception is raised "
+    "inside a try statement, the except clause runs."
+)
 PROMPT_SEED = 0
 
 
 def add_model_arguments(parser) -> None:
     """--model and --prompt, shared by `course explore` and `course export-html`."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS,
-                        help=f"a shipped model (default: {DEFAULT_MODEL})")
-    parser.add_argument("--prompt", default=None,
-                        help="text for the text model; text in the model's alphabet for the others "
-                             "(default: an example)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, choices=MODELS, help=f"a shipped model (default: {DEFAULT_MODEL})"
+    )
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="text for the text model; text in the model's alphabet for the others (default: an example)",
+    )
 
 
 def default_prompt(task) -> str:
@@ -68,8 +74,9 @@ def _text_prompt(model, text: str):
     tokenizer = load_tokenizer("text")
     ids = tokenizer.encode(text)
     if not 0 < len(ids) <= model.config.context_length:
-        raise ValueError(f"prompt {text!r} has {len(ids)} tokens; the text model reads 1 to "
-                         f"{model.config.context_length}")
+        raise ValueError(
+            f"prompt {text!r} has {len(ids)} tokens; the text model reads 1 to {model.config.context_length}"
+        )
     return ids, [tokenizer.piece(i) for i in ids.tolist()]
 
 
@@ -91,7 +98,8 @@ def app_notebook(name: str, prompt: str | None) -> dict:
         nbformat.v4.new_markdown_cell(
             f"# Attention explorer: the `{name}` model\n\n"
             "Pick a layer and a head; hover a cell to read its query, key and weight. Grey cells are masked "
-            "(N/A: the model may not attend there). Click a tile of the overview to jump to that head."),
+            "(N/A: the model may not attend there). Click a tile of the overview to jump to that head."
+        ),
         nbformat.v4.new_code_cell(f"from course.viz.app import explorer\n\nexplorer({name!r}, {prompt!r})"),
     ]
     return nb
@@ -115,8 +123,17 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="course-explore-") as tmp:
         nb = Path(tmp) / "attention-explorer.ipynb"
         nbformat.write(app_notebook(args.model, args.prompt), nb)
-        cmd = [sys.executable, "-m", "voila", str(nb), f"--port={args.port}", "--Voila.port_retries=0",
-               "--Voila.ip=127.0.0.1", "--strip_sources=True", "--theme=light"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "voila",
+            str(nb),
+            f"--port={args.port}",
+            "--Voila.port_retries=0",
+            "--Voila.ip=127.0.0.1",
+            "--strip_sources=True",
+            "--theme=light",
+        ]
         cmd += ["--no-browser"] if args.no_browser else []
         print(f"attention explorer: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
         return serve(cmd, env, tmp)

@@ -11,6 +11,7 @@ with layer/head dropdowns (softmax weights), usable offline. From arrays instead
 `AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One figure widget per explorer (~5 MB of
 JavaScript each): reuse one explorer rather than creating many.
 """
+
 from __future__ import annotations
 
 import ipywidgets as widgets
@@ -32,7 +33,7 @@ class AttentionExplorer(CourseWidget):
         self._build(AttentionView.from_model(model, tokens, labels, **forward_kwargs))
 
     @classmethod
-    def from_view(cls, view: AttentionView) -> "AttentionExplorer":
+    def from_view(cls, view: AttentionView) -> AttentionExplorer:
         explorer = cls.__new__(cls)
         explorer._build(view)
         return explorer
@@ -40,19 +41,26 @@ class AttentionExplorer(CourseWidget):
     def _build(self, view: AttentionView) -> None:
         super().__init__()
         self.attention = view
-        self.layer = widgets.IntSlider(0, min=0, max=view.n_layers - 1, description="layer",
-                                       continuous_update=False)
-        self.head = widgets.ToggleButtons(options=[(f"H{h}", h) for h in range(view.n_heads)], value=0,
-                                          description="head", style={"button_width": "44px"})
-        self.stage = widgets.Dropdown(options=[(label, key) for key, label in STAGES.items()], value="softmax",
-                                      description="stage")
+        self.layer = widgets.IntSlider(
+            0, min=0, max=view.n_layers - 1, description="layer", continuous_update=False
+        )
+        self.head = widgets.ToggleButtons(
+            options=[(f"H{h}", h) for h in range(view.n_heads)],
+            value=0,
+            description="head",
+            style={"button_width": "44px"},
+        )
+        self.stage = widgets.Dropdown(
+            options=[(label, key) for key, label in STAGES.items()], value="softmax", description="stage"
+        )
         self.mask = widgets.Checkbox(True, description="apply mask", indent=False)
         self.fig = go.FigureWidget(self._figure())
         self.fig.data[2].on_click(self.guarded(self._on_tile_click))
         for control in (self.layer, self.head, self.stage, self.mask):
             self.on_change(control)
-        self.view = widgets.VBox([widgets.HBox([self.layer, self.stage, self.mask]), self.head, self.fig,
-                                  self.output])
+        self.view = widgets.VBox(
+            [widgets.HBox([self.layer, self.stage, self.mask]), self.head, self.fig, self.output]
+        )
 
     def _figure(self) -> go.Figure:
         v = self.attention
@@ -61,25 +69,68 @@ class AttentionExplorer(CourseWidget):
         custom = hover_grid(v.q_labels, v.k_labels)
         x_ticks, y_ticks = v.tile_centres(MAX_TILE)
         x0, x1, y0, y1 = v.tile_box(0, 0, MAX_TILE)
-        fig = go.Figure([
-            main_trace(cells(hm.z), custom, hm.zmin, hm.zmax, hm.colorscale, name="selected head",
-                       colorbar=dict(x=SPLIT + 0.01, len=0.9)),
-            overlay_trace(hm.allowed, custom),
-            dict(type="heatmap", z=cells(v.overview(MAX_TILE)), zmin=0, zmax=1, colorscale=PROB_SCALE,
-                 showscale=False, hoverongaps=False, xaxis="x2", yaxis="y2", name="all heads",
-                 hovertemplate="click to show this head<extra></extra>"),
-        ])
+        fig = go.Figure(
+            [
+                main_trace(
+                    cells(hm.z),
+                    custom,
+                    hm.zmin,
+                    hm.zmax,
+                    hm.colorscale,
+                    name="selected head",
+                    colorbar=dict(x=SPLIT + 0.01, len=0.9),
+                ),
+                overlay_trace(hm.allowed, custom),
+                dict(
+                    type="heatmap",
+                    z=cells(v.overview(MAX_TILE)),
+                    zmin=0,
+                    zmax=1,
+                    colorscale=PROB_SCALE,
+                    showscale=False,
+                    hoverongaps=False,
+                    xaxis="x2",
+                    yaxis="y2",
+                    name="all heads",
+                    hovertemplate="click to show this head<extra></extra>",
+                ),
+            ]
+        )
         fig.update_layout(
-            title=dict(text=hm.title), width=980, height=520, plot_bgcolor=BACKGROUND,
+            title=dict(text=hm.title),
+            width=980,
+            height=520,
+            plot_bgcolor=BACKGROUND,
             margin=dict(l=90, r=20, t=60, b=90),
             xaxis=dict(domain=[0, SPLIT], title="key (attended to)", **ticks(v.k_labels)),
             yaxis=dict(autorange="reversed", title="query", **ticks(v.q_labels)),
-            xaxis2=dict(domain=[SPLIT + 0.12, 1], anchor="y2", tickmode="array", tickvals=x_ticks,
-                        ticktext=[f"H{h}" for h in range(v.n_heads)], title="all heads (click one)"),
-            yaxis2=dict(anchor="x2", autorange="reversed", tickmode="array", tickvals=y_ticks,
-                        ticktext=[f"L{layer}" for layer in range(v.n_layers)]),
-            shapes=[dict(type="rect", xref="x2", yref="y2", x0=x0, x1=x1, y0=y0, y1=y1,
-                         line=dict(color="crimson", width=2))],
+            xaxis2=dict(
+                domain=[SPLIT + 0.12, 1],
+                anchor="y2",
+                tickmode="array",
+                tickvals=x_ticks,
+                ticktext=[f"H{h}" for h in range(v.n_heads)],
+                title="all heads (click one)",
+            ),
+            yaxis2=dict(
+                anchor="x2",
+                autorange="reversed",
+                tickmode="array",
+                tickvals=y_ticks,
+                ticktext=[f"L{layer}" for layer in range(v.n_layers)],
+            ),
+            shapes=[
+                dict(
+                    type="rect",
+                    xref="x2",
+                    yref="y2",
+                    x0=x0,
+                    x1=x1,
+                    y0=y0,
+                    y1=y1,
+                    line=dict(color="crimson", width=2),
+                )
+            ],
         )
         return fig
 
@@ -134,20 +185,44 @@ class AttentionExplorer(CourseWidget):
             return [grid(m.z) for m in maps] + [overlay_z(m.allowed).tolist() for m in maps]
 
         z0 = layer_z(0)
-        traces = [main_trace(z0[h], custom, 0.0, 1.0, PROB_SCALE, visible=h == 0, name=f"H{h}")
-                  for h in range(H)]
-        traces += [dict(overlay_trace(np.ones((v.T_q, v.T_k)), custom), z=z0[H + h], visible=h == 0)
-                   for h in range(H)]
-        layer_menu = dict(buttons=[dict(label=f"layer {layer}", method="restyle",
-                                        args=[{"z": layer_z(layer)}, list(range(2 * H))])
-                                   for layer in range(v.n_layers)], x=0.0, y=1.12, xanchor="left")
-        head_menu = dict(buttons=[dict(label=f"head {h}", method="restyle",
-                                       args=[{"visible": [k == h for k in range(H)] * 2}, list(range(2 * H))])
-                                  for h in range(H)], x=0.25, y=1.12, xanchor="left")
+        traces = [
+            main_trace(z0[h], custom, 0.0, 1.0, PROB_SCALE, visible=h == 0, name=f"H{h}") for h in range(H)
+        ]
+        traces += [
+            dict(overlay_trace(np.ones((v.T_q, v.T_k)), custom), z=z0[H + h], visible=h == 0)
+            for h in range(H)
+        ]
+        layer_menu = dict(
+            buttons=[
+                dict(
+                    label=f"layer {layer}", method="restyle", args=[{"z": layer_z(layer)}, list(range(2 * H))]
+                )
+                for layer in range(v.n_layers)
+            ],
+            x=0.0,
+            y=1.12,
+            xanchor="left",
+        )
+        head_menu = dict(
+            buttons=[
+                dict(
+                    label=f"head {h}",
+                    method="restyle",
+                    args=[{"visible": [k == h for k in range(H)] * 2}, list(range(2 * H))],
+                )
+                for h in range(H)
+            ],
+            x=0.25,
+            y=1.12,
+            xanchor="left",
+        )
         fig = go.Figure(traces)
         fig.update_layout(
             title=dict(text="Attention weights (softmax): choose a layer and a head", y=0.98),
-            width=640, height=620, plot_bgcolor=BACKGROUND, updatemenus=[layer_menu, head_menu],
+            width=640,
+            height=620,
+            plot_bgcolor=BACKGROUND,
+            updatemenus=[layer_menu, head_menu],
             margin=dict(l=90, r=20, t=110, b=90),
             xaxis=dict(title="key (attended to)", **ticks(v.k_labels)),
             yaxis=dict(autorange="reversed", title="query", **ticks(v.q_labels)),

@@ -10,6 +10,7 @@ compute (the "forgot the causal mask" bug: future tokens leak).
     view = AttentionView.from_model(model, tokens, labels)   # any DecoderLM / EncoderLM, token ids (T,)
     hm = view.heatmap(layer=1, head=2, stage="softmax")     # .z (T, T) with NaN = N/A, .title, .zmin, .zmax
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ def _as_ids(tokens) -> torch.Tensor:
     if idx.dim() == 2 and idx.shape[0] == 1:
         idx = idx[0]
     if idx.dim() != 1 or idx.numel() == 0:
-        raise ValueError(f"tokens must be a non-empty sequence of ids (T,) or (1, T), got shape {tuple(idx.shape)}")
+        raise ValueError(
+            f"tokens must be a non-empty sequence of ids (T,) or (1, T), got shape {tuple(idx.shape)}"
+        )
     return idx[None]
 
 
@@ -67,24 +70,30 @@ class AttentionView:
         """scores (L, H, T_q, T_k) before masking; allowed: bool broadcastable to it (True = may attend)."""
         self.scores = torch.as_tensor(scores, dtype=torch.float64)
         if self.scores.dim() != 4:
-            raise ValueError(f"scores must be (layers, heads, T_q, T_k), got shape {tuple(self.scores.shape)}")
+            raise ValueError(
+                f"scores must be (layers, heads, T_q, T_k), got shape {tuple(self.scores.shape)}"
+            )
         self.allowed = torch.as_tensor(allowed, dtype=torch.bool).expand_as(self.scores)
         self.n_layers, self.n_heads, self.T_q, self.T_k = self.scores.shape
         self.q_labels = [str(s) for s in labels]
         self.k_labels = self.q_labels if key_labels is None else [str(s) for s in key_labels]
         if (len(self.q_labels), len(self.k_labels)) != (self.T_q, self.T_k):
-            raise ValueError(f"got {len(self.q_labels)} query and {len(self.k_labels)} key labels for scores of "
-                             f"T_q={self.T_q}, T_k={self.T_k}")
+            raise ValueError(
+                f"got {len(self.q_labels)} query and {len(self.k_labels)} key labels for scores of "
+                f"T_q={self.T_q}, T_k={self.T_k}"
+            )
         finite = self.scores.masked_fill(~self.allowed, 0).abs()
         self.score_range = max(float(finite.max()), 1e-6)  # symmetric colour range shared by all heads
 
     @classmethod
     @torch.no_grad()
-    def from_model(cls, model, tokens, labels=None, **forward_kwargs) -> "AttentionView":
+    def from_model(cls, model, tokens, labels=None, **forward_kwargs) -> AttentionView:
         """Run a course model (DecoderLM, EncoderLM) on token ids and capture every layer's attention."""
         if not hasattr(model, "transformer"):
-            raise ValueError(f"{type(model).__name__} is not supported: expected a DecoderLM or EncoderLM "
-                             f"(a model with a `.transformer` stack)")
+            raise ValueError(
+                f"{type(model).__name__} is not supported: expected a DecoderLM or EncoderLM "
+                f"(a model with a `.transformer` stack)"
+            )
         idx = _as_ids(tokens).to(next(model.parameters()).device)
         labels = token_labels(idx[0].tolist(), labels)
         was_training = model.training
@@ -113,8 +122,11 @@ class AttentionView:
         self.check(layer, head)
         if stage not in STAGES:
             raise ValueError(f"stage={stage!r} is not one of {list(STAGES)}")
-        hidden = ~self.allowed[layer, head].numpy() if masked and stage != "scores" else np.zeros(
-            (self.T_q, self.T_k), dtype=bool)
+        hidden = (
+            ~self.allowed[layer, head].numpy()
+            if masked and stage != "scores"
+            else np.zeros((self.T_q, self.T_k), dtype=bool)
+        )
         if stage == "softmax":
             z = self.weights(masked)[layer, head].numpy().copy()
             zmin, zmax, scale = 0.0, 1.0, PROB_SCALE
@@ -145,7 +157,7 @@ class AttentionView:
         for layer in range(self.n_layers):
             for head in range(self.n_heads):
                 r, c = layer * (tq + 1), head * (tk + 1)
-                out[r:r + tq, c:c + tk] = tiles[layer, head]
+                out[r : r + tq, c : c + tk] = tiles[layer, head]
         return out
 
     def tile_at(self, row: int, col: int, max_tile: int = 32) -> tuple[int, int] | None:
@@ -167,5 +179,7 @@ class AttentionView:
     def tile_centres(self, max_tile: int = 32) -> tuple[list[float], list[float]]:
         """Overview tick positions: column centres of the heads, row centres of the layers."""
         _, tq, tk = self.tile_shape(max_tile)
-        return ([h * (tk + 1) + (tk - 1) / 2 for h in range(self.n_heads)],
-                [layer * (tq + 1) + (tq - 1) / 2 for layer in range(self.n_layers)])
+        return (
+            [h * (tk + 1) + (tk - 1) / 2 for h in range(self.n_heads)],
+            [layer * (tq + 1) + (tq - 1) / 2 for layer in range(self.n_layers)],
+        )

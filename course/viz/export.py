@@ -5,6 +5,7 @@
 The page is the explorer's static figure (`AttentionExplorer.to_static()`: layer and head menus, hover with
 query, key and weight, masked cells grey) with plotly.js embedded: no kernel, no CDN, no network request.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,8 +24,13 @@ def page_html(name: str = DEFAULT_MODEL, prompt: str | None = None) -> str:
     view = explorer(name, prompt)
     fig = view.to_static()
     fig.update_layout(title_text=f"The {name} model: attention weights (choose a layer and a head)")
-    page = fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True, config=PLOTLY_CONFIG,
-                       div_id="attention-explorer")
+    page = fig.to_html(
+        include_plotlyjs=True,
+        include_mathjax=False,
+        full_html=True,
+        config=PLOTLY_CONFIG,
+        div_id="attention-explorer",
+    )
     title = f"<title>Attention explorer: {html.escape(name)} model</title>"
     return page.replace("<head>", f"<head>{title}", 1)
 
@@ -42,5 +48,7 @@ def run(args) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page, encoding="utf-8")
-    print(f"wrote {args.out} ({len(page.encode()) / 1e6:.1f} MB): the {args.model} model, open it in a browser")
+    print(
+        f"wrote {args.out} ({len(page.encode()) / 1e6:.1f} MB): the {args.model} model, open it in a browser"
+    )
     return 0

@@ -9,6 +9,7 @@ top to bottom, each (T, d_head), every cell coloured by the token it came from (
 row, and d_head consecutive features of each. The bug `x.view(B, H, T, d_head)` (no transpose) fills head 0 with
 the first T/H tokens' features instead: row i of a head is no longer token i. `split_grid(T, D, H, correct)` is the pure view model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ TOKEN_SCALE = "Turbo"
 
 @dataclass
 class SplitGrid:
-    token: np.ndarray    # (H·(T+1) - 1, d_head) source token of each cell, NaN in the gutters between heads
+    token: np.ndarray  # (H·(T+1) - 1, d_head) source token of each cell, NaN in the gutters between heads
     feature: np.ndarray  # same shape: source feature index
-    wrong_rows: int      # head rows i that do not hold exactly token i's features
+    wrong_rows: int  # head rows i that do not hold exactly token i's features
     title: str
 
 
@@ -46,8 +47,10 @@ def split_grid(T: int, D: int, H: int, correct: bool = True) -> SplitGrid:
     gap = np.full((H, 1, d), np.nan)
     stack = lambda a: np.concatenate([a, gap], axis=1).reshape(H * (T + 1), d)[:-1]  # noqa: E731
     wrong = int((token != np.arange(T)[None, :, None]).any(-1).sum())
-    title = (f"{SPLITS['correct' if correct else 'bug']}: (1, {T}, {D}) → (1, {H}, {T}, {d})<br>"
-             f"{wrong} of {H * T} head rows hold another token's features")
+    title = (
+        f"{SPLITS['correct' if correct else 'bug']}: (1, {T}, {D}) → (1, {H}, {T}, {d})<br>"
+        f"{wrong} of {H * T} head rows hold another token's features"
+    )
     return SplitGrid(stack(token), stack(feature), wrong, title)
 
 
@@ -61,13 +64,23 @@ class HeadSplitView(CourseWidget):
         self.fig = go.FigureWidget()
         hover = "token %{customdata[0]}, feature %{customdata[1]}<extra></extra>"
         for axes in (("x", "y"), ("x2", "y2")):
-            self.fig.add_heatmap(colorscale=TOKEN_SCALE, showscale=False, hoverongaps=False, hovertemplate=hover,
-                                 xaxis=axes[0], yaxis=axes[1])
-        self.fig.update_layout(width=900, height=520, plot_bgcolor="white",
-                               xaxis=dict(domain=[0, 0.55], title="feature (D)"),
-                               yaxis=dict(autorange="reversed", title="token (T)"),
-                               xaxis2=dict(domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)"),
-                               yaxis2=dict(anchor="x2", autorange="reversed", tickmode="array"))
+            self.fig.add_heatmap(
+                colorscale=TOKEN_SCALE,
+                showscale=False,
+                hoverongaps=False,
+                hovertemplate=hover,
+                xaxis=axes[0],
+                yaxis=axes[1],
+            )
+        self.fig.update_layout(
+            width=900,
+            height=520,
+            plot_bgcolor="white",
+            xaxis=dict(domain=[0, 0.55], title="feature (D)"),
+            yaxis=dict(autorange="reversed", title="token (T)"),
+            xaxis2=dict(domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)"),
+            yaxis2=dict(anchor="x2", autorange="reversed", tickmode="array"),
+        )
         self.refresh()
         for control in (self.T, self.H, self.split):
             self.on_change(control)
@@ -87,12 +100,17 @@ class HeadSplitView(CourseWidget):
         T, D, H = self.T.value, self.D.value, self.H.value
         sg = split_grid(T, D, H, self.split.value == "correct")
         t_in, f_in = np.divmod(np.arange(T * D).reshape(T, D), D)
-        heads_custom = [[None if np.isnan(t) else [int(t), int(f)] for t, f in zip(*rows)]
-                        for rows in zip(sg.token, sg.feature)]
+        heads_custom = [
+            [None if np.isnan(t) else [int(t), int(f)] for t, f in zip(*rows)]
+            for rows in zip(sg.token, sg.feature)
+        ]
         with self.fig.batch_update():
-            self.fig.data[0].update(z=t_in.tolist(), customdata=np.stack([t_in, f_in], -1).tolist(), zmin=0,
-                                    zmax=max(T - 1, 1))
+            self.fig.data[0].update(
+                z=t_in.tolist(), customdata=np.stack([t_in, f_in], -1).tolist(), zmin=0, zmax=max(T - 1, 1)
+            )
             self.fig.data[1].update(z=cells(sg.token), customdata=heads_custom, zmin=0, zmax=max(T - 1, 1))
             self.fig.layout.title.text = sg.title
-            self.fig.layout.yaxis2.update(tickvals=[h * (T + 1) + (T - 1) / 2 for h in range(H)],
-                                          ticktext=[f"head {h}" for h in range(H)])
+            self.fig.layout.yaxis2.update(
+                tickvals=[h * (T + 1) + (T - 1) / 2 for h in range(H)],
+                ticktext=[f"head {h}" for h in range(H)],
+            )

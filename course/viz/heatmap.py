@@ -4,6 +4,7 @@ Keys on x, queries on y, query 0 on top; numeric axes with tick labels (repeated
 hover from `customdata` + `hovertemplate`; masked cells are None (gaps, `hoverongaps=False`) drawn grey by an
 overlay trace whose hover says "N/A", so a masked cell never looks like a weight of 0.
 """
+
 from __future__ import annotations
 
 import html
@@ -60,12 +61,35 @@ def overlay_z(allowed) -> np.ndarray:
 
 def main_trace(z, customdata, zmin, zmax, colorscale, **kw) -> dict:
     """The heatmap of values (None = masked or N/A)."""
-    return dict(type="heatmap", z=z, customdata=customdata, zmin=zmin, zmax=zmax, colorscale=colorscale,
-                hoverongaps=False, hovertemplate=HOVER) | kw
+    return (
+        dict(
+            type="heatmap",
+            z=z,
+            customdata=customdata,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            hoverongaps=False,
+            hovertemplate=HOVER,
+        )
+        | kw
+    )
 
 
 def overlay_trace(allowed, customdata, **kw) -> dict:
     """Grey cells with an 'N/A' hover wherever `allowed` is False."""
-    return dict(type="heatmap", z=overlay_z(allowed), customdata=customdata, zmin=0, zmax=1,
-                colorscale=[[0, MASK_GREY], [1, MASK_GREY]], showscale=False, hoverongaps=False,
-                hovertemplate=NA_HOVER, name="masked") | kw
+    return (
+        dict(
+            type="heatmap",
+            z=overlay_z(allowed),
+            customdata=customdata,
+            zmin=0,
+            zmax=1,
+            colorscale=[[0, MASK_GREY], [1, MASK_GREY]],
+            showscale=False,
+            hoverongaps=False,
+            hovertemplate=NA_HOVER,
+            name="masked",
+        )
+        | kw
+    )

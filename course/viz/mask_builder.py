@@ -8,6 +8,7 @@ padding), decoder (causal + target padding), cross (decoder queries read the enc
 rows, keys on columns; a blue cell may attend, a grey "N/A" cell is masked (its score becomes -inf).
 `mask_grid(kind, T, S, pad)` is the pure view model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ from .heatmap import BACKGROUND, hover_grid, main_trace, overlay_trace, overlay_
 from .static import cells
 from .widget import CourseWidget
 
-KINDS = {"causal": "causal (decoder-only)", "padding": "padding (keys)", "encoder": "encoder self-attention",
-         "decoder": "decoder self-attention", "cross": "cross-attention (decoder → encoder)"}
+KINDS = {
+    "causal": "causal (decoder-only)",
+    "padding": "padding (keys)",
+    "encoder": "encoder self-attention",
+    "decoder": "decoder self-attention",
+    "cross": "cross-attention (decoder → encoder)",
+}
 ALLOWED_SCALE = [[0, "#3b75af"], [1, "#3b75af"]]
 
 
@@ -34,7 +40,7 @@ class MaskGrid:
     title: str
 
 
-def _seq(prefix: str, n: int, pad: int) -> tuple[list[str], "np.ndarray"]:
+def _seq(prefix: str, n: int, pad: int) -> tuple[list[str], np.ndarray]:
     """Labels and is_token (1, n) of a sequence whose last `pad` positions are padding."""
     if not 0 <= pad < n:
         raise ValueError(f"pad={pad} must lie in [0, {n - 1}]: at least one real token is needed")
@@ -67,33 +73,54 @@ def mask_grid(kind: str, T: int, S: int | None = None, pad: int = 0) -> MaskGrid
     else:
         m, q, k = masks.cross_mask(src_is_token, T), tgt, src
     allowed = m.expand(*m.shape[:-2], len(q), len(k)).reshape(-1, len(q), len(k))[0].numpy()
-    title = (f"{KINDS[kind]}: {tuple(m.shape)} bool mask, True = may attend<br>"
-             f"{int(allowed.sum())} of {allowed.size} cells attend")
+    title = (
+        f"{KINDS[kind]}: {tuple(m.shape)} bool mask, True = may attend<br>"
+        f"{int(allowed.sum())} of {allowed.size} cells attend"
+    )
     return MaskGrid(allowed, q, k, title)
 
 
 class MaskBuilder(CourseWidget):
     def __init__(self, kind: str = "decoder", T: int = 6, S: int = 8, pad: int = 2):
         super().__init__()
-        self.kind = widgets.Dropdown(options=[(v, k) for k, v in KINDS.items()], value=kind, description="mask")
+        self.kind = widgets.Dropdown(
+            options=[(v, k) for k, v in KINDS.items()], value=kind, description="mask"
+        )
         self.T = widgets.IntSlider(T, min=1, max=16, description="T (target)", continuous_update=False)
         self.S = widgets.IntSlider(S, min=1, max=16, description="S (source)", continuous_update=False)
         self.pad = widgets.IntSlider(pad, min=0, max=15, description="padding", continuous_update=False)
         mg = self._grid()
         custom = hover_grid(mg.q_labels, mg.k_labels)
-        self.fig = go.FigureWidget([
-            main_trace(cells(np.where(mg.allowed, 1.0, np.nan)), custom, 0, 1, ALLOWED_SCALE, showscale=False,
-                       xgap=1, ygap=1,
-                       hovertemplate="query '%{customdata[0]}' (%{y}) → key '%{customdata[1]}' (%{x}): "
-                                     "may attend (True)<extra></extra>"),
-            overlay_trace(mg.allowed, custom, xgap=1, ygap=1)])
-        self.fig.update_layout(width=560, height=520, plot_bgcolor=BACKGROUND, title=dict(text=mg.title, font_size=13),
-                               xaxis=dict(title="key", **ticks(mg.k_labels)),
-                               yaxis=dict(title="query", autorange="reversed", **ticks(mg.q_labels)))
+        self.fig = go.FigureWidget(
+            [
+                main_trace(
+                    cells(np.where(mg.allowed, 1.0, np.nan)),
+                    custom,
+                    0,
+                    1,
+                    ALLOWED_SCALE,
+                    showscale=False,
+                    xgap=1,
+                    ygap=1,
+                    hovertemplate="query '%{customdata[0]}' (%{y}) → key '%{customdata[1]}' (%{x}): "
+                    "may attend (True)<extra></extra>",
+                ),
+                overlay_trace(mg.allowed, custom, xgap=1, ygap=1),
+            ]
+        )
+        self.fig.update_layout(
+            width=560,
+            height=520,
+            plot_bgcolor=BACKGROUND,
+            title=dict(text=mg.title, font_size=13),
+            xaxis=dict(title="key", **ticks(mg.k_labels)),
+            yaxis=dict(title="query", autorange="reversed", **ticks(mg.q_labels)),
+        )
         for control in (self.kind, self.T, self.S, self.pad):
             self.on_change(control)
-        self.view = widgets.VBox([widgets.HBox([self.kind, self.pad]), widgets.HBox([self.T, self.S]), self.fig,
-                                  self.output])
+        self.view = widgets.VBox(
+            [widgets.HBox([self.kind, self.pad]), widgets.HBox([self.T, self.S]), self.fig, self.output]
+        )
 
     def _grid(self) -> MaskGrid:
         keys = self.S.value if self.kind.value in ("encoder", "cross") else self.T.value

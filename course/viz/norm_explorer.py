@@ -7,6 +7,7 @@ Bars per feature: the input a·x + b, `course.norms.layer_norm` of it and `cours
 weight). Both outputs ignore the scale a; only LayerNorm also ignores the shift b (it subtracts the mean), so
 RMSNorm's output moves when you shift the input. `norm_bars(x, shift, scale)` is the pure view model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ DEFAULT = (0.5, 2.0, -1.0, 3.0, 0.0, 1.5, -2.5, 1.0)
 
 @dataclass
 class NormBars:
-    x: np.ndarray    # the shifted and scaled input
-    ln: np.ndarray   # layer_norm(x)
+    x: np.ndarray  # the shifted and scaled input
+    ln: np.ndarray  # layer_norm(x)
     rms: np.ndarray  # rms_norm(x)
     title: str
 
@@ -45,25 +46,41 @@ def parse_vector(text: str) -> list[float]:
 def norm_bars(x, shift: float = 0.0, scale: float = 1.0, eps: float = 1e-5) -> NormBars:
     v = torch.as_tensor(x, dtype=torch.float64) * scale + shift  # (D,)
     ln, rms = layer_norm(v, eps=eps), rms_norm(v, eps=eps)
-    title = (f"input: mean {v.mean():.2f}, rms {v.pow(2).mean().sqrt():.2f} → LayerNorm: mean {ln.mean():.2f}, "
-             f"std {ln.std(unbiased=False):.2f} · RMSNorm: mean {rms.mean():.2f}, rms {rms.pow(2).mean().sqrt():.2f}")
+    title = (
+        f"input: mean {v.mean():.2f}, rms {v.pow(2).mean().sqrt():.2f} → LayerNorm: mean {ln.mean():.2f}, "
+        f"std {ln.std(unbiased=False):.2f} · RMSNorm: mean {rms.mean():.2f}, rms {rms.pow(2).mean().sqrt():.2f}"
+    )
     return NormBars(v.numpy(), ln.numpy(), rms.numpy(), title)
 
 
 class NormExplorer(CourseWidget):
     def __init__(self, x=DEFAULT):
         super().__init__()
-        self.vector = widgets.Text(", ".join(f"{v:g}" for v in x), description="x", continuous_update=False,
-                                   layout=widgets.Layout(width="420px"))
-        self.shift = widgets.FloatSlider(0.0, min=-5, max=5, step=0.25, description="shift b",
-                                         continuous_update=False)
-        self.scale = widgets.FloatLogSlider(1.0, base=10, min=-2, max=2, step=0.25, description="scale a",
-                                            continuous_update=False)
+        self.vector = widgets.Text(
+            ", ".join(f"{v:g}" for v in x),
+            description="x",
+            continuous_update=False,
+            layout=widgets.Layout(width="420px"),
+        )
+        self.shift = widgets.FloatSlider(
+            0.0, min=-5, max=5, step=0.25, description="shift b", continuous_update=False
+        )
+        self.scale = widgets.FloatLogSlider(
+            1.0, base=10, min=-2, max=2, step=0.25, description="scale a", continuous_update=False
+        )
         self.fig = go.FigureWidget()
         for name, colour in (("input a·x + b", "#9a9a9a"), ("LayerNorm", "#3b75af"), ("RMSNorm", "#e1812c")):
-            self.fig.add_bar(name=name, marker_color=colour, hovertemplate="feature %{x}: %{y:.3f}<extra></extra>")
-        self.fig.update_layout(width=820, height=440, barmode="group", title_font_size=13,
-                               xaxis=dict(title="feature", dtick=1), yaxis=dict(title="value"))
+            self.fig.add_bar(
+                name=name, marker_color=colour, hovertemplate="feature %{x}: %{y:.3f}<extra></extra>"
+            )
+        self.fig.update_layout(
+            width=820,
+            height=440,
+            barmode="group",
+            title_font_size=13,
+            xaxis=dict(title="feature", dtick=1),
+            yaxis=dict(title="value"),
+        )
         self.refresh()
         for control in (self.vector, self.shift, self.scale):
             self.on_change(control)

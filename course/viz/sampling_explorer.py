@@ -9,6 +9,7 @@ Grey bars: the model's distribution (temperature 1, no filter); blue bars: what 
 Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. The `show` most likely tokens are drawn.
 `sampling_bars(logits, temperature, top_k, top_p)` is the pure view model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,17 +25,18 @@ from .widget import CourseWidget
 
 @dataclass
 class SamplingBars:
-    ids: list[int]       # the shown tokens, most likely first (by the unfiltered distribution)
-    base: np.ndarray     # their probability at temperature 1, no filter
-    probs: np.ndarray    # their probability under the sampler
-    kept: np.ndarray     # bool: the sampler can draw it
-    n_kept: int          # over the whole vocabulary
-    entropy: float       # of the sampler's distribution, nats
+    ids: list[int]  # the shown tokens, most likely first (by the unfiltered distribution)
+    base: np.ndarray  # their probability at temperature 1, no filter
+    probs: np.ndarray  # their probability under the sampler
+    kept: np.ndarray  # bool: the sampler can draw it
+    n_kept: int  # over the whole vocabulary
+    entropy: float  # of the sampler's distribution, nats
     title: str
 
 
-def sampling_bars(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  show: int = 20) -> SamplingBars:
+def sampling_bars(
+    logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, show: int = 20
+) -> SamplingBars:
     logits = torch.as_tensor(logits, dtype=torch.float64)
     if logits.dim() != 1:
         raise ValueError(f"logits must be one next-token vector (V,), got shape {tuple(logits.shape)}")
@@ -48,8 +50,15 @@ def sampling_bars(logits, temperature: float = 1.0, top_k: int = 0, top_p: float
     rule += f" · top-k {top_k}" if top_k else ""
     rule += f" · top-p {top_p:g}" if top_p < 1 else ""
     title = f"{rule}: {n_kept} of {logits.numel()} tokens can be drawn · entropy {entropy:.2f} nats"
-    return SamplingBars(order.tolist(), base[order].numpy(), probs[order].numpy(), (probs[order] > 0).numpy(),
-                        n_kept, entropy, title)
+    return SamplingBars(
+        order.tolist(),
+        base[order].numpy(),
+        probs[order].numpy(),
+        (probs[order] > 0).numpy(),
+        n_kept,
+        entropy,
+        title,
+    )
 
 
 class SamplingExplorer(CourseWidget):
@@ -61,28 +70,42 @@ class SamplingExplorer(CourseWidget):
         if len(self.labels) != V:
             raise ValueError(f"got {len(self.labels)} labels for a vocabulary of {V}: expected one per token")
         self.show_n = min(show, V)
-        self.temperature = widgets.FloatSlider(1.0, min=0, max=2, step=0.05, description="temperature",
-                                               continuous_update=False)
+        self.temperature = widgets.FloatSlider(
+            1.0, min=0, max=2, step=0.05, description="temperature", continuous_update=False
+        )
         self.top_k = widgets.IntSlider(0, min=0, max=V, description="top-k (0 off)", continuous_update=False)
-        self.top_p = widgets.FloatSlider(1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)",
-                                         continuous_update=False)
+        self.top_p = widgets.FloatSlider(
+            1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", continuous_update=False
+        )
         self.fig = go.FigureWidget()
         hover = "'%{customdata}' (%{x}): %{y:.3f}<extra></extra>"
         self.fig.add_bar(name="model (T=1, no filter)", marker_color="#c4c4c4", hovertemplate=hover)
         self.fig.add_bar(name="sampler", marker_color="#3b75af", hovertemplate=hover)
-        self.fig.add_scatter(name="removed", mode="markers", marker=dict(symbol="x", color="crimson", size=9),
-                             hovertemplate="'%{customdata}' (%{x}): removed, probability 0<extra></extra>")
-        self.fig.update_layout(width=860, height=430, barmode="group", title_font_size=13,
-                               yaxis=dict(title="probability", rangemode="tozero"),
-                               xaxis=dict(title="next token (most likely first)"), legend=dict(x=0.7, y=0.98))
+        self.fig.add_scatter(
+            name="removed",
+            mode="markers",
+            marker=dict(symbol="x", color="crimson", size=9),
+            hovertemplate="'%{customdata}' (%{x}): removed, probability 0<extra></extra>",
+        )
+        self.fig.update_layout(
+            width=860,
+            height=430,
+            barmode="group",
+            title_font_size=13,
+            yaxis=dict(title="probability", rangemode="tozero"),
+            xaxis=dict(title="next token (most likely first)"),
+            legend=dict(x=0.7, y=0.98),
+        )
         self.refresh()
         for control in (self.temperature, self.top_k, self.top_p):
             self.on_change(control)
-        self.view = widgets.VBox([widgets.HBox([self.temperature, self.top_k, self.top_p]), self.fig, self.output])
+        self.view = widgets.VBox(
+            [widgets.HBox([self.temperature, self.top_k, self.top_p]), self.fig, self.output]
+        )
 
     @classmethod
     @torch.no_grad()
-    def from_model(cls, model, tokens, labels=None, show: int = 20) -> "SamplingExplorer":
+    def from_model(cls, model, tokens, labels=None, show: int = 20) -> SamplingExplorer:
         """Explore the distribution of the token that follows `tokens` (ids (T,)); labels: one per vocab entry."""
         idx = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1).to(next(model.parameters()).device)
         was_training = model.training
@@ -94,7 +117,9 @@ class SamplingExplorer(CourseWidget):
         return cls(logits, labels, show)
 
     def refresh(self) -> None:
-        b = sampling_bars(self.logits, self.temperature.value, self.top_k.value, self.top_p.value, self.show_n)
+        b = sampling_bars(
+            self.logits, self.temperature.value, self.top_k.value, self.top_p.value, self.show_n
+        )
         x = list(range(len(b.ids)))
         names = [self.labels[i] for i in b.ids]
         removed = [i for i in x if not b.kept[i]]

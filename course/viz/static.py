@@ -6,6 +6,7 @@ A widget displays its fallback as its own output, just before the live view (`co
                                    exists; set COURSE_VIZ_PNG=0 to skip it (fast tests), =1 to require it.
 Figure data never holds NaN (jupyter_client warns on stderr and the browser would get "nan"): use `grid`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -62,8 +63,16 @@ def chromium_path() -> str | None:
 def png_setting() -> str:
     """COURSE_VIZ_PNG as "off" (0), "on" (1) or "auto" (unset: a PNG when Kaleido and a Chromium exist)."""
     value = os.environ.get("COURSE_VIZ_PNG", "auto").strip().lower()
-    return {"0": "off", "false": "off", "no": "off", "off": "off",
-            "1": "on", "true": "on", "yes": "on", "on": "on"}.get(value, "auto")
+    return {
+        "0": "off",
+        "false": "off",
+        "no": "off",
+        "off": "off",
+        "1": "on",
+        "true": "on",
+        "yes": "on",
+        "on": "on",
+    }.get(value, "auto")
 
 
 def png_enabled() -> bool:
@@ -73,7 +82,9 @@ def png_enabled() -> bool:
         return False
     if setting == "on":
         if chromium_path() is None:
-            raise RuntimeError("COURSE_VIZ_PNG=1 but no Chromium/Chrome was found (install Debian's `chromium`)")
+            raise RuntimeError(
+                "COURSE_VIZ_PNG=1 but no Chromium/Chrome was found (install Debian's `chromium`)"
+            )
         return True
     return chromium_path() is not None and importlib.util.find_spec("kaleido") is not None
 
@@ -82,6 +93,7 @@ def png_enabled() -> bool:
 def _kaleido_server() -> None:
     """Start one Kaleido browser per process (first image ~2 s of CPU, later ones ~0.3 s); stop it at exit."""
     import kaleido
+
     kaleido.start_sync_server(silence_warnings=True)
     atexit.register(kaleido.stop_sync_server, silence_warnings=True)
 
@@ -99,7 +111,9 @@ def static_bundle(fig: go.BaseFigure, png_fig: go.BaseFigure | None = None) -> d
     bundle = {PLOTLY_MIME: figure_json(fig)}
     if png_enabled():
         try:
-            bundle["image/png"] = base64.b64encode(png_bytes(png_fig if png_fig is not None else fig)).decode()
+            bundle["image/png"] = base64.b64encode(
+                png_bytes(png_fig if png_fig is not None else fig)
+            ).decode()
         except Exception:
             if png_setting() == "on":
                 raise

@@ -15,6 +15,7 @@ pattern of the selected (layer, head) on the probe tokens (an induction probe `^
 stripe appear). The layer and head controls redraw the pattern from the model as it is now. The figure is
 updated in place, so it animates while the training cell runs; keep runs short (a few hundred steps).
 """
+
 from __future__ import annotations
 
 import ipywidgets as widgets
@@ -33,23 +34,47 @@ class TrainingView(CourseWidget):
         self.steps: list[int] = []
         self.losses: list[float] = []
         c = model.config
-        self.layer = widgets.IntSlider(c.n_layers - 1 if layer is None else layer, min=0, max=c.n_layers - 1,
-                                       description="layer", continuous_update=False)
-        self.head = widgets.ToggleButtons(options=[(f"H{h}", h) for h in range(c.n_heads)], value=head,
-                                          description="head", style={"button_width": "44px"})
+        self.layer = widgets.IntSlider(
+            c.n_layers - 1 if layer is None else layer,
+            min=0,
+            max=c.n_layers - 1,
+            description="layer",
+            continuous_update=False,
+        )
+        self.head = widgets.ToggleButtons(
+            options=[(f"H{h}", h) for h in range(c.n_heads)],
+            value=head,
+            description="head",
+            style={"button_width": "44px"},
+        )
         view = self._attention()
         hm = view.heatmap(self.layer.value, self.head.value)
         custom = hover_grid(view.q_labels, view.k_labels)
-        self.fig = go.FigureWidget([
-            dict(type="scatter", x=[], y=[], mode="lines+markers", name="loss",
-                 hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>"),
-            main_trace(cells(hm.z), custom, 0.0, 1.0, PROB_SCALE, xaxis="x2", yaxis="y2"),
-            overlay_trace(hm.allowed, custom, xaxis="x2", yaxis="y2")])
+        self.fig = go.FigureWidget(
+            [
+                dict(
+                    type="scatter",
+                    x=[],
+                    y=[],
+                    mode="lines+markers",
+                    name="loss",
+                    hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>",
+                ),
+                main_trace(cells(hm.z), custom, 0.0, 1.0, PROB_SCALE, xaxis="x2", yaxis="y2"),
+                overlay_trace(hm.allowed, custom, xaxis="x2", yaxis="y2"),
+            ]
+        )
         self.fig.update_layout(
-            width=980, height=480, plot_bgcolor=BACKGROUND, showlegend=False, title=dict(text=self._title(hm)),
-            xaxis=dict(domain=[0, 0.38], title="step"), yaxis=dict(title="training loss", rangemode="tozero"),
+            width=980,
+            height=480,
+            plot_bgcolor=BACKGROUND,
+            showlegend=False,
+            title=dict(text=self._title(hm)),
+            xaxis=dict(domain=[0, 0.38], title="step"),
+            yaxis=dict(title="training loss", rangemode="tozero"),
             xaxis2=dict(domain=[0.5, 0.95], anchor="y2", title="key", **ticks(view.k_labels)),
-            yaxis2=dict(anchor="x2", autorange="reversed", title="query", **ticks(view.q_labels)))
+            yaxis2=dict(anchor="x2", autorange="reversed", title="query", **ticks(view.q_labels)),
+        )
         self.on_change(self.layer)
         self.on_change(self.head)
         self.view = widgets.VBox([widgets.HBox([self.layer]), self.head, self.fig, self.output])
@@ -80,7 +105,15 @@ class TrainingView(CourseWidget):
     def train(self, task, steps: int, callback_every: int = 25, **train_kwargs):
         """Train `self.model` on `task` with `course.training.train`, redrawing every `callback_every` steps."""
         from ..training import train
-        log = train(self.model, task, steps, callback=self.callback, callback_every=callback_every,
-                    progress=False, **train_kwargs)
+
+        log = train(
+            self.model,
+            task,
+            steps,
+            callback=self.callback,
+            callback_every=callback_every,
+            progress=False,
+            **train_kwargs,
+        )
         self.update_static()
         return log

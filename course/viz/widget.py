@@ -11,6 +11,7 @@ the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the l
 output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No widget state is
 stored in notebooks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,6 +33,7 @@ class HideStaticCopy(anywidget.AnyWidget):
     and the note go. Its CSS also hides the "Error displaying widget" line of a course widget whose model a
     reloaded page could not restore, where its static copy shows the figure. A no-op outside an output area.
     """
+
     _esm = """
     const drawn = (gd) => Array.isArray(gd.data) && gd.data.length > 0 && !!gd._fullLayout
                           && !!gd.querySelector('.main-svg');
@@ -86,6 +88,7 @@ class CourseWidget:
         A ValueError (bad input) shows its message only, anything else the full traceback; the next call that
         succeeds clears it.
         """
+
         def wrapper(*args, **kwargs):
             if self.output.outputs:
                 self.output.outputs = ()
@@ -97,6 +100,7 @@ class CourseWidget:
                 self.output.append_stderr("".join(traceback.format_exception_only(e)))
             except Exception:
                 self.output.append_stderr(traceback.format_exc())
+
         return wrapper
 
     def on_change(self, control: widgets.ValueWidget, handler=None) -> None:
@@ -106,6 +110,7 @@ class CourseWidget:
         def fire(change):
             if not self._muted:
                 handler(change)
+
         control.observe(self.guarded(fire), names="value")
 
     @contextlib.contextmanager
@@ -148,6 +153,7 @@ class CourseWidget:
     def show(self) -> None:
         """Display the static fallback, then the live view; `update_static()` later refreshes that fallback."""
         from IPython.display import display
+
         self._display = display(self.fallback_bundle(), raw=True, display_id=True)
         display(self._repr_mimebundle_(), raw=True)
 

@@ -3,6 +3,7 @@ test session (galata's test config, free loopback port, temporary HOME / config 
 
 Every test here is marked `browser`. A screenshot of each test's page lands in `test-artifacts/`.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SERVER_START_S = 90
 # Lab settings for tests: every cell stays in the DOM, no news toast, no autosave racing the tests.
 LAB_SETTINGS = {
@@ -41,8 +49,14 @@ def free_port() -> int:
 def throwaway_env(base: Path) -> dict:
     """Environment with HOME and every Jupyter dir inside `base`, the venv's bin first on PATH."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    for var, name in [("HOME", "home"), ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                      ("JUPYTER_DATA_DIR", "data"), ("TMPDIR", "tmp"), ("JUPYTERLAB_SETTINGS_DIR", "settings")]:
+    for var, name in [
+        ("HOME", "home"),
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("TMPDIR", "tmp"),
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+    ]:
         (base / name).mkdir(parents=True, exist_ok=True)
         env[var] = str(base / name)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -77,8 +91,9 @@ def wait_ready(ready, proc: subprocess.Popen, log: Path, timeout: float = SERVER
 def start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
     """Start a server in its own process group (so that `stop` also ends its kernels and children)."""
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(proc: subprocess.Popen, log: Path) -> None:
@@ -160,10 +175,12 @@ def lab_server(tmp_path_factory):
     (base / "exchange").mkdir()
     (Path(env["JUPYTER_CONFIG_DIR"]) / "nbgrader_config.py").write_text(  # the course's settings, our dirs
         f"from course.grading.release import configure\nconfigure(c, {str(root)!r})\n"
-        f"c.Exchange.root = {str(base / 'exchange')!r}\n")
+        f"c.Exchange.root = {str(base / 'exchange')!r}\n"
+    )
     port = free_port()
     config = base / "jupyter_lab_test_config.py"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         from jupyterlab.galata import configure_jupyter_server
         configure_jupyter_server(c)
         c.ServerApp.allow_root = True
@@ -171,7 +188,8 @@ def lab_server(tmp_path_factory):
         c.ServerApp.port = {port}
         c.ServerApp.root_dir = {str(root)!r}
         c.LabApp.user_settings_dir = {str(base / "settings")!r}
-    """))
+    """)
+    )
     log = base / "jupyterlab-server.log"
     proc = start([sys.executable, "-m", "jupyterlab", f"--config={config}"], root, env, log)
     url = f"http://127.0.0.1:{port}"

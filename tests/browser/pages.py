@@ -1,5 +1,6 @@
 """What the browser tests do to a page: drive JupyterLab (open, wait for the kernel, run, save) and read a
 plotly figure as a person sees it (its data, its hover label, the colour of one of its cells)."""
+
 from __future__ import annotations
 
 import struct
@@ -10,8 +11,9 @@ import zlib
 CURRENT = "jupyterapp.shell.currentWidget"
 KERNEL_IDLE = f"() => {CURRENT}?.sessionContext?.session?.kernel?.status === 'idle'"
 NO_KERNEL = f"() => !{CURRENT}.sessionContext.session?.kernel"
-ERROR_OUTPUTS = ("[data-mime-type='application/vnd.jupyter.stderr'], "
-                 "[data-mime-type='application/vnd.jupyter.error']")
+ERROR_OUTPUTS = (
+    "[data-mime-type='application/vnd.jupyter.stderr'], [data-mime-type='application/vnd.jupyter.error']"
+)
 
 
 class Lab:
@@ -139,8 +141,8 @@ def pixel(page, x: float, y: float) -> tuple[int, int, int]:
     png = page.screenshot(clip={"x": int(x), "y": int(y), "width": 1, "height": 1})
     pos, idat, color_type = 8, b"", None
     while pos < len(png):
-        (n,), kind = struct.unpack(">I", png[pos:pos + 4]), png[pos + 4:pos + 8]
-        body = png[pos + 8:pos + 8 + n]
+        (n,), kind = struct.unpack(">I", png[pos : pos + 4]), png[pos + 4 : pos + 8]
+        body = png[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             color_type = body[9]
         elif kind == b"IDAT":
@@ -153,23 +155,25 @@ def pixel(page, x: float, y: float) -> tuple[int, int, int]:
 
 def hex_rgb(color: str) -> tuple[int, int, int]:
     """'#c8c8c8' -> (200, 200, 200)."""
-    return tuple(int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return tuple(int(color.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
 
 
 def background_rgb(plot) -> tuple[int, int, int]:
     """The plot area's background colour as drawn (the fill of the subplot's `.bg` rectangle)."""
     fill = plot.locator(".bglayer .bg").first.evaluate("r => getComputedStyle(r).fill")
-    return tuple(int(float(v)) for v in fill[fill.index("(") + 1:fill.index(")")].split(",")[:3])
+    return tuple(int(float(v)) for v in fill[fill.index("(") + 1 : fill.index(")")].split(",")[:3])
 
 
 def choose(page, menu: int, label: str) -> None:
     """Pick `label` in the `menu`-th dropdown (updatemenu) of a static plotly figure."""
     page.locator(".updatemenu-header-group").nth(menu).click()
     page.locator(".updatemenu-dropdown-button").filter(
-        has=page.locator(f"text[data-unformatted='{label}']")).click()
+        has=page.locator(f"text[data-unformatted='{label}']")
+    ).click()
 
 
 # ------------------------------------------------------------------------------------------------ widgets
+
 
 def set_slider(root, value) -> None:
     """Type a value into an ipywidgets slider's readout, as a person does, and confirm with Enter."""
@@ -185,15 +189,19 @@ def click_toggle(root, label: str) -> None:
 
 def wait_title_change(plot, old: str) -> str:
     """Wait until the plot's title differs from `old` (the kernel answered a control); return the new one."""
-    plot.page.wait_for_function("([gd, old]) => (gd._fullLayout.title?.text ?? '') !== old",
-                                arg=[plot.element_handle(), old])
+    plot.page.wait_for_function(
+        "([gd, old]) => (gd._fullLayout.title?.text ?? '') !== old", arg=[plot.element_handle(), old]
+    )
     return figure(plot)["title"]
 
 
 def wait_title(plot, expected: str, timeout: float = 60_000) -> None:
     """Wait until the plot's title is `expected` (a state, not a change: an answer that came early counts)."""
-    plot.page.wait_for_function("([gd, want]) => (gd._fullLayout?.title?.text ?? '') === want",
-                                arg=[plot.element_handle(), expected], timeout=timeout)
+    plot.page.wait_for_function(
+        "([gd, want]) => (gd._fullLayout?.title?.text ?? '') === want",
+        arg=[plot.element_handle(), expected],
+        timeout=timeout,
+    )
 
 
 def point_center(plot, layer: str, trace: int, point: int) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """The course in JupyterLab, as a learner meets it: a chapter opened, run top to bottom, its widgets driven
 with the mouse and keyboard (attention explorer: chapter 3; KV-cache calculator: 8; sampling explorer: 11),
 and a run-and-saved chapter reopened with no kernel still showing its figures."""
+
 import json
 import shutil
 
@@ -69,7 +70,9 @@ def test_attention_explorer_in_chapter(attention_chapter):
     out.scroll_into_view_if_needed()
     before = figure(plot)
     layer = int(out.locator(".widget-readout").first.inner_text())
-    n_layers = int(out.locator(".widget-slider [role=slider]").get_attribute("aria-valuemax").split(".")[0]) + 1
+    n_layers = (
+        int(out.locator(".widget-slider [role=slider]").get_attribute("aria-valuemax").split(".")[0]) + 1
+    )
     assert n_layers > 1 and out.locator(".widget-toggle-button").count() > 1
 
     set_slider(out, (layer + 1) % n_layers)
@@ -98,8 +101,11 @@ def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_se
     (lab_server.root / "reopened").mkdir(exist_ok=True)
     shutil.copy(saved, lab_server.root / "reopened" / ATTENTION)
     nb = json.loads(saved.read_text())
-    data = [(i, k, o.get("data", {})) for i, cell in enumerate(nb["cells"])
-            for k, o in enumerate(cell.get("outputs", []))]
+    data = [
+        (i, k, o.get("data", {}))
+        for i, cell in enumerate(nb["cells"])
+        for k, o in enumerate(cell.get("outputs", []))
+    ]
     figures = [(i, k) for i, k, d in data if PLOTLY_JSON in d]
     live = [(i, k) for i, k, d in data if WIDGET_VIEW in d]
     assert figures and live, "the run chapter saved no figure outputs"
@@ -108,8 +114,10 @@ def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_se
 
     lab = Lab(page, lab_server)
     lab.start()
-    lab.command("docmanager:open", {"path": f"reopened/{ATTENTION}",
-                                    "kernelPreference": {"shouldStart": False, "canStart": False}})
+    lab.command(
+        "docmanager:open",
+        {"path": f"reopened/{ATTENTION}", "kernelPreference": {"shouldStart": False, "canStart": False}},
+    )
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     cells = page.locator(".jp-Notebook .jp-Cell")
     for i, k in figures:
@@ -117,13 +125,17 @@ def test_reopened_chapter_shows_figures_without_kernel(attention_chapter, lab_se
         try:
             output.locator(f"{PLOT}, img").first.wait_for(timeout=30_000)
         except PlaywrightTimeout:
-            pytest.fail(f"cell {i}: no figure after reopening without a kernel; it shows {output.inner_text()!r}")
+            pytest.fail(
+                f"cell {i}: no figure after reopening without a kernel; it shows {output.inner_text()!r}"
+            )
         png = output.locator("img.plot-img")  # jupyterlab-plotly shows the PNG until the mouse enters it
         if png.count() and png.is_visible():
             png.dispatch_event("mouseenter")
     assert page.get_by_text("Error displaying widget").count() == 0
     explorer = cells.locator(".jp-OutputArea-output").filter(has=page.locator(".updatemenu-header-group"))
-    explorer.first.locator(".heatmaplayer image").first.wait_for()  # the explorer's static copy, drawn by plotly
+    explorer.first.locator(
+        ".heatmaplayer image"
+    ).first.wait_for()  # the explorer's static copy, drawn by plotly
     assert page.evaluate("() => !jupyterapp.shell.currentWidget.sessionContext.session?.kernel")
 
 

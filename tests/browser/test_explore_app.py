@@ -1,6 +1,7 @@
 """`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown; the
 heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query, key
 and weight, masked cells are empty in the data and drawn grey."""
+
 import os
 import signal
 import sys
@@ -25,7 +26,24 @@ MODEL, PROMPT = "copy", "^abcdefgh|abcd"  # a chosen model and prompt (export-ht
 def explore_app(tmp_path_factory):
     base = tmp_path_factory.mktemp("explore")
     env, port, log = throwaway_env(base), free_port(), base / "course-explore.log"
-    proc = start([sys.executable, "-m", "course", "explore", "--model", MODEL, "--prompt", PROMPT, "--port", str(port), "--no-browser"], base, env, log)
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "course",
+            "explore",
+            "--model",
+            MODEL,
+            "--prompt",
+            PROMPT,
+            "--port",
+            str(port),
+            "--no-browser",
+        ],
+        base,
+        env,
+        log,
+    )
     try:
         wait_ready(lambda: port_open(port), proc, log)  # the port only: a GET of / would run the notebook
         yield Server(f"http://127.0.0.1:{port}", base, env, log)
@@ -49,7 +67,10 @@ def test_explore_serves_the_explorer_without_code(explore_app, reference, page):
     static_copy.first.wait_for(state="hidden", timeout=10_000)  # the live view hides its static copy
     assert page.locator(".jp-InputArea-editor, .cm-editor, .CodeMirror, .jp-InputPrompt").count() == 0
     assert "import explorer" not in page.content()  # the code is not even in the HTML
-    assert page.locator(".widget-slider").count() >= 1 and page.locator(".widget-toggle-button").count() == v.n_heads
+    assert (
+        page.locator(".widget-slider").count() >= 1
+        and page.locator(".widget-toggle-button").count() == v.n_heads
+    )
 
     fig = figure(plot)
     assert fig["title"] == v.heatmap(0, 0).title
@@ -103,8 +124,24 @@ def alive(pid: int) -> bool:
 def test_explore_stops_cleanly_on_a_signal(tmp_path, sig):
     """SIGTERM / SIGINT to `course explore` ends the Voilà server and the kernel it started, not just itself."""
     env, port, log = throwaway_env(tmp_path), free_port(), tmp_path / "course-explore.log"
-    proc = start([sys.executable, "-m", "course", "explore", "--model", MODEL, "--prompt", PROMPT,
-                  "--port", str(port), "--no-browser"], tmp_path, env, log)
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "course",
+            "explore",
+            "--model",
+            MODEL,
+            "--prompt",
+            PROMPT,
+            "--port",
+            str(port),
+            "--no-browser",
+        ],
+        tmp_path,
+        env,
+        log,
+    )
     try:
         wait_ready(lambda: port_open(port), proc, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=180) as page:  # runs the notebook

@@ -1,6 +1,7 @@
 """`course export-html`: the page opens from disk with the network cut, sends no request, its layer and head
 menus switch what is drawn (checked against the view model), hover reads query, key and weight, and masked
 cells are empty in the data and drawn grey."""
+
 import subprocess
 import sys
 
@@ -21,8 +22,13 @@ SAME_Z = """([gd, i, want]) => gd.data[i].z.every((row, r) => row.every((z, c) =
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "attention.html"
-    done = subprocess.run([sys.executable, "-m", "course", "export-html", "--out", str(out)],
-                          check=False, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "course", "export-html", "--out", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return out
 

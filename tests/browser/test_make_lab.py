@@ -1,5 +1,6 @@
 """`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), and `course` is on
 PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment)."""
+
 import asyncio
 import concurrent.futures
 import json
@@ -21,7 +22,9 @@ START_PAGE = "notebooks/00-start-here.ipynb"
 
 def make_lab_command() -> list[str]:
     """The JupyterLab command line `make lab` runs (from a dry run of make)."""
-    dry = subprocess.run(["make", "-n", "-s", "lab"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run(
+        ["make", "-n", "-s", "lab"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     return shlex.split(next(line for line in dry.splitlines() if "jupyter lab" in line))
 
 
@@ -35,12 +38,21 @@ def make_lab(tmp_path_factory):
     env, port, log = throwaway_env(base), free_port(), base / "make-lab.log"
     env.pop("COURSE_VENV_BIN", None)
     (base / "settings" / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
-    (base / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    (
+        base / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    ).write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     cmd = [a for a in make_lab_command() if not a.startswith("--ServerApp.root_dir=")] + [
-        f"--port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}",
-        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-        "--LabApp.expose_app_in_browser=True", "--no-browser", "--allow-root"]
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.expose_app_in_browser=True",
+        "--no-browser",
+        "--allow-root",
+    ]
     proc = start(cmd, REPO, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -79,6 +91,7 @@ async def terminal_output(url: str, line: str, done: str, timeout: float = 60) -
             kind, *content = json.loads(msg)
             if kind == "stdout":
                 out += content[0]
+
     try:
         await asyncio.wait_for(read(), timeout)
     finally:
@@ -90,7 +103,9 @@ def test_course_is_on_path_in_labs_terminal(make_lab):
     url, _ = make_lab
     # the typed line is echoed as typed; only the shell's own output holds "END-42"
     line = "command -v course || echo NOT-FOUND; echo END-$((6*7))"
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright runs its own event loop in this thread
+    with concurrent.futures.ThreadPoolExecutor(
+        1
+    ) as pool:  # Playwright runs its own event loop in this thread
         out = pool.submit(asyncio.run, terminal_output(url, line, "END-42")).result()
     venv_course = str(Path(sys.executable).parent / "course")
     assert "NOT-FOUND" not in out.split("END-$")[-1] and venv_course in out, out

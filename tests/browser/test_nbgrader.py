@@ -1,6 +1,7 @@
 """nbgrader's JupyterLab extension: the assignment list shows the released exercise (from a throw-away
 exchange), Fetch downloads it, and Validate runs its tests: every graded test cell of the untouched release
 fails on the stub's NotImplementedError, and nothing fails for another reason."""
+
 import json
 import shutil
 
@@ -45,8 +46,11 @@ def test_assignment_list_fetch_and_validate(lab_server, page):
     # A fetched assignment's notebooks are listed under its row once expanded. Wait until the row has rendered
     # completely (its toggle's caret icon is the last thing added), then expand it if it is collapsed.
     state = page.wait_for_function(ROW_STATE_JS, arg=ASSIGNMENT).json_value()
-    validate = fetched.locator(".nested_list_item").filter(has_text=NOTEBOOK.removesuffix(".ipynb")) \
+    validate = (
+        fetched.locator(".nested_list_item")
+        .filter(has_text=NOTEBOOK.removesuffix(".ipynb"))
         .get_by_role("button", name="Validate")
+    )
     if state == "collapsed":
         link.click()
         page.wait_for_function(f"name => ({ROW_STATE_JS})(name) === 'expanded'", arg=ASSIGNMENT)

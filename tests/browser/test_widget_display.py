@@ -1,5 +1,6 @@
 """Course widgets in JupyterLab are never blank and never show an error: the static copy stays until the live
 view has drawn its figure, and after a browser refresh with the kernel alive every figure shows correctly."""
+
 import nbformat
 import pytest
 
@@ -37,12 +38,17 @@ def notebook(path) -> None:
 
 def cells_ok(page) -> bool:
     """Every widget cell shows its figure: live (drawn, static copy hidden) or static; no error text."""
-    return page.evaluate(f"() => ({CELLS_JS})().every(c => (c.drawn !== c.static_shown) && "
-                         "!/Error displaying widget|model not found/.test(c.text))")
+    return page.evaluate(
+        f"() => ({CELLS_JS})().every(c => (c.drawn !== c.static_shown) && "
+        "!/Error displaying widget|model not found/.test(c.text))"
+    )
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13 item 2, still open: under make test's parallel load the widget "
-                   "manager can drop plotly models after a reload ('model not found'); passes on an idle machine")
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 13 item 2, still open: under make test's parallel load the widget "
+    "manager can drop plotly models after a reload ('model not found'); passes on an idle machine",
+)
 def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
     notebook(lab_server.root / "widgets.ipynb")
     lab = Lab(page, lab_server)
@@ -64,12 +70,12 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
         assert (a["ytitle"], a["reversed"]) == (b["ytitle"], b["reversed"]), (name, a, b)
 
 
-BROKEN = '''import ipywidgets as widgets
+BROKEN = """import ipywidgets as widgets
 from course.viz import MaskBuilder
 w = MaskBuilder(kind="causal", T=5)
 # a live view whose figure never draws, as when its front end fails to start: bare axes, no data
 w.view = widgets.VBox([widgets.HTML('<div class="js-plotly-plot">bare axes</div>')])
-w'''
+w"""
 
 
 def test_static_copy_stays_until_the_live_figure_has_drawn(lab_server, page):

@@ -1,4 +1,5 @@
 """Synthetic submissions built from the generated release and the solution source (never hand-written copies)."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,11 @@ MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$\n?", re.MULTILINE)
 def solutions_by_id(source: Path) -> dict[str, str]:
     """grade_id -> solution code (markers removed) of every solution cell of the source notebook."""
     nb = nbformat.read(source, as_version=4)
-    return {c.metadata["nbgrader"]["grade_id"]: MARKERS.sub("", c.source) for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("solution")}
+    return {
+        c.metadata["nbgrader"]["grade_id"]: MARKERS.sub("", c.source)
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
 
 
 def hidden_lines(source: Path) -> set[str]:
@@ -63,8 +67,15 @@ class Builder:
         return nb
 
 
-def write(folder: Path, sid: str, nb=None, *, raw: bytes | str | None = None, name: str = "exercises.ipynb",
-          timestamp: str | None = None) -> Path:
+def write(
+    folder: Path,
+    sid: str,
+    nb=None,
+    *,
+    raw: bytes | str | None = None,
+    name: str = "exercises.ipynb",
+    timestamp: str | None = None,
+) -> Path:
     d = folder / sid
     d.mkdir(parents=True, exist_ok=True)
     if nb is not None:

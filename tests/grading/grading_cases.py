@@ -1,6 +1,7 @@
 """The batch: 30 submissions (the issue-3 five, right and wrong answers, the hostile corpus, a rostered student
 who submitted nothing), each with its expected status, score and reason, all built from the release and the
 solution source. Scores are expressed through the release's points, never typed in."""
+
 from __future__ import annotations
 
 import ast
@@ -21,18 +22,21 @@ EARLY = "2026-02-28 09:00:00.000000 UTC"
 @dataclass
 class Case:
     sid: str
-    make: Callable[[Builder, Path, str], None]   # (builder, submissions folder, student id): writes the folder
+    make: Callable[[Builder, Path, str], None]  # (builder, submissions folder, student id): writes the folder
     status: str
     score: Callable[[Points], float | None]
-    reason: str = ""                        # a substring of the reason ("" : reason must be empty)
+    reason: str = ""  # a substring of the reason ("" : reason must be empty)
 
 
 class Points:
     """Points of the release's test cells, by exercise and by position."""
 
     def __init__(self, release: nbformat.NotebookNode):
-        self.order = [(gid(c), float(c.metadata["nbgrader"]["points"])) for c in release.cells
-                      if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
+        self.order = [
+            (gid(c), float(c.metadata["nbgrader"]["points"]))
+            for c in release.cells
+            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")
+        ]
         self.max = sum(p for _, p in self.order)
 
     def of(self, *exercises: str) -> float:
@@ -41,7 +45,7 @@ class Points:
     def before(self, grade_id: str) -> float:
         """Points of the tests strictly before test `grade_id`."""
         names = [g for g, _ in self.order]
-        return sum(p for _, p in self.order[:names.index(grade_id)])
+        return sum(p for _, p in self.order[: names.index(grade_id)])
 
     def test_ids(self, exercise: str) -> list[str]:
         return [g for g, _ in self.order if g.startswith(exercise + "_")]
@@ -61,9 +65,11 @@ def _answer_except(*skip: str) -> tuple[str, ...]:
 
 def at_end(source: str):
     """Perfect answers plus a learner cell after the last test cell."""
+
     def make(b: Builder, folder: Path, sid: str) -> None:
         nb = b.notebook("all")
         write(folder, sid, b.after(nb, LAST_TEST[0], source))
+
     return make
 
 
@@ -85,10 +91,14 @@ def _deleted(b, folder, sid):
 
 
 def _stderr_noise(b, folder, sid):
-    name = next(n.name for n in ast.parse(b.solutions["ex01_solution"]).body if isinstance(n, ast.FunctionDef))
-    noisy = (f"\nimport logging, sys, warnings\n_plain = {name}\n\ndef {name}(*args, **kwargs):\n"
-             "    print('50%|#####     | 5/10', file=sys.stderr)\n    warnings.warn('a learner warning')\n"
-             "    logging.getLogger('learner').error('log noise')\n    return _plain(*args, **kwargs)\n")
+    name = next(
+        n.name for n in ast.parse(b.solutions["ex01_solution"]).body if isinstance(n, ast.FunctionDef)
+    )
+    noisy = (
+        f"\nimport logging, sys, warnings\n_plain = {name}\n\ndef {name}(*args, **kwargs):\n"
+        "    print('50%|#####     | 5/10', file=sys.stderr)\n    warnings.warn('a learner warning')\n"
+        "    logging.getLogger('learner').error('log noise')\n    return _plain(*args, **kwargs)\n"
+    )
     write(folder, sid, b.notebook("all", code={"ex01_solution": b.solutions["ex01_solution"] + noisy}))
 
 
@@ -107,6 +117,7 @@ def _duplicate(grade_id: str, timestamp: str | None = None):
         i = b.index(nb, grade_id)
         nb.cells.insert(i + 1, copy.deepcopy(nb.cells[i]))
         write(folder, sid, nb, timestamp=timestamp)
+
     return make
 
 
@@ -143,11 +154,14 @@ def _at_top(source: str, answered):
     def make(b, folder, sid):
         nb = b.notebook(answered)
         write(folder, sid, b.after(nb, "setup", source))
+
     return make
 
 
 def _runtime_tamper(b, folder, sid):
-    nb = b.notebook("all")  # rebinding through a container: invisible to the static scan, caught by the probes
+    nb = b.notebook(
+        "all"
+    )  # rebinding through a container: invisible to the static scan, caught by the probes
     write(folder, sid, b.after(nb, LAST_TEST[0], "_m = [torch]\n_m[0].allclose = lambda *a, **k: True"))
 
 
@@ -235,20 +249,24 @@ sys.stdout.write('{"status": "graded", "score": 49}\\n')
 
 def _wrong_answers(b) -> str:
     """Every answer name of the assignment defined, every one of them wrong (lying objects included)."""
-    lines = ["class Liar(float):",
-             "    def __eq__(self, other): return True",
-             "    def __ne__(self, other): return False",
-             "    def __float__(self): return 0.0",
-             "    __hash__ = float.__hash__",
-             "class LyingTensor(torch.Tensor):",
-             "    def __eq__(self, other): return torch.ones((), dtype=torch.bool)",
-             "    def allclose(self, *a, **k): return True"]
+    lines = [
+        "class Liar(float):",
+        "    def __eq__(self, other): return True",
+        "    def __ne__(self, other): return False",
+        "    def __float__(self): return 0.0",
+        "    __hash__ = float.__hash__",
+        "class LyingTensor(torch.Tensor):",
+        "    def __eq__(self, other): return torch.ones((), dtype=torch.bool)",
+        "    def allclose(self, *a, **k): return True",
+    ]
     for source in b.solutions.values():
         for node in ast.parse(source).body:
             if isinstance(node, ast.FunctionDef):
-                lines += [f"def {node.name}(*args, **kwargs):",
-                          "    return Liar(1.0) if not args or not hasattr(args[0], 'shape') else "
-                          "torch.zeros(1).as_subclass(LyingTensor)"]
+                lines += [
+                    f"def {node.name}(*args, **kwargs):",
+                    "    return Liar(1.0) if not args or not hasattr(args[0], 'shape') else "
+                    "torch.zeros(1).as_subclass(LyingTensor)",
+                ]
             elif isinstance(node, ast.Assign):
                 lines += [f"{t.id} = Liar(0.0)" for t in node.targets if isinstance(t, ast.Name)]
     return "\n".join(lines)
@@ -259,6 +277,7 @@ def _hostile(attack: str):
         nb = b.notebook()
         nb = b.after(nb, "setup", attack)
         write(folder, sid, b.after(nb, LAST_TEST[0], _wrong_answers(b)))
+
     return make
 
 
@@ -266,28 +285,39 @@ def _fair(b, folder, sid):
     """Right answers in other styles than the solution's: einsum, where, reshape/permute, var(unbiased=False)."""
     code = {
         "ex01_solution": "def attention(q, k, v):\n    s = torch.einsum('...qd,...kd->...qk', q, k) * q.shape[-1] ** -0.5\n"
-                         "    w = s.exp() / s.exp().sum(-1, keepdim=True)\n    return torch.einsum('...qk,...kd->...qd', w, v), w",
+        "    w = s.exp() / s.exp().sum(-1, keepdim=True)\n    return torch.einsum('...qk,...kd->...qd', w, v), w",
         "ex03_solution": "def split_heads(x, n_heads):\n    B, T, D = x.shape\n    return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)\n\n"
-                         "def merge_heads(x):\n    return torch.cat(x.unbind(1), dim=-1)",
+        "def merge_heads(x):\n    return torch.cat(x.unbind(1), dim=-1)",
         "ex06_solution": "def layer_norm(x, weight, bias, eps=1e-5):\n    v = x.var(-1, unbiased=False, keepdim=True)\n"
-                         "    return weight * (x - x.mean(-1, keepdim=True)) * torch.rsqrt(v + eps) + bias\n\n"
-                         "def rms_norm(x, weight, eps=1e-6):\n    return weight * x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()",
+        "    return weight * (x - x.mean(-1, keepdim=True)) * torch.rsqrt(v + eps) + bias\n\n"
+        "def rms_norm(x, weight, eps=1e-6):\n    return weight * x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()",
     }
     write(folder, sid, b.notebook("all", code=code))
 
 
 def _subtle(b, folder, sid):
     """Wrong in exactly one place each: ln1/ln2 swapped in the Pre-LN block, F.layer_norm called in ex06."""
-    pre = b.solutions["ex07_solution"].replace("ln1(x)", "LNX(x)").replace("ln2(x)", "ln1(x)").replace("LNX(x)", "ln2(x)", 1)
-    ex06 = b.solutions["ex06_solution"].replace("def layer_norm(x, weight, bias, eps=1e-5):",
-        "def layer_norm(x, weight, bias, eps=1e-5):\n    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)")
+    pre = (
+        b.solutions["ex07_solution"]
+        .replace("ln1(x)", "LNX(x)")
+        .replace("ln2(x)", "ln1(x)")
+        .replace("LNX(x)", "ln2(x)", 1)
+    )
+    ex06 = b.solutions["ex06_solution"].replace(
+        "def layer_norm(x, weight, bias, eps=1e-5):",
+        "def layer_norm(x, weight, bias, eps=1e-5):\n    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)",
+    )
     write(folder, sid, b.notebook("all", code={"ex07_solution": pre, "ex06_solution": ex06}))
 
 
 def _stuck_exercise(b, folder, sid):
     """Exercise 3 loops forever on the hidden tests' head counts, exercise 4 kills the process on a hidden size."""
-    ex03 = b.solutions["ex03_solution"].replace("    B, T, D = x.shape\n", "    B, T, D = x.shape\n    while n_heads == 3:\n        pass\n", 1)
-    ex04 = b.solutions["ex04_solution"].replace('    """\n', '    """\n    if d_model == 12288:\n        import os; os._exit(1)\n', 1)
+    ex03 = b.solutions["ex03_solution"].replace(
+        "    B, T, D = x.shape\n", "    B, T, D = x.shape\n    while n_heads == 3:\n        pass\n", 1
+    )
+    ex04 = b.solutions["ex04_solution"].replace(
+        '    """\n', '    """\n    if d_model == 12288:\n        import os; os._exit(1)\n', 1
+    )
     write(folder, sid, b.notebook("all", code={"ex03_solution": ex03, "ex04_solution": ex04}))
 
 
@@ -326,8 +356,13 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         Case("memory-bomb", at_end("hog = bytearray(64 * 2**30)"), "oom", full, "memory limit"),
         Case("output-bomb", at_end("print('x' * 20_000_000)"), "graded", full, "truncated"),
         Case("stderr-noise", _stderr_noise, "graded", full),
-        Case("stuck-exercise", _stuck_exercise, "timeout",
-             lambda p: p.max - p.of("ex03") - p.of("ex04") / 2, "exercise 3 went over"),
+        Case(
+            "stuck-exercise",
+            _stuck_exercise,
+            "timeout",
+            lambda p: p.max - p.of("ex03") - p.of("ex04") / 2,
+            "exercise 3 went over",
+        ),
         # the notebook's structure
         Case("test-retyped", _retyped, "graded", lambda p: p.max - p.of("ex04")),
         Case("test-duplicated", _duplicate("ex05_gelu"), "graded", full),
@@ -347,8 +382,13 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         Case("spawn-orphan", at_end(SPAWN.format(**fmt)), "flagged", full, "imports subprocess"),
         # tampering with the checks: every answer wrong, whatever the learner's process does to itself
         Case("patch-allclose", _at_top(PATCH, ()), "flagged", zero, "assigns to torch.allclose"),
-        Case("patch-harness", _at_top("H.expect_close = lambda *a, **k: None", "all"), "flagged", full,
-             "assigns to H.expect_close"),
+        Case(
+            "patch-harness",
+            _at_top("H.expect_close = lambda *a, **k: None", "all"),
+            "flagged",
+            full,
+            "assigns to H.expect_close",
+        ),
         # it breaks torch.allclose in its own process: its own checks of exercise 10 use it, and lose 5 points
         Case("runtime-tamper", _runtime_tamper, "graded", lambda p: p.max - 5),
         Case("shell-hooks", _hostile(SHELL_HOOKS), "flagged", zero, "set_custom_exc"),

@@ -1,6 +1,7 @@
 """End to end: one `course grade` call on a batch of 30 mixed submissions (the issue-3 five, right and wrong
 answers, the hostile corpus), every row's status, score and reason asserted, the gradebook checked against the
 CSV, feedback checked for hidden tests, and the jail's runtime evidence inspected."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,22 @@ from grading_cases import DUE, Points, cases
 from course.grading import pipeline, release
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-batch")]
-LIMITS = ["--cell-s", "10", "--exercise-s", "8", "--wall-s", "240", "--memory-mb", "2048", "--output-bytes", "100000",
-          "--notebook-mb", "5", "--jobs", "2"]
+LIMITS = [
+    "--cell-s",
+    "10",
+    "--exercise-s",
+    "8",
+    "--wall-s",
+    "240",
+    "--memory-mb",
+    "2048",
+    "--output-bytes",
+    "100000",
+    "--notebook-mb",
+    "5",
+    "--jobs",
+    "2",
+]
 
 
 def csv_id(sid: str) -> str:
@@ -33,8 +48,15 @@ def csv_id(sid: str) -> str:
 
 def grade(*args, cwd=release.ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "GRADER_SECRET": "instructor-only"}
-    return subprocess.run([sys.executable, "-m", "course", "grade", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "course", "grade", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def _shared_dir(tmp_path_factory) -> Path:
@@ -58,17 +80,29 @@ def batch(tmp_path_factory):
             subs.mkdir()
             for case in table:
                 case.make(builder, subs, case.sid)
-            (tmp / "roster.txt").write_text("\n".join(c.sid for c in table if pipeline.STUDENT_ID.match(c.sid)))
-            done = grade(subs, "--out", out, "--course", course, "--roster", tmp / "roster.txt", "--due", DUE,
-                         *LIMITS)
-            done_file.write_text(json.dumps({"token": token, "rc": done.returncode, "log": done.stdout + done.stderr}))
+            (tmp / "roster.txt").write_text(
+                "\n".join(c.sid for c in table if pipeline.STUDENT_ID.match(c.sid))
+            )
+            done = grade(
+                subs, "--out", out, "--course", course, "--roster", tmp / "roster.txt", "--due", DUE, *LIMITS
+            )
+            done_file.write_text(
+                json.dumps({"token": token, "rc": done.returncode, "log": done.stdout + done.stderr})
+            )
     state = json.loads(done_file.read_text())
     assert state["rc"] == 0, state["log"]
     with open(out, newline="") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
     table = cases(points, state["token"], release.ROOT, release.SOURCE, course / "gradebook.db")
-    return {"rows": rows, "table": table, "points": points, "course": pipeline.Course(course), "out": out,
-            "tmp": tmp, "token": state["token"]}
+    return {
+        "rows": rows,
+        "table": table,
+        "points": points,
+        "course": pipeline.Course(course),
+        "out": out,
+        "tmp": tmp,
+        "token": state["token"],
+    }
 
 
 def test_one_row_per_submission_with_the_contract_columns(batch):
@@ -109,10 +143,15 @@ def test_issue3_per_exercise_points(batch):
 
 def test_gradebook_matches_the_csv(batch):
     from nbgrader.api import Gradebook, MissingEntry
+
     course = batch["course"]
     with Gradebook(f"sqlite:///{course.db}", course_id=pipeline._course_id()) as gb:
         for sid, row in batch["rows"].items():
-            if not pipeline.STUDENT_ID.match(sid) or row["status"] == "missing" and row["reason"] == "no submission":
+            if (
+                not pipeline.STUDENT_ID.match(sid)
+                or row["status"] == "missing"
+                and row["reason"] == "no submission"
+            ):
                 continue
             try:
                 sub = gb.find_submission(pipeline.ASSIGNMENT, sid)
@@ -123,7 +162,9 @@ def test_gradebook_matches_the_csv(batch):
             else:
                 assert sub is not None and sub.score == pytest.approx(float(row["score"])), sid
                 assert sub.needs_manual_grade is False
-                assert (sub.total_seconds_late > 0) == (row["status"] == "late" or "after the due date" in row["reason"])
+                assert (sub.total_seconds_late > 0) == (
+                    row["status"] == "late" or "after the due date" in row["reason"]
+                )
 
 
 def test_feedback_never_shows_hidden_tests_or_tracebacks(batch):
@@ -151,12 +192,16 @@ def test_nothing_of_the_instructor_is_visible_from_the_jail(batch):
     env = out.split("ENV ", 1)[1].splitlines()[0]
     assert "GRADER_SECRET" not in env and "PATH" in env, env
     fds = out.split("FDS ", 1)[1].splitlines()[0]
-    assert fds.count("'") == 2 * 5, fds  # stdin/out/err (/dev/null), the channel, and listdir's own descriptor
+    assert fds.count("'") == 2 * 5, (
+        fds
+    )  # stdin/out/err (/dev/null), the channel, and listdir's own descriptor
 
 
 def test_writes_outside_the_jail_do_not_land(batch):
     out = _cell_output(batch["course"], "write-outside", "WROTE")
-    assert f"DENIED {batch['course'].db}" in out, out  # the jail's own tmpfs takes writes; nothing reaches the host
+    assert f"DENIED {batch['course'].db}" in out, (
+        out
+    )  # the jail's own tmpfs takes writes; nothing reaches the host
     token = batch["token"]
     assert not (release.ROOT / f"pwned-{token}").exists() and not Path(f"/tmp/pwned-{token}").exists()
     assert b"pwned" not in batch["course"].db.read_bytes()
@@ -185,7 +230,9 @@ def test_rerunning_steps_is_idempotent(batch, tmp_path):
     course = pipeline.Course(tmp_path / "course")  # a copy: other tests read the batch's course meanwhile
     shutil.copytree(batch["course"].root, course.root)
     again = tmp_path / "again.csv"
-    done = grade("autograde", "--course", course.root, "--student", "e2e-half", "--student", "os-exit", *LIMITS)
+    done = grade(
+        "autograde", "--course", course.root, "--student", "e2e-half", "--student", "os-exit", *LIMITS
+    )
     assert done.returncode == 0, done.stderr
     assert grade("feedback", "--course", course.root).returncode == 0
     done = grade("export", "--course", course.root, "--out", again, "--roster", batch["tmp"] / "roster.txt")

@@ -1,5 +1,6 @@
 """The pipeline's pieces without a kernel: the notebook actually graded (sanitize), collecting from a folder, from
 LMS zip files and from nbgrader's exchange, and the contract's throw-away run on submissions that cannot be graded."""
+
 from __future__ import annotations
 
 import copy
@@ -31,20 +32,24 @@ def test_sanitize_restores_the_locked_skeleton(builder, ref):
     nb = builder.notebook("all")
     first_test = next(g for g in ref.tests)
     i = builder.index(nb, first_test)
-    nb.cells[i].cell_type, nb.cells[i].source = "markdown", "retyped"          # re-typed test cell
+    nb.cells[i].cell_type, nb.cells[i].source = "markdown", "retyped"  # re-typed test cell
     nb.cells[i].pop("outputs"), nb.cells[i].pop("execution_count")
     deleted = list(ref.tests)[3]
-    nb.cells.pop(builder.index(nb, deleted))                                   # deleted test cell
+    nb.cells.pop(builder.index(nb, deleted))  # deleted test cell
     sol = builder.index(nb, "ex06_solution")
-    nb.cells.insert(sol + 1, copy.deepcopy(nb.cells[sol]))                     # copied solution cell
-    fake = nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {"grade": True, "grade_id": "bonus", "points": 99,
-                                                                     "locked": True, "solution": False},
-                                                        "course_grading": {"probe": True}})
-    nb.cells.insert(0, fake)                                                   # forged grade cell before setup
+    nb.cells.insert(sol + 1, copy.deepcopy(nb.cells[sol]))  # copied solution cell
+    fake = nbformat.v4.new_code_cell(
+        "x = 1",
+        metadata={
+            "nbgrader": {"grade": True, "grade_id": "bonus", "points": 99, "locked": True, "solution": False},
+            "course_grading": {"probe": True},
+        },
+    )
+    nb.cells.insert(0, fake)  # forged grade cell before setup
     out = pipeline.sanitize(nb, ref)
     ids = [gid(c) for c in out.cells if gid(c)]
     assert ids.count("ex06_solution") == 1 and "bonus" not in ids
-    assert [g for g in ids if g in ref.tests] == list(ref.tests)               # every test, once, in order
+    assert [g for g in ids if g in ref.tests] == list(ref.tests)  # every test, once, in order
     restored = next(c for c in out.cells if gid(c) == first_test)
     assert restored.cell_type == "code" and restored.source == ref.locked[first_test].source
     forged = next(c for c in out.cells if c.source == "x = 1")
@@ -54,13 +59,13 @@ def test_sanitize_restores_the_locked_skeleton(builder, ref):
 def test_learner_cells_are_the_editable_code_cells_only(builder, ref):
     nb = builder.after(builder.notebook("all"), "ex01_solution", "extra = 1")
     test = builder.index(nb, "ex02_mask")
-    nb.cells[test].source = "print('my own version of the test')"   # an edited test cell is restored, not run
+    nb.cells[test].source = "print('my own version of the test')"  # an edited test cell is restored, not run
     cells = pipeline.learner_cells(pipeline.sanitize(nb, ref), ref)
     sources = [s for _, s in cells]
     assert "extra = 1" in sources and not any("my own version" in s or "H.expect" in s for s in sources)
     assert len(cells) == len([c for c in ref.nb.cells if c.metadata.get("nbgrader", {}).get("solution")]) + 1
     numbers = [n for n, _ in cells]
-    assert numbers == sorted(numbers) and numbers[0] > 1      # numbered as in the submission
+    assert numbers == sorted(numbers) and numbers[0] > 1  # numbered as in the submission
 
 
 def test_odd_folder_names_get_unique_stable_ids(tmp_path):
@@ -71,9 +76,15 @@ def test_odd_folder_names_get_unique_stable_ids(tmp_path):
 
 
 def _grade(*args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "course", "grade", *map(str, args)], cwd=release.ROOT,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **env}, capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "course", "grade", *map(str, args)],
+        cwd=release.ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -89,7 +100,10 @@ def test_contract_run_in_a_throw_away_course(tmp_path, builder):
     assert done.returncode == 0, done.stderr
     rows = {r["student_id"]: r for r in csv.DictReader((tmp_path / "grades.csv").read_text().splitlines())}
     assert {k: (r["status"], r["score"]) for k, r in rows.items()} == {
-        "renamed": ("invalid", ""), "corrupt": ("invalid", ""), "empty": ("missing", "")}
+        "renamed": ("invalid", ""),
+        "corrupt": ("invalid", ""),
+        "empty": ("missing", ""),
+    }
     assert not list(private_tmp.glob("course-grade-*"))  # the throw-away course is gone
 
 
@@ -102,7 +116,10 @@ def test_collect_from_folder_zip_and_exchange(tmp_path, builder):
     (folder / "alice" / "junk.bin").write_bytes(b"\0" * 1000)
     assert _grade("collect", folder, "--course", course).returncode == 0
     assert sorted(p.name for p in (course / "submitted" / "alice" / "transformers").iterdir()) == [
-        ".collect.json", "exercises.ipynb", "timestamp.txt"]
+        ".collect.json",
+        "exercises.ipynb",
+        "timestamp.txt",
+    ]
 
     downloads = tmp_path / "downloads"
     downloads.mkdir()

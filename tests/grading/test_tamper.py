@@ -1,4 +1,5 @@
 """The static scan flags tampering and escapes, and never an honest answer, right or wrong."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,10 +44,14 @@ def test_hostile_cells_are_flagged(source):
 
 
 def _honest_answers() -> list[str]:
-    spec = importlib.util.spec_from_file_location("mutants", release.ROOT / "tests" / "exercises" / "mutants.py")
+    spec = importlib.util.spec_from_file_location(
+        "mutants", release.ROOT / "tests" / "exercises" / "mutants.py"
+    )
     mutants = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mutants)
-    snippets = [s for table in (mutants.WRONG, mutants.RIGHT) for variants in table.values() for *_, s in variants]
+    snippets = [
+        s for table in (mutants.WRONG, mutants.RIGHT) for variants in table.values() for *_, s in variants
+    ]
     return list(solutions_by_id(release.SOURCE).values()) + [s for s in snippets if isinstance(s, str)]
 
 
@@ -57,12 +62,19 @@ def test_honest_answers_are_not_flagged():
         assert tamper.scan_cell(source) == [], source
 
 
-@pytest.mark.parametrize("source", ["def f(x):\n    B, T, H, d = x.shape\n    return H", "%time x = 1",
-                                    "import math, torch\nx = torch.zeros(3)\nx[0] = math.pi", "y = (",
-                                    "class A:\n    def __init__(self):\n        self.w = 1\n        self.__x = 2",
-                                    "import inspect\nprint(inspect.signature(print))",
-                                    "def attention(input, k, v):\n    return input",
-                                    "import torch\nfrom course.grading import harness as H\nH.setup()",
-                                    "with open('notes.txt', 'w') as f:\n    f.write('x')"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def f(x):\n    B, T, H, d = x.shape\n    return H",
+        "%time x = 1",
+        "import math, torch\nx = torch.zeros(3)\nx[0] = math.pi",
+        "y = (",
+        "class A:\n    def __init__(self):\n        self.w = 1\n        self.__x = 2",
+        "import inspect\nprint(inspect.signature(print))",
+        "def attention(input, k, v):\n    return input",
+        "import torch\nfrom course.grading import harness as H\nH.setup()",
+        "with open('notes.txt', 'w') as f:\n    f.write('x')",
+    ],
+)
 def test_ordinary_code_is_not_flagged(source):
     assert tamper.scan_cell(source) == []

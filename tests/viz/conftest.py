@@ -1,4 +1,5 @@
 """Fixtures for the widget tests: no PNG by default (Kaleido is slow), a comm that records what it would send."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ class CommLog(list):
         return [key for kind, data, _ in self if kind == "comm_msg" for key in data.get("state", {})]
 
     def nbytes(self) -> int:
-        return sum(len(json.dumps(data, default=str)) + sum(len(memoryview(b).cast("B")) for b in buffers)
-                   for _, data, buffers in self)
+        return sum(
+            len(json.dumps(data, default=str)) + sum(len(memoryview(b).cast("B")) for b in buffers)
+            for _, data, buffers in self
+        )
 
 
 @pytest.fixture
@@ -45,8 +48,10 @@ def comm_log(monkeypatch) -> CommLog:
 @pytest.fixture
 def make_model():
     """A randomly initialised course model from a preset (+ overrides)."""
+
     def make(preset: str = "tiny", cls=DecoderLM, **overrides):
         return cls(ModelConfig.from_preset(preset, **overrides)).eval()
+
     return make
 
 

@@ -1,5 +1,6 @@
 """Attention explorer: the view model against the model's own captured attention, and the widget driven as the
 front end drives it."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from course.viz import AttentionExplorer, AttentionView
 from course.viz.heatmap import unique_labels
 from course.viz.static import PLOTLY_MIME, grid
 
-CONFIGS = [("tiny", {}), ("tiny-llama", {}), ("tiny", {"positional": "alibi", "n_heads": 8}),
-           ("tiny", {"positional": "relative"}), ("tiny", {"positional": "sinusoidal", "n_layers": 3})]
+CONFIGS = [
+    ("tiny", {}),
+    ("tiny-llama", {}),
+    ("tiny", {"positional": "alibi", "n_heads": 8}),
+    ("tiny", {"positional": "relative"}),
+    ("tiny", {"positional": "sinusoidal", "n_layers": 3}),
+]
 
 
 def captured(model, idx):
@@ -35,7 +41,12 @@ def test_view_matches_the_models_attention(make_model, tokens, preset, overrides
     # unmasked scores agree with the model's masked scores wherever the model did not mask (tolerance 1e-5)
     torch.testing.assert_close(view.scores[:, :, causal], scores[:, :, causal], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(view.weights(masked=True), pattern, atol=1e-6, rtol=1e-5)
-    assert (view.n_layers, view.n_heads, view.T_q, view.T_k) == (model.config.n_layers, model.config.n_heads, T, T)
+    assert (view.n_layers, view.n_heads, view.T_q, view.T_k) == (
+        model.config.n_layers,
+        model.config.n_heads,
+        T,
+        T,
+    )
 
 
 @pytest.mark.parametrize("T", [5, 12])
@@ -103,7 +114,7 @@ def test_overview_tiles_map_to_layer_and_head(make_model, tokens, preset, T, max
             x0, x1, y0, y1 = view.tile_box(layer, head, max_tile)
             assert x0 < col < x1 and y0 < row < y1
             r, c = row - layer * (tq + 1), col - head * (tk + 1)
-            block = weights[layer, head, r * f:(r + 1) * f, c * f:(c + 1) * f]
+            block = weights[layer, head, r * f : (r + 1) * f, c * f : (c + 1) * f]
             expected = np.nanmean(block) if np.isfinite(block).any() else np.nan
             np.testing.assert_allclose(over[row, col], expected, atol=1e-12, equal_nan=True)
 
@@ -111,13 +122,18 @@ def test_overview_tiles_map_to_layer_and_head(make_model, tokens, preset, T, max
 def test_bad_input_is_a_clear_value_error(make_model):
     model = make_model("tiny")
     view = AttentionView.from_model(model, [1, 2, 3])
-    for call, word in [(lambda: view.heatmap(2, 0), "layer=2"), (lambda: view.heatmap(0, 4), "head=4"),
-                       (lambda: view.heatmap(0, 0, "logits"), "stage='logits'"),
-                       (lambda: AttentionView.from_model(model, [1, 2], labels=["x"]), "1 labels for 2"),
-                       (lambda: AttentionView.from_model(model, [[1, 2], [3, 4]]), "shape (2, 2)"),
-                       (lambda: AttentionView(torch.zeros(2, 3, 3), True, "abc"), "(layers, heads"),
-                       (lambda: AttentionView.from_model(EncoderDecoder(ModelConfig.from_preset("tiny")), [1]),
-                        "EncoderDecoder")]:
+    for call, word in [
+        (lambda: view.heatmap(2, 0), "layer=2"),
+        (lambda: view.heatmap(0, 4), "head=4"),
+        (lambda: view.heatmap(0, 0, "logits"), "stage='logits'"),
+        (lambda: AttentionView.from_model(model, [1, 2], labels=["x"]), "1 labels for 2"),
+        (lambda: AttentionView.from_model(model, [[1, 2], [3, 4]]), "shape (2, 2)"),
+        (lambda: AttentionView(torch.zeros(2, 3, 3), True, "abc"), "(layers, heads"),
+        (
+            lambda: AttentionView.from_model(EncoderDecoder(ModelConfig.from_preset("tiny")), [1]),
+            "EncoderDecoder",
+        ),
+    ]:
         with pytest.raises(ValueError, match=word.replace("(", r"\(").replace(")", r"\)")):
             call()
 
@@ -154,8 +170,11 @@ def test_clicking_an_overview_tile_selects_layer_and_head(explorer):
     x0, x1, y0, y1 = view.tile_box(1, 2)
     row, col = int(y0 + 1.5), int(x0 + 1.5)
     fig._js2py_pointsCallback = {  # what plotly.js sends on a click
-        "event_type": "plotly_click", "device_state": None, "selector": None,
-        "points": {"xs": [col], "ys": [row], "point_indexes": [[row, col]], "trace_indexes": [2]}}
+        "event_type": "plotly_click",
+        "device_state": None,
+        "selector": None,
+        "points": {"xs": [col], "ys": [row], "point_indexes": [[row, col]], "trace_indexes": [2]},
+    }
     assert (explorer.layer.value, explorer.head.value) == (1, 2)
     assert fig.layout.title.text.startswith("Layer 1 · head 2")
     assert (fig.layout.shapes[0].x0, fig.layout.shapes[0].y0) == (x0, y0)
@@ -165,6 +184,7 @@ def test_clicking_an_overview_tile_selects_layer_and_head(explorer):
 def test_callback_errors_go_to_the_output_widget(explorer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom in a callback")
+
     monkeypatch.setattr(explorer.attention, "heatmap", broken)
     explorer.layer.value = 1  # must not raise into the front end's event loop
     (out,) = explorer.output.outputs
@@ -175,8 +195,12 @@ def test_update_sends_a_small_restyle_and_never_the_bundle_again(comm_log, make_
     model = make_model("tiny", context_length=128)
     explorer = AttentionExplorer(model, tokens(model, 128))
     assert "_esm" in {k for kind, data, _ in comm_log if kind == "comm_open" for k in data["state"]}
-    for control, value in [(explorer.layer, 1), (explorer.head, 2), (explorer.stage, "masked"),
-                           (explorer.mask, False)]:
+    for control, value in [
+        (explorer.layer, 1),
+        (explorer.head, 2),
+        (explorer.stage, "masked"),
+        (explorer.mask, False),
+    ]:
         comm_log.clear()
         control.value = value
         sent = comm_log.updates()
@@ -209,7 +233,8 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
             hm = view.heatmap(layer, h)
             assert update["z"][h] == grid(hm.z)
             assert [v is not None for v in np.ravel(np.array(update["z"][H + h], dtype=object))] == list(
-                (~hm.allowed).ravel())
+                (~hm.allowed).ravel()
+            )
     for h, button in enumerate(head_menu.buttons):
         assert list(button.args[0]["visible"]) == [k == h for k in range(H)] * 2
     assert [t.visible for t in fig.data] == [True] + [False] * (H - 1) + [True] + [False] * (H - 1)
@@ -218,6 +243,7 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
 
 def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
     from course.viz.static import chromium_path
+
     if chromium_path() is None:
         pytest.skip("no Chromium: bundles carry plotly JSON only (the PNG needs Kaleido's browser)")
     monkeypatch.setenv("COURSE_VIZ_PNG", "1")
@@ -227,6 +253,7 @@ def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
 
 def test_explorer_on_a_shipped_model():
     from course import pretrained
+
     names = pretrained.available()
     assert names, "course/weights/ ships no model"
     model, card = pretrained.load(names[0])
@@ -238,4 +265,6 @@ def test_explorer_on_a_shipped_model():
     _, pattern = captured(model, ids)
     torch.testing.assert_close(view.weights(), pattern, atol=1e-6, rtol=1e-5)
     explorer.select(view.n_layers - 1, view.n_heads - 1)
-    assert list(map(list, explorer.fig.data[0].z)) == grid(view.heatmap(view.n_layers - 1, view.n_heads - 1).z)
+    assert list(map(list, explorer.fig.data[0].z)) == grid(
+        view.heatmap(view.n_layers - 1, view.n_heads - 1).z
+    )

@@ -1,5 +1,6 @@
 """Mask builder, head split, positional, norms, KV calculator, sampling, training view: view models checked
 against independent definitions, widgets driven as the front end drives them."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import pytest
 import torch
 
 from course import DecoderLM, KVCache, ModelConfig
-from course.viz import (HeadSplitView, KVCacheCalculator, MaskBuilder, NormExplorer, PositionalExplorer,
-                        SamplingExplorer, TrainingView)
+from course.viz import (
+    HeadSplitView,
+    KVCacheCalculator,
+    MaskBuilder,
+    NormExplorer,
+    PositionalExplorer,
+    SamplingExplorer,
+    TrainingView,
+)
 from course.viz.head_split import split_grid
 from course.viz.heatmap import unique_labels
 from course.viz.kv_calculator import KVShape, kv_figures, predicted_vs_measured
@@ -32,9 +40,13 @@ def z_of(trace) -> list:
 @pytest.mark.parametrize("T,S,pad", [(1, 1, 0), (5, 7, 2), (9, 4, 3)])
 def test_mask_grid_matches_the_definitions(T, S, pad):
     i, j = np.arange(T)[:, None], np.arange(T)[None, :]
-    expected = {"causal": j <= i, "padding": np.broadcast_to(j < T - pad, (T, T)),
-                "decoder": (j <= i) & (j < T - pad), "encoder": np.broadcast_to(np.arange(S) < S - pad, (S, S)),
-                "cross": np.broadcast_to(np.arange(S) < S - pad, (T, S))}
+    expected = {
+        "causal": j <= i,
+        "padding": np.broadcast_to(j < T - pad, (T, T)),
+        "decoder": (j <= i) & (j < T - pad),
+        "encoder": np.broadcast_to(np.arange(S) < S - pad, (S, S)),
+        "cross": np.broadcast_to(np.arange(S) < S - pad, (T, S)),
+    }
     for kind, want in expected.items():
         mg = mask_grid(kind, T, S, pad)
         assert np.array_equal(mg.allowed, want), kind
@@ -45,8 +57,12 @@ def test_mask_grid_matches_the_definitions(T, S, pad):
 
 
 def test_mask_grid_rejects_bad_input():
-    for args, word in [(("sliding", 4), "kind='sliding'"), (("decoder", 4, 4, 4), "pad=4"),
-                       (("causal", 0), "T=0"), (("cross", 3, 0), "S=0")]:
+    for args, word in [
+        (("sliding", 4), "kind='sliding'"),
+        (("decoder", 4, 4, 4), "pad=4"),
+        (("causal", 0), "T=0"),
+        (("cross", 3, 0), "S=0"),
+    ]:
         with pytest.raises(ValueError, match=word):
             mask_grid(*args)
 
@@ -71,10 +87,10 @@ def test_split_heads_gives_every_head_every_token(T, D, H):
     sg = split_grid(T, D, H, correct=True)
     assert sg.token.shape == (H * (T + 1) - 1, d) and sg.wrong_rows == 0
     for h in range(H):
-        block_t, block_f = sg.token[h * (T + 1):h * (T + 1) + T], sg.feature[h * (T + 1):h * (T + 1) + T]
+        block_t, block_f = sg.token[h * (T + 1) : h * (T + 1) + T], sg.feature[h * (T + 1) : h * (T + 1) + T]
         assert (block_t == np.arange(T)[:, None]).all()
         assert (block_f == h * d + np.arange(d)[None, :]).all()
-    assert np.isnan(sg.token[T::T + 1]).all()  # gutters between heads
+    assert np.isnan(sg.token[T :: T + 1]).all()  # gutters between heads
     bug = split_grid(T, D, H, correct=False)
     assert bug.wrong_rows == (0 if T == 1 or H == 1 else bug.wrong_rows) and "bug" in bug.title
     if T > 1 and H > 1:
@@ -90,7 +106,10 @@ def test_head_split_widget():
     assert "no transpose" in w.fig.layout.title.text
     assert z_of(w.fig.data[1]) == grid(split_grid(4, 12, 3, correct=False).token)
     w.D.set_state({"index": list(w.D.options).index(16)})
-    assert 16 % w.H.value == 0 and f"(1, 4, 16) → (1, {w.H.value}, 4, {16 // w.H.value})" in w.fig.layout.title.text
+    assert (
+        16 % w.H.value == 0
+        and f"(1, 4, 16) → (1, {w.H.value}, 4, {16 // w.H.value})" in w.fig.layout.title.text
+    )
     assert w.fig.model_id == model_id and w.output.outputs == ()
 
 
@@ -102,7 +121,9 @@ def test_positional_panels(T, d):
     sims = np.array(sin.top.y)
     assert int(np.argmax(sims)) == p
     k = min(p, T - 1 - p)
-    np.testing.assert_allclose(sims[p - k:p][::-1], sims[p + 1:p + k + 1], atol=1e-3)  # depends on |p − j|
+    np.testing.assert_allclose(
+        sims[p - k : p][::-1], sims[p + 1 : p + k + 1], atol=1e-3
+    )  # depends on |p − j|
     np.testing.assert_allclose(sin.bottom.y, np.round(np.sin(np.arange(T) * 10000 ** (-2 / d)), 4), atol=2e-4)
 
     index = random.randrange(d // 2)
@@ -157,7 +178,7 @@ def test_layernorm_ignores_shift_rmsnorm_does_not(D):
     x = torch.randn(D, dtype=torch.float64) + 1.0
     base, shifted, scaled = norm_bars(x), norm_bars(x, shift=3.0), norm_bars(x, scale=7.0)
     assert abs(base.ln.mean()) < 1e-9 and abs(base.ln.std() - 1) < 1e-3
-    assert abs(np.sqrt((base.rms ** 2).mean()) - 1) < 1e-3
+    assert abs(np.sqrt((base.rms**2).mean()) - 1) < 1e-3
     np.testing.assert_allclose(shifted.ln, base.ln, atol=1e-4)
     assert np.abs(shifted.rms - base.rms).max() > 1e-2
     np.testing.assert_allclose(scaled.ln, base.ln, atol=1e-4)  # equal up to eps = 1e-5 in the variance
@@ -184,8 +205,10 @@ def test_kv_bytes_equal_the_formula(preset):
     assert s.nbytes() == 2 * c.n_layers * T * c.n_kv_heads * (c.d_model // c.n_heads) * B * 2
     f = kv_figures(s)
     at = f.seq_lens.index(T)
-    assert math.isclose(f.gib[at], s.nbytes() / 2 ** 30, rel_tol=1e-4, abs_tol=1e-6)
-    assert math.isclose(f.mha_gib[at] / max(f.gib[at], 1e-12), c.n_heads / c.n_kv_heads, rel_tol=1e-3) or T == 1
+    assert math.isclose(f.gib[at], s.nbytes() / 2**30, rel_tol=1e-4, abs_tol=1e-6)
+    assert (
+        math.isclose(f.mha_gib[at] / max(f.gib[at], 1e-12), c.n_heads / c.n_kv_heads, rel_tol=1e-3) or T == 1
+    )
 
 
 @pytest.mark.parametrize("preset,dtype", [("tiny", "fp32"), ("tiny-llama", "bf16"), ("tiny-llama", "fp8")])
@@ -194,8 +217,12 @@ def test_kv_formula_equals_the_measured_cache(preset, dtype):
     B, T = random.randint(1, 4), random.randint(1, 64)
     predicted, measured = predicted_vs_measured(model, B, T, dtype)
     assert predicted == measured
-    assert measured == KVCache.for_model(model, B, T, {"fp32": torch.float32, "bf16": torch.bfloat16,
-                                                       "fp8": torch.float8_e4m3fn}[dtype]).nbytes()
+    assert (
+        measured
+        == KVCache.for_model(
+            model, B, T, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}[dtype]
+        ).nbytes()
+    )
 
 
 def test_kv_widget_presets_and_sliders(comm_log):
@@ -204,7 +231,10 @@ def test_kv_widget_presets_and_sliders(comm_log):
     comm_log.clear()
     w.preset.set_state({"index": list(w.preset.options).index("llama2-70b")})
     assert (w.n_layers.value, w.n_kv_heads.value, w.d_head.value) == (80, 8, 128)
-    assert "1.25 GiB" in w.fig.layout.title.text and "MHA (64 KV heads) would need 10.00 GiB" in w.fig.layout.title.text
+    assert (
+        "1.25 GiB" in w.fig.layout.title.text
+        and "MHA (64 KV heads) would need 10.00 GiB" in w.fig.layout.title.text
+    )
     w.batch.set_state({"value": 2})
     w.dtype.set_state({"index": list(w.dtype.options).index("fp32")})
     assert "5.00 GiB" in w.fig.layout.title.text and w.fig.data[1].visible
@@ -271,6 +301,7 @@ def test_training_view_callback_redraws_loss_and_pattern(make_model, tokens):
     w.callback(10, 3.5, model)
     w.callback(20, 2.25, model)
     from course.viz import AttentionView
+
     expected = AttentionView.from_model(model, probe).heatmap(model.config.n_layers - 1, 1)
     assert list(w.fig.data[0].x) == [10, 20] and list(w.fig.data[0].y) == [3.5, 2.25]
     assert z_of(w.fig.data[1]) == grid(expected.z)
@@ -278,24 +309,40 @@ def test_training_view_callback_redraws_loss_and_pattern(make_model, tokens):
 
 
 # --- every widget: static fallback, no NaN ---------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda m, t: MaskBuilder(), lambda m, t: HeadSplitView(), lambda m, t: PositionalExplorer(mode="rope"),
-    lambda m, t: NormExplorer(), lambda m, t: KVCacheCalculator(m), lambda m, t: SamplingExplorer.from_model(m, t),
-    lambda m, t: TrainingView(m, t)], ids=["mask", "split", "positional", "norm", "kv", "sampling", "training"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, t: MaskBuilder(),
+        lambda m, t: HeadSplitView(),
+        lambda m, t: PositionalExplorer(mode="rope"),
+        lambda m, t: NormExplorer(),
+        lambda m, t: KVCacheCalculator(m),
+        lambda m, t: SamplingExplorer.from_model(m, t),
+        lambda m, t: TrainingView(m, t),
+    ],
+    ids=["mask", "split", "positional", "norm", "kv", "sampling", "training"],
+)
 def test_every_widget_bundle_has_a_static_figure(make, make_model, tokens):
     model = make_model("tiny-llama")
     w = make(model, tokens(model, 7))
     live = w._repr_mimebundle_()
     assert set(live) == {"application/vnd.jupyter.widget-view+json", "text/plain"}
-    assert w.view in widgets.Widget.widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]].children
+    assert (
+        w.view
+        in widgets.Widget.widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]].children
+    )
     static = w.fallback_bundle()["application/vnd.plotly.v1+json"]
     json.dumps(static, allow_nan=False)
-    assert len(static["data"]) == len(w.fig.data) and static["layout"]["title"]["text"] == w.fig.layout.title.text
+    assert (
+        len(static["data"]) == len(w.fig.data)
+        and static["layout"]["title"]["text"] == w.fig.layout.title.text
+    )
     json.dumps(w.fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
 
 
 def test_training_view_follows_a_real_training_run():
     from course.data import make_task
+
     task = make_task("induction", length=4, n_symbols=8)
     model = DecoderLM(ModelConfig.from_preset("tiny", vocab_size=task.vocab_size, n_layers=1, d_model=32))
     probe = task.probe(1)[0]
@@ -304,6 +351,7 @@ def test_training_view_follows_a_real_training_run():
     assert list(w.fig.data[0].x) == [5, 10, 12]
     np.testing.assert_allclose(w.fig.data[0].y, [log.losses[4], log.losses[9], log.losses[11]], atol=1e-5)
     from course.viz import AttentionView
+
     assert z_of(w.fig.data[1]) == grid(AttentionView.from_model(model, probe).heatmap(0, 0).z)
     assert w.output.outputs == ()
 
@@ -311,6 +359,7 @@ def test_training_view_follows_a_real_training_run():
 def test_show_displays_the_static_copy_then_the_live_view(monkeypatch, make_model, tokens):
     """Two outputs: the fallback (its own, refreshed through the handle) before the live view."""
     import IPython.display
+
     shown = []
 
     class Handle:
@@ -321,18 +370,23 @@ def test_show_displays_the_static_copy_then_the_live_view(monkeypatch, make_mode
         assert raw, "bundles are displayed raw"
         shown.append(("display", obj))
         return Handle() if display_id else None
+
     monkeypatch.setattr(IPython.display, "display", display)
     model = make_model("tiny-llama")
     w = TrainingView(model, tokens(model, 7))
     w.show()
     (_, static), (_, live) = shown
-    assert "application/vnd.plotly.v1+json" in static and "application/vnd.jupyter.widget-view+json" not in static
+    assert (
+        "application/vnd.plotly.v1+json" in static
+        and "application/vnd.jupyter.widget-view+json" not in static
+    )
     assert set(live) == {"application/vnd.jupyter.widget-view+json", "text/plain"}
     w.fig.layout.title.text = f"changed {random.random()}"
     w.update_static()
     kind, updated = shown[2]
     assert kind == "update" and updated["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == (
-        w.fig.layout.title.text)
+        w.fig.layout.title.text
+    )
 
 
 def test_kernel_side_state_follows_the_figure_without_resending_it(comm_log):
