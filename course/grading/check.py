@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course.grading.diagnoses import diagnosis_first
-from course.grading.release import ASSIGNMENT, CELL_TIMEOUT_S, EXERCISES, NOTEBOOK, exercise_of
+from course.grading.release import ALL_EXERCISES, ASSIGNMENT, CELL_TIMEOUT_S, NOTEBOOK, exercise_of
 
 DEFAULT = Path("exercises") / ASSIGNMENT / NOTEBOOK
 HIDDEN = re.compile(
@@ -124,7 +124,7 @@ def report(results: list[TestResult]) -> str:
     """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗ with
     the likely mistake first."""
     lines, earned, possible = [], 0.0, 0.0
-    for ex in EXERCISES:
+    for ex in ALL_EXERCISES:
         mine = [r for r in results if r.exercise == ex]
         if not mine:
             continue
