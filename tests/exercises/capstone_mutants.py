@@ -1,9 +1,9 @@
-"""The capstone's mutation catalogue (exercises 11-14), as `mutants.py` is the ten exercises': known-wrong answers
-with the catalogue key their diagnosis must name (None: only the score matters), alternative right answers, and
-right answers that call what the exercise asks the learner to write. Each snippet runs right after the exercise's
-answer cell; a snippet that patches one method (`Attention.forward = ...`) leaves the rest of the answer as it is."""
+"""The capstone's mutation catalogue (exercises 11-14), as `mutants.py` is the ten exercises': known-wrong
+answers with the catalogue key their diagnosis must name (None: only the score matters), alternative right
+answers, and right answers that call what the exercise asks the learner to write. Each snippet runs right after
+the exercise's answer cell; a snippet that patches one method (`Attention.forward = ...`) keeps the rest."""
 
-_ATTENTION_FORWARD = '''
+_ATTENTION_FORWARD = """
 def _forward(self, x, rope=None, past=None):
     q = split_heads(self.q_proj(x), self.n_heads)
     k = split_heads(self.k_proj(x), self.n_kv_heads)
@@ -19,14 +19,14 @@ def _forward(self, x, rope=None, past=None):
 
 
 Attention.forward = _forward
-'''
+"""
 
 
 def _attention(body: str) -> str:
     return _ATTENTION_FORWARD.format(body=body.strip().replace("\n", "\n    "))
 
 
-_GPT_FORWARD = '''
+_GPT_FORWARD = """
 def _forward(self, idx, cache=None):
     c, T = self.config, idx.shape[1]
     offset = {offset}
@@ -45,16 +45,16 @@ def _forward(self, idx, cache=None):
 
 
 GPT.forward = _forward
-'''
+"""
 _OFFSET = "0 if cache is None else cache[0][0].shape[2]"
 _FINAL = "if self.ln_f is not None:\n        x = self.ln_f(x)"
 
-_PROBS = '''
+_PROBS = """
 def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None):
     if temperature == 0:
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
     {body}
-'''
+"""
 
 
 def _probs(body: str) -> str:
@@ -71,29 +71,35 @@ if top_p is not None:
 
 WRONG = {
     "ex11": [
-        ("kv_groups_interleaved", _attention("""
+        (
+            "kv_groups_interleaved",
+            _attention("""
 keys, values = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
 mask = torch.ones(T, T_k, dtype=torch.bool).tril(T_k - T)
 scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
 out = masked_softmax(scores, mask) @ values
-""")),
-        ("causal_missing", _attention("""
+"""),
+        ),
+        (
+            "causal_missing",
+            _attention("""
 keys, values = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 out = torch.softmax(q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1) @ values
-""")),
-        ("cache_mask_top_left", _attention("""
+"""),
+        ),
+        (
+            "cache_mask_top_left",
+            _attention("""
 keys, values = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 mask = torch.ones(T, T_k, dtype=torch.bool).tril()
 out = masked_softmax(q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask) @ values
-""")),
-        (None, _attention("""  # scaled by d_model
-keys, values = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-mask = torch.ones(T, T_k, dtype=torch.bool).tril(T_k - T)
-out = masked_softmax(q @ keys.transpose(-2, -1) / math.sqrt(x.shape[-1]), mask) @ values
-""")),
+"""),
+        ),
     ],
     "ex12": [
-        ("pre_post_swapped", """
+        (
+            "pre_post_swapped",
+            """
 _init = Block.__init__
 
 
@@ -103,8 +109,11 @@ def _swapped(self, config):
 
 
 Block.__init__ = _swapped
-"""),
-        ("norm_twice", """
+""",
+        ),
+        (
+            "norm_twice",
+            """
 def _forward(self, x, rope=None, past=None):
     if not self.pre:
         return post_ln_block(x, self.ln1, lambda h: self.attn(h, rope, past)[0], self.ln2, self.mlp), None
@@ -114,18 +123,21 @@ def _forward(self, x, rope=None, past=None):
 
 
 Block.forward = _forward
-"""),
-        ("gelu_exact", """
+""",
+        ),
+        (
+            "gelu_exact",
+            """
 MLP.forward = lambda self, x: self.down(F.gelu(self.up(x)))
-"""),
-        (None, """  # eps ignored: 1e-5 whatever config.norm_eps says, and RMSNorm's weight unused
-RMSNorm.forward = lambda self, x: rms_norm(x, torch.ones_like(self.weight))
-"""),
+""",
+        ),
     ],
     "ex13": [
         ("final_norm_missing", _GPT_FORWARD.format(offset=_OFFSET, final="pass")),
         ("positions_not_offset", _GPT_FORWARD.format(offset="0", final=_FINAL)),
-        ("head_not_tied", """
+        (
+            "head_not_tied",
+            """
 _init = GPT.__init__
 
 
@@ -135,8 +147,11 @@ def _untied(self, config):
 
 
 GPT.__init__ = _untied
-"""),
-        ("tied_when_untied", """
+""",
+        ),
+        (
+            "tied_when_untied",
+            """
 _init = GPT.__init__
 
 
@@ -146,45 +161,37 @@ def _tied(self, config):
 
 
 GPT.__init__ = _tied
-"""),
-        (None, """  # a final norm in Post-LN too: the checkpoint has no ln_f for it
-_init = GPT.__init__
-
-
-def _with_ln_f(self, config):
-    _init(self, config)
-    self.ln_f = make_norm(config)
-
-
-GPT.__init__ = _with_ln_f
-"""),
-        (None, """  # greedy re-feeds the whole sequence to a cache that already holds it
-@torch.no_grad()
-def greedy(model, idx, max_new_tokens):
-    logits, cache = model(idx)
-    tokens = idx
-    for _ in range(max_new_tokens):
-        tokens = torch.cat((tokens, logits[:, -1].argmax(-1, keepdim=True)), 1)
-        logits, cache = model(tokens[:, -2:], cache)
-    return tokens
-"""),
+""",
+        ),
     ],
     "ex14": [
-        ("temperature_after_softmax", _probs("""
+        (
+            "temperature_after_softmax",
+            _probs("""
 probs = logits.softmax(-1)
 if top_k is not None:
     kth = probs.topk(min(top_k, probs.shape[-1]), dim=-1).values[..., -1:]
     probs = probs.masked_fill(probs < kth, 0.0)
     probs = probs / probs.sum(-1, keepdim=True)
 return probs / temperature
-""")),
-        ("top_k_ties", _probs("""
+"""),
+        ),
+        (
+            "top_k_ties",
+            _probs(
+                """
 logits = logits / temperature
 if top_k is not None:
     top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
     logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
-""" + _TOP_P + "return logits.softmax(-1)")),
-        ("top_p_boundary", _probs("""
+"""
+                + _TOP_P
+                + "return logits.softmax(-1)"
+            ),
+        ),
+        (
+            "top_p_boundary",
+            _probs("""
 logits = logits / temperature
 if top_k is not None:
     kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
@@ -194,8 +201,11 @@ if top_p is not None:
     drop = sorted_logits.softmax(-1).cumsum(-1) > top_p
     logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 return logits.softmax(-1)
-""")),
-        ("not_renormalised", _probs("""
+"""),
+        ),
+        (
+            "not_renormalised",
+            _probs("""
 probs = (logits / temperature).softmax(-1)
 if top_k is not None:
     kth = probs.topk(min(top_k, probs.shape[-1]), dim=-1).values[..., -1:]
@@ -205,11 +215,15 @@ if top_p is not None:
     drop = sorted_p.cumsum(-1) - sorted_p >= top_p
     probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
 return probs
-""")),
-        (None, """  # not seeded: a different draw on every call
+"""),
+        ),
+        (
+            None,
+            """  # not seeded: a different draw on every call
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, seed=0):
     return torch.multinomial(next_token_probs(logits, temperature, top_k, top_p), 1)
-"""),
+""",
+        ),
     ],
 }
 
@@ -314,10 +328,13 @@ def _forward(self, x, rope=None, past=None):
     g = self.n_heads // self.n_kv_heads
     T, T_k = x.shape[1], k.shape[2]
     mask = torch.ones(T, T_k, dtype=torch.bool).tril(T_k - T)
-    out = F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), attn_mask=mask)
+    k_all, v_all = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
     return self.o_proj(merge_heads(out)), (k, v)
 
 
 Attention.forward = _forward
 """
-LIBRARY = {ex: [("called torch.nn.functional.scaled_dot_product_attention", _SDPA)] for ex in ("ex11", "ex12", "ex13")}
+LIBRARY = {
+    ex: [("called torch.nn.functional.scaled_dot_product_attention", _SDPA)] for ex in ("ex11", "ex13")
+}

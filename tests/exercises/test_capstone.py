@@ -19,8 +19,9 @@ SOURCE, RELEASE = paths("capstone")
 EXERCISES = ASSIGNMENTS["capstone"][1]
 SRC, REL = load(SOURCE), load(RELEASE)
 SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION.*?\n(.*?)^[ \t]*### END SOLUTION", re.MULTILINE | re.DOTALL)
-HIDDEN_BODY = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?\n(.*?)^[ \t]*### END HIDDEN TESTS",
-                         re.MULTILINE | re.DOTALL)
+HIDDEN_BODY = re.compile(
+    r"^[ \t]*### BEGIN HIDDEN TESTS.*?\n(.*?)^[ \t]*### END HIDDEN TESTS", re.MULTILINE | re.DOTALL
+)
 NEVER_GRADED = ("text_match", "train")  # cells that use `course`: locked, so the grader never runs them
 
 
@@ -29,8 +30,11 @@ def points(exercise: str) -> float:
 
 
 def score(results: dict, exercise: str) -> float:
-    return sum(meta(c)["points"] for c in grade_cells(SRC)
-               if exercise_of(meta(c)["grade_id"]) == exercise and results.get(meta(c)["grade_id"], "") is None)
+    return sum(
+        meta(c)["points"]
+        for c in grade_cells(SRC)
+        if exercise_of(meta(c)["grade_id"]) == exercise and results.get(meta(c)["grade_id"], "") is None
+    )
 
 
 @pytest.mark.parametrize("nb", [SRC, REL], ids=["source", "release"])
@@ -42,7 +46,9 @@ def test_metadata_tests_and_locked_cells(nb):
     assert {exercise_of(meta(c)["grade_id"]) for c in tests} == set(EXERCISES)
     for cell in tests:
         m = meta(cell)
-        assert m["locked"] and not m["solution"] and m["points"] > 0 and cell.id == m["grade_id"], m["grade_id"]
+        assert m["locked"] and not m["solution"] and m["points"] > 0 and cell.id == m["grade_id"], m[
+            "grade_id"
+        ]
     for cell_id in NEVER_GRADED:
         cell = next(c for c in nb.cells if c.id == cell_id)
         assert meta(cell)["locked"] and not meta(cell)["grade"] and not meta(cell)["solution"], cell_id
@@ -57,10 +63,21 @@ def test_release_is_the_source_without_solutions_or_hidden_tests():
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text
     released = {line.rstrip() for c in REL.cells for line in c.source.splitlines()}
-    solutions = {line.rstrip() for c in SRC.cells if meta(c).get("solution") for b in SOLUTION.findall(c.source)
-                 for line in b.splitlines() if line.strip()}
-    hidden = {line.rstrip() for c in grade_cells(SRC) for b in HIDDEN_BODY.findall(c.source)
-              for line in b.splitlines() if line.strip()}
+    solutions = {
+        line.rstrip()
+        for c in SRC.cells
+        if meta(c).get("solution")
+        for b in SOLUTION.findall(c.source)
+        for line in b.splitlines()
+        if line.strip()
+    }
+    hidden = {
+        line.rstrip()
+        for c in grade_cells(SRC)
+        for b in HIDDEN_BODY.findall(c.source)
+        for line in b.splitlines()
+        if line.strip()
+    }
     assert not (solutions | hidden) & released, sorted((solutions | hidden) & released)[:5]
     for cell in grade_cells(SRC):
         assert len(HIDDEN_BODY.findall(cell.source)) == 1 and HIDDEN.sub("", cell.source).strip(), cell.id
@@ -78,8 +95,9 @@ def test_each_exercise_states_difficulty_budget_and_hints():
 @pytest.mark.xdist_group("exercise-kernels")
 def test_committed_release_equals_what_generation_produces_now(tmp_path):
     fresh = load(generate(tmp_path / "capstone.ipynb", assignment="capstone"))
-    assert [(c.id, c.source, c.metadata) for c in fresh.cells] == [(c.id, c.source, c.metadata) for c in REL.cells], (
-        "exercises/capstone is stale: run `python -m course.grading.release` and commit the result")
+    assert [(c.id, c.source, c.metadata) for c in fresh.cells] == [
+        (c.id, c.source, c.metadata) for c in REL.cells
+    ], "exercises/capstone is stale: run `python -m course.grading.release` and commit the result"
 
 
 def test_source_solutions_pass_every_test():
@@ -109,8 +127,11 @@ def test_catalogue_covers_every_exercise():
         assert len(WRONG[ex]) >= 3 and len(RIGHT[ex]) >= 2, ex
 
 
-@pytest.mark.parametrize(("exercise", "mistake", "code"), CASES_WRONG,
-                         ids=[f"{ex}-{key or 'other'}-{i}" for i, (ex, key, _) in enumerate(CASES_WRONG)])
+@pytest.mark.parametrize(
+    ("exercise", "mistake", "code"),
+    CASES_WRONG,
+    ids=[f"{ex}-{key or 'other'}-{i}" for i, (ex, key, _) in enumerate(CASES_WRONG)],
+)
 def test_wrong_answer_scores_below_full(exercise, mistake, code):
     results = run(SRC, exercise, code)
     assert score(results, exercise) < points(exercise), f"a wrong answer got full marks: {code}"
@@ -119,7 +140,9 @@ def test_wrong_answer_scores_below_full(exercise, mistake, code):
         assert any(CATALOGUE[mistake] in m for m in messages), f"{mistake!r} not named; messages: {messages}"
 
 
-@pytest.mark.parametrize(("exercise", "code"), CASES_RIGHT, ids=[f"{ex}-{i}" for i, (ex, _) in enumerate(CASES_RIGHT)])
+@pytest.mark.parametrize(
+    ("exercise", "code"), CASES_RIGHT, ids=[f"{ex}-{i}" for i, (ex, _) in enumerate(CASES_RIGHT)]
+)
 def test_alternative_right_answer_scores_full(exercise, code):
     results = run(SRC, exercise, code)
     assert score(results, exercise) == points(exercise), {gid: m for gid, m in results.items() if m}
@@ -141,8 +164,14 @@ def test_source_notebook_executes_with_a_short_training_run():
 
     nb = nbformat.read(SOURCE, as_version=4)
     nb.cells = [c for c in nb.cells if c.id != "self_check"]
-    env = {**os.environ, "COURSE_CAPSTONE_STEPS": "3", "COURSE_THREADS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(SOURCE.parent)}}
-                   ).execute(env=env)
+    env = {
+        **os.environ,
+        "COURSE_CAPSTONE_STEPS": "3",
+        "COURSE_THREADS": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(SOURCE.parent)}}
+    ).execute(env=env)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "your greedy continuation:" in text and "loss:" in text, text[-2000:]
