@@ -55,6 +55,15 @@ SUBSECTIONS = {
     ],
     10: ["Shape checks", "Mask tests", "Attention entropy", "Residual norms", "Ablations"],
     11: ["Prefill", "Decode", "KV cache", "Decoding strategies", "Compute-bound vs memory-bound"],
+    12: [
+        "Tokens to vectors",
+        "Assembling the stack",
+        "Final norm and tied head",
+        "The loss of an untrained model",
+        "Training",
+        "Decoding",
+        "Sampling",
+    ],
 }
 CHAPTERS = {n: f"{n:02d}" for n in SUBSECTIONS}
 
