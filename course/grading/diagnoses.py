@@ -93,16 +93,17 @@ CATALOGUE = {
     "token.",
     # the capstone (course.grading.capstone computes these signatures)
     "kv_groups_interleaved": "the KV heads were shared the wrong way: query head h reads KV head h // group "
-    "(consecutive query heads share one KV head), so repeat each KV head with `repeat_interleave(group, dim=1)`; "
-    "`repeat(1, group, 1, 1)` gives query head h the KV head h % n_kv_heads.",
+    "(consecutive query heads share one KV head), so repeat each KV head with "
+    "`repeat_interleave(group, dim=1)`; `repeat(1, group, 1, 1)` gives query head h the KV head "
+    "h % n_kv_heads.",
     "cache_mask_top_left": "with cached keys the causal mask must be shifted: new query i sits at position "
     "T_past + i and may read keys 0 ... T_past + i (`tril(diagonal=T_k - T)`), not only keys 0 ... i.",
     "gelu_exact": "the MLP used the exact GELU: GPT-2 (and the course's mlp='gelu_tanh') uses the tanh "
     "approximation, `F.gelu(x, approximate='tanh')`.",
     "final_norm_missing": "the final norm was forgotten: a Pre-LN stack normalises the last block's output "
     "(ln_f) before the LM head.",
-    "final_norm_in_post_ln": "a Post-LN stack has no final norm (every block already ends in one): create ln_f "
-    "only when config.norm_placement == 'pre'.",
+    "final_norm_in_post_ln": "a Post-LN stack has no final norm (every block already ends in one): create "
+    "ln_f only when config.norm_placement == 'pre'.",
     "head_not_tied": "the logits are a linear map of the right hidden states, but not through the token "
     "embedding: with tie_weights the LM head *is* tok_emb.weight (`lm_head.weight = tok_emb.weight`), and "
     "the checkpoint stores it once.",
@@ -112,12 +113,12 @@ CATALOGUE = {
     "sits at position T_past (RoPE angles or learned position embeddings start at the cache length).",
     "temperature_after_softmax": "the temperature was applied after the softmax: divide the *logits* by the "
     "temperature, then take the softmax.",
-    "top_k_ties": "top-k dropped tokens tied with the k-th largest logit: keep every token whose logit is >= "
-    "the k-th largest (`logits < kth` are removed), so ties survive together.",
-    "not_renormalised": "the filtered probabilities were not renormalised: set the removed *logits* to -inf and "
-    "take the softmax again (or divide by the kept mass), so they sum to 1.",
-    "top_p_boundary": "top-p kept the wrong boundary token: sort by probability and keep each token while the "
-    "mass ranked *above* it is < top_p, so the token that crosses top_p is kept and nothing after it.",
+    "top_k_ties": "top-k dropped tokens tied with the k-th largest logit: keep every token whose logit is "
+    ">= the k-th largest (`logits < kth` are removed), so ties survive together.",
+    "not_renormalised": "the filtered probabilities were not renormalised: set the removed *logits* to -inf "
+    "and take the softmax again (or divide by the kept mass), so they sum to 1.",
+    "top_p_boundary": "top-p kept the wrong boundary token: sort by probability and keep each token while "
+    "the mass ranked *above* it is < top_p, so the token that crosses top_p is kept and nothing after it.",
 }
 
 

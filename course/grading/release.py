@@ -1,7 +1,7 @@
 """The student release: generated from the nbgrader source (`solutions/`) by nbgrader itself, in a throw-away
 course directory, and written to `exercises/`. Also the nbgrader settings every grading step shares.
 
-    python -m course.grading.release            # regenerate exercises/<assignment>/<notebook>, every assignment
+    python -m course.grading.release            # regenerate exercises/<assignment>/<notebook>, all of them
 
 Two assignments: "transformers" (exercises 1-10, exercises.ipynb) and "capstone" (exercises 11-14, the
 learner's own GPT, capstone.ipynb). Exercise numbers are unique across both, so a grade_id names its exercise.
@@ -99,8 +99,9 @@ def generate(
     source: str | os.PathLike | None = None,
     assignment: str = ASSIGNMENT,
 ) -> Path:
-    """Run `nbgrader generate_assignment` on `source` (default: solutions/<assignment>/) in a temporary course;
-    write the released notebook to `out` (default: exercises/<assignment>/<notebook>) and return its path."""
+    """Run `nbgrader generate_assignment` on `source` (default: solutions/<assignment>/) in a temporary
+    course; write the released notebook to `out` (default: exercises/<assignment>/<notebook>); return its
+    path."""
     default_source, default_out = paths(assignment)
     source, out = Path(source or default_source), Path(out or default_out)
     notebook = ASSIGNMENTS[assignment][0]
