@@ -23,6 +23,7 @@ HIDDEN = re.compile(
     r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL
 )
 SELF_CHECK = "self_check"
+SKIP = "skip-check"  # a cell for the learner only: course check does not run it
 
 
 @dataclass
@@ -57,8 +58,13 @@ def run(args) -> int:
 
 
 def visible_only(nb) -> None:
-    """Strip hidden-test blocks and the self-check cell from a notebook (in place)."""
-    nb.cells = [c for c in nb.cells if _meta(c).get("grade_id") != SELF_CHECK]
+    """Strip hidden-test blocks, the self-check cell and the cells tagged SKIP (the capstone's demo and
+    training cells) from a notebook (in place)."""
+    nb.cells = [
+        c
+        for c in nb.cells
+        if _meta(c).get("grade_id") != SELF_CHECK and SKIP not in c.get("metadata", {}).get("tags", ())
+    ]
     for cell in nb.cells:
         if _meta(cell).get("grade"):
             cell.source = HIDDEN.sub("", cell.source)

@@ -175,3 +175,12 @@ def test_source_notebook_executes_with_a_short_training_run():
     ).execute(env=env)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "your greedy continuation:" in text and "loss:" in text, text[-2000:]
+
+
+def test_course_check_skips_the_cells_tagged_for_the_learner_only():
+    from course.grading.check import SKIP, visible_only
+
+    nb = load(SOURCE)
+    visible_only(nb)
+    assert not {c.id for c in nb.cells} & set(NEVER_GRADED)
+    assert all(SKIP in next(c for c in SRC.cells if c.id == i).metadata["tags"] for i in NEVER_GRADED)
