@@ -173,7 +173,7 @@ def _run(args) -> int:
         )
         return 0
     if args.target == "release":
-        print(release.generate(course.assignment.release, course.assignment.source))
+        print(release.generate(course.assignment.release, course.assignment.source, course.assignment.name))
         return 0
     if args.target == "collect":
         course.work.mkdir(parents=True, exist_ok=True)
