@@ -1,7 +1,8 @@
 """The capstone's mutation catalogue (exercises 11-14), as `mutants.py` is the ten exercises': known-wrong
 answers with the catalogue key their diagnosis must name (None: only the score matters), alternative right
-answers, and right answers that call what the exercise asks the learner to write. Each snippet runs right after
-the exercise's answer cell; a snippet that patches one method (`Attention.forward = ...`) keeps the rest."""
+answers, and right answers that call what the exercise asks the learner to write. Each snippet runs right
+after the exercise's answer cell; a snippet that patches one method (`Attention.forward = ...`) keeps the
+rest."""
 
 _ATTENTION_FORWARD = """
 def _forward(self, x, rope=None, past=None):
@@ -316,25 +317,11 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, seed=0):
     ],
 }
 
-_SDPA = """
-def _forward(self, x, rope=None, past=None):
-    q = split_heads(self.q_proj(x), self.n_heads)
-    k = split_heads(self.k_proj(x), self.n_kv_heads)
-    v = split_heads(self.v_proj(x), self.n_kv_heads)
-    if rope is not None:
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    if past is not None:
-        k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
-    g = self.n_heads // self.n_kv_heads
-    T, T_k = x.shape[1], k.shape[2]
-    mask = torch.ones(T, T_k, dtype=torch.bool).tril(T_k - T)
-    k_all, v_all = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-    out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
-    return self.o_proj(merge_heads(out)), (k, v)
-
-
-Attention.forward = _forward
-"""
+_SDPA = _attention("""
+mask = torch.ones(T, T_k, dtype=torch.bool).tril(T_k - T)
+k_all, v_all = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+""")
 LIBRARY = {
     ex: [("called torch.nn.functional.scaled_dot_product_attention", _SDPA)] for ex in ("ex11", "ex13")
 }
