@@ -26,7 +26,6 @@ from course.generation import next_token_probs
 from course.kv_cache import KVCache
 from course.masks import causal_mask
 from course.models import DecoderLM
-from course.norms import layer_norm, rms_norm
 from course.positional import apply_rope, rope_angles
 
 SMALL = dict(vocab_size=40, context_length=32, n_layers=2, mlp="gelu_tanh", dropout=0.0)
@@ -181,15 +180,13 @@ def hidden(model: DecoderLM, idx, *, final_norm: bool = True) -> torch.Tensor:
 
 
 def logits_variants(model: DecoderLM, idx) -> dict[str, torch.Tensor]:
-    c, head = model.config, model.lm_head
+    """Logits the decoder mistakes produce. (A final norm added to a Post-LN stack, or an untied head never
+    loaded, have no tensor in the checkpoint: the learner's `load_gpt` names the first, `head_not_tied` the
+    second.)"""
     out = {}
     if model.transformer.ln_f is not None:
-        out["final_norm_missing"] = head(hidden(model, idx, final_norm=False))
-    else:
-        h = hidden(model, idx)
-        extra = rms_norm(h, eps=c.norm_eps) if c.norm == "rmsnorm" else layer_norm(h, eps=c.norm_eps)
-        out["final_norm_in_post_ln"] = head(extra)
-    if not c.tie_weights:  # tied anyway: loading both tensors into the one matrix leaves the head's values
+        out["final_norm_missing"] = model.lm_head(hidden(model, idx, final_norm=False))
+    if not model.config.tie_weights:  # tied anyway: loading both tensors into one matrix keeps the head's
         tied = copy.deepcopy(model)
         tied.transformer.tok_emb.weight = tied.lm_head.weight
         out["tied_when_untied"] = tied(idx)

@@ -102,8 +102,6 @@ CATALOGUE = {
     "approximation, `F.gelu(x, approximate='tanh')`.",
     "final_norm_missing": "the final norm was forgotten: a Pre-LN stack normalises the last block's output "
     "(ln_f) before the LM head.",
-    "final_norm_in_post_ln": "a Post-LN stack has no final norm (every block already ends in one): create "
-    "ln_f only when config.norm_placement == 'pre'.",
     "head_not_tied": "the logits are a linear map of the right hidden states, but not through the token "
     "embedding: with tie_weights the LM head *is* tok_emb.weight (`lm_head.weight = tok_emb.weight`), and "
     "the checkpoint stores it once.",
