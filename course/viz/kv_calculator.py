@@ -157,8 +157,8 @@ class KVCacheCalculator(CourseWidget):
             width=860,
             height=430,
             title_font_size=13,
-            xaxis=dict(type="log", title="sequence length (tokens)"),
-            yaxis=dict(type="log", title="KV cache (GiB)"),
+            xaxis=dict(type="log", dtick=1, title="sequence length (tokens)"),  # one label per decade
+            yaxis=dict(type="log", dtick=1, exponentformat="power", title="KV cache (GiB)"),
             legend=dict(x=0.01, y=0.99),
         )
         self.refresh()
