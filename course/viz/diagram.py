@@ -160,8 +160,8 @@ def architecture_svg(config: ModelConfig) -> str:
     bottom = max(block_y.values()) + BOX_H
     height = bottom + 60
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="{height}" '
-        f'viewBox="0 0 1000 {height}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" style="max-width:1000px" '
+        f'viewBox="0 0 1000 {height}">',  # scales down to a narrow notebook, never up
         f"<style>{STYLE}</style>",
         '<defs><marker id="head" markerWidth="8" markerHeight="8" refX="7" refY="4" orient="auto">'
         '<path d="M0,0 L8,4 L0,8 z" style="fill:#333;stroke:none;marker-end:none"/></marker></defs>',
