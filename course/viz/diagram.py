@@ -110,17 +110,15 @@ def block_panel(config: ModelConfig) -> Panel:
     x_in, x_out = Box("in", "x: residual stream in"), Box("out", "x: to the next block")
     if c.norm_placement == "pre":  # x + F(LN(x))
         boxes = [x_in, ln1, *attention, add1, ln2, *mlp, add2, x_out]
-        links = [("in", "ln1"), ("ln1", "qkv"), ("o", "add1"), ("add1", "ln2"), ("ln2", "up")]
-        links += [("down", "add2"), ("add2", "out")]
         skips = [Arrow("in", "add1", stream, skip=True), Arrow("add1", "add2", stream, skip=True)]
     else:  # LN(x + F(x))
         boxes = [x_in, *attention, add1, ln1, *mlp, add2, ln2, x_out]
-        links = [("in", "qkv"), ("o", "add1"), ("add1", "ln1"), ("ln1", "up"), ("down", "add2")]
-        links += [("add2", "ln2"), ("ln2", "out")]
         skips = [Arrow("in", "add1", stream, skip=True), Arrow("ln1", "add2", stream, skip=True)]
-    arrows = [Arrow(a, b, stream) for a, b in links] + attention_arrows + mlp_arrows + skips
-    order = {b.key: i for i, b in enumerate(boxes)}
-    arrows.sort(key=lambda a: (a.skip, order[a.src]))
+    inside = attention_arrows + mlp_arrows
+    covered = {(a.src, a.dst) for a in inside}
+    keys = [b.key for b in boxes]  # every other step between consecutive boxes carries the stream
+    links = [Arrow(a, b, stream) for a, b in zip(keys, keys[1:], strict=False) if (a, b) not in covered]
+    arrows = links + inside + skips
     title = f"one decoder block ({c.norm_placement}-LN)"
     return Panel(title, tuple(boxes), tuple(arrows))
 
