@@ -19,7 +19,8 @@ from .positional import apply_rope
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and positions."""
+    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and
+    positions."""
     B, T, D = x.shape
     if D % n_heads:
         raise ValueError(f"cannot split d_model={D} into n_heads={n_heads} equal heads")
@@ -33,7 +34,8 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def repeat_kv(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query heads."""
+    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query
+    heads."""
     if group_size == 1:
         return x
     B, H_kv, T, d = x.shape
@@ -59,12 +61,12 @@ def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
 def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
 
-    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it adds
-    nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured on torch 2.13):
-    `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and `nn.MultiheadAttention` returns NaN
-    outputs; `F.scaled_dot_product_attention` gives a zero output row, as `fused_attention` here guarantees
-    whatever the version. Rows with at least one finite score are exactly `torch.softmax`'s.
-    """
+    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it
+    adds nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured
+    on torch 2.13): `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and
+    `nn.MultiheadAttention` returns NaN outputs; `F.scaled_dot_product_attention` gives a zero output row, as
+    `fused_attention` here guarantees whatever the version. Rows with at least one finite score are exactly
+    `torch.softmax`'s."""
     if scores.dim() < 1:
         raise ValueError("softmax_rows needs at least one (key) axis, got a 0-d tensor")
     dead = scores.isneginf().all(-1, keepdim=True)  # (..., 1): rows with no key to attend to
@@ -121,8 +123,8 @@ def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with n_kv_heads KV heads (MHA: = n_heads, GQA: fewer, MQA: 1).
 
-    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from context).
-    """
+    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from
+    context)."""
 
     def __init__(self, config: ModelConfig, cross: bool = False):
         super().__init__()
@@ -153,9 +155,9 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x, mask=None, rope=None, bias=None, cache=None, context=None, is_causal=False):
         """x (B, T, d_model) -> (B, T, d_model).
 
-        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)
-        float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when no
-        explicit mask is given and queries and keys are the same positions.
+        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T,
+        T_k) float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when
+        no explicit mask is given and queries and keys are the same positions.
         """
         T = x.shape[1]
         src = x if context is None else context
@@ -186,5 +188,6 @@ class MultiHeadAttention(nn.Module):
 
 
 def _per_head_hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
-    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when unhooked."""
+    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when
+    unhooked."""
     return point(x.transpose(1, 2)).transpose(1, 2) if point.active else x

@@ -31,7 +31,8 @@ from .models import DecoderLM
 
 SECTIONS = ("hf", "kv", "attention", "roofline", "gqa", "gpu")
 
-# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found in
+# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found
+# in
 # `torch.cuda.get_device_name()` wins, so specific names come first (datasheets; no sparsity).
 GPU_PEAKS = (
     ("GH200", 989e12, 4.0e12),
@@ -59,7 +60,8 @@ def gpu_peaks(name: str) -> tuple[float, float] | None:
     return None
 
 
-# --- timing ---------------------------------------------------------------------------------------------------
+# --- timing
+# ---------------------------------------------------------------------------------------------------
 class Clock:
     """Time of a callable: on CUDA wall time with the GPU synchronized around the region; on CPU the process's
     CPU time, so that other processes sharing the machine's cores do not enter the figures."""
@@ -104,7 +106,7 @@ def paired(clock: Clock, a, b, pairs: int, min_time: float) -> dict:
         else:
             tb.append(clock.time(b, rb))
             ta.append(clock.time(a, ra))
-    out = summarize([x / y for x, y in zip(ta, tb)])
+    out = summarize([x / y for x, y in zip(ta, tb, strict=False)])
     out.update(a_ms=1e3 * statistics.median(ta), b_ms=1e3 * statistics.median(tb))
     return out
 
@@ -130,7 +132,8 @@ def _fmt(r: dict, unit: str = "×") -> str:
     return f"{r['median']:.3f}{unit} (IQR {r['q1']:.3f}–{r['q3']:.3f})"
 
 
-# --- models ---------------------------------------------------------------------------------------------------
+# --- models
+# ---------------------------------------------------------------------------------------------------
 def _hf_gpt2(config: ModelConfig):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -178,7 +181,8 @@ class Bench:
         hf = _hf_gpt2(ModelConfig.from_preset(preset)).to(self.device).eval()
         return hf, from_hf(hf)
 
-    # --- 1. course vs Hugging Face -----------------------------------------------------------------------------
+    # --- 1. course vs Hugging Face
+    # -----------------------------------------------------------------------------
     def hf(self) -> None:
         shapes = ("tiny",) if self.quick else ("gpt2-small", "tiny")
         self.results["hf"] = {}
@@ -249,7 +253,7 @@ class Bench:
         )
         course.eval(), hf.eval()
         del opt_c, opt_h
-        for m, state in zip((course, hf), saved):
+        for m, state in zip((course, hf), saved, strict=False):
             m.load_state_dict(state)
         return {**r, "shape": f"B={B} T={T} AdamW"}
 
@@ -284,7 +288,8 @@ class Bench:
             "tokens_match": torch.equal(out["course"], out["hf"]),
         }
 
-    # --- 2. KV cache vs recompute ------------------------------------------------------------------------------
+    # --- 2. KV cache vs recompute
+    # ------------------------------------------------------------------------------
     def decoder(self, preset: str, dtype=None, **overrides) -> DecoderLM:
         torch.manual_seed(0)
         model = DecoderLM(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
@@ -320,7 +325,8 @@ class Bench:
         self.results["kv"] = {"model": "tiny" if self.quick else "gpt2-small", **out}
         self.results["kv_speedup"] = {c: r["median"] for c, r in out.items()}
 
-    # --- 3. fused vs explicit attention ------------------------------------------------------------------------
+    # --- 3. fused vs explicit attention
+    # ------------------------------------------------------------------------
     def attention(self) -> None:
         lengths = (
             (256, 512) if self.quick else (256, 512, 1024, 2048, 4096) + ((8192, 16384) if self.cuda else ())
@@ -351,7 +357,8 @@ class Bench:
             }
             self.log(
                 f"  attention T={T:<5} explicit/fused time {_fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
-                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB"
+                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB "
+                f"vs {mem['fused'] / 1e6:.1f} MB"
             )
         keys = list(rows)
         for small, large in itertools.pairwise(keys):
@@ -369,8 +376,8 @@ class Bench:
         self.results["attention"] = {"heads": H, "d_head": d, "dtype": str(dtype), "by_length": rows}
 
     def attention_peaks(self, lengths, H: int, d: int, dtype) -> dict:
-        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or on
-        CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
+        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or
+        on CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
             code = "from course.bench import attention_peak_child as f; f({!r}, {}, {}, {})"
@@ -394,9 +401,11 @@ class Bench:
             out[kind, T] = torch.cuda.max_memory_allocated() - base
         return out
 
-    # --- 4. rooflines ------------------------------------------------------------------------------------------
+    # --- 4. rooflines
+    # ------------------------------------------------------------------------------------------
     def roofline(self) -> None:
-        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM FLOP/s."""
+        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM
+        FLOP/s."""
         preset = "tiny" if self.quick else "gpt2-small"
         dtype = torch.bfloat16 if self.cuda else torch.float32
         bw = self.bandwidth_probe(dtype)
@@ -409,7 +418,8 @@ class Bench:
         self.results["decode_bandwidth_share"] = r["decode"]["median"]
         self.results["train_flops_share"] = r["train"]["median"]
         self.log(
-            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, {r['bandwidth']['read_GBps']:.1f}"
+            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, "
+            f"{r['bandwidth']['read_GBps']:.1f}"
             f" GB/s read; GEMM {r['gemm']['TFLOPs'] * 1e3:.1f} GFLOP/s ({r['gemm']['dtype']})"
         )
         d, t = r["decode"], r["train"]
@@ -453,7 +463,8 @@ class Bench:
         return {"TFLOPs": flops / seconds / 1e12, "dtype": dtype, "n": n}
 
     def decode_share(self, model, probe) -> dict:
-        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth probes."""
+        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth
+        probes."""
         c = model.config
         P, n = (32, 16) if self.quick else (128, 32)
         bpe = next(model.parameters()).element_size()
@@ -506,7 +517,8 @@ class Bench:
             "shape": f"B={B} T={T}",
         }
 
-    # --- 5. GQA / MQA ------------------------------------------------------------------------------------------
+    # --- 5. GQA / MQA
+    # ------------------------------------------------------------------------------------------
     def gqa(self) -> None:
         """KV memory of MHA/GQA/MQA (measured bytes vs formula) and a decode step's speed relative to MHA."""
         preset, ctx = ("tiny", 64) if self.quick else ("gpt2-small", 1024)
@@ -532,7 +544,8 @@ class Bench:
         for name, v in out.items():
             speed = f"step speed-up vs MHA {_fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
             self.log(
-                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
+                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} "
+                "MB measured, "
                 f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}"
             )
         self.results["gqa"] = {"model": preset, "context": ctx, **out}
@@ -547,7 +560,8 @@ class Bench:
 
         return step
 
-    # --- GPU: MFU, compiled vs eager, static-cache decode --------------------------------------------------------
+    # --- GPU: MFU, compiled vs eager, static-cache decode
+    # --------------------------------------------------------
     def gpu(self) -> None:
         if not self.cuda:
             return
@@ -614,7 +628,8 @@ class Bench:
 
     def gpu_decode(self, peaks, bw) -> dict:
         """Batch-1 bf16 greedy decode of GPT-2 124M: the eager dynamic cache vs the static cache (eager step,
-        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for reference."""
+        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for
+        reference."""
         from .static_decode import StaticDecoder
 
         hf, model = (m.to(torch.bfloat16) for m in self.models("gpt2-small"))
@@ -707,7 +722,8 @@ def attention_peak_child(kind: str, T: int, H: int, d: int) -> None:
     print((_proc_status_kb("VmHWM") - base) * 1024)
 
 
-# --- command line ---------------------------------------------------------------------------------------------
+# --- command line
+# ---------------------------------------------------------------------------------------------
 def _machine(device: torch.device) -> dict:
     info = {
         "device": device.type,

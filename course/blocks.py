@@ -11,7 +11,8 @@ from .norms import make_norm
 
 
 class Block(nn.Module):
-    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder block)."""
+    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder
+    block)."""
 
     def __init__(self, config: ModelConfig, cross_attention: bool = False):
         super().__init__()

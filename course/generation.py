@@ -75,7 +75,7 @@ def generate(
     cache = KVCache.for_model(model, B, max_len=total) if use_cache else None
     tokens = [idx]
     step_input = idx
-    for step in range(max_new_tokens):
+    for _step in range(max_new_tokens):
         logits = model(step_input if use_cache else torch.cat(tokens, 1), cache=cache, last_only=True)[:, -1]
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
         tokens.append(nxt)

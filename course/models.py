@@ -1,4 +1,5 @@
-"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style), encoder-decoder.
+"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style),
+encoder-decoder.
 
 All three are built from one `TransformerStack`: embeddings (+ positions) -> blocks -> final norm (Pre-LN).
 """
@@ -134,8 +135,8 @@ class DecoderLM(nn.Module):
     def forward(
         self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False
     ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares
-        the LM head (the largest matmul) at the positions a decoder does not sample from."""
+        """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which
+        spares the LM head (the largest matmul) at the positions a decoder does not sample from."""
         h = self.transformer(idx, is_token, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 
@@ -186,7 +187,8 @@ class EncoderLM(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal + cross-attention."""
+    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal +
+    cross-attention."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -16,7 +16,8 @@ def positions(T: int, offset: int = 0, device=None) -> torch.Tensor:
     return torch.arange(offset, offset + T, device=device)
 
 
-# --- sinusoidal ----------------------------------------------------------------------------------------------
+# --- sinusoidal
+# ----------------------------------------------------------------------------------------------
 def sinusoidal_table(T: int, d_model: int, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
     """(T, d_model): PE(pos, 2i) = sin(pos / base^(2i/D)), PE(pos, 2i+1) = cos(pos / base^(2i/D))."""
     if d_model % 2:
@@ -29,7 +30,8 @@ def sinusoidal_table(T: int, d_model: int, offset: int = 0, base: float = 10000.
     return table
 
 
-# --- RoPE ----------------------------------------------------------------------------------------------------
+# --- RoPE
+# ----------------------------------------------------------------------------------------------------
 def rope_angles(T: int, d_head: int, theta: float = 10000.0, offset: int = 0, device=None):
     """(cos, sin), each (T, d_head/2): angle(pos, i) = pos * theta^(-2i/d_head), computed in fp32."""
     inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head)
@@ -42,8 +44,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention
 
     split_half (Hugging Face Llama, GPT-NeoX): pair i is (x[i], x[i + d/2]).
     interleaved (RoFormer paper, Meta's Llama code): pair i is (x[2i], x[2i+1]).
-    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x), with
-    P the permutation that moves even features to the first half and odd features to the second
+    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x),
+    with P the permutation that moves even features to the first half and odd features to the second
     (`interleaved_to_split_half`). q·k scores are therefore identical when q and k are permuted alike.
     """
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -61,9 +63,11 @@ def interleaved_to_split_half(d_head: int) -> torch.Tensor:
     return torch.cat((torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)))
 
 
-# --- ALiBi ---------------------------------------------------------------------------------------------------
+# --- ALiBi
+# ---------------------------------------------------------------------------------------------------
 def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next power's."""
+    """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next
+    power's."""
 
     def power_of_two(n):
         start = 2 ** (-8 / n)
@@ -83,9 +87,11 @@ def alibi_bias(n_heads: int, T_q: int, T_k: int, device=None) -> torch.Tensor:
     return -alibi_slopes(n_heads).to(device)[:, None, None] * (i - j).abs()
 
 
-# --- T5 relative bias ----------------------------------------------------------------------------------------
+# --- T5 relative bias
+# ----------------------------------------------------------------------------------------
 def relative_bucket(relative: torch.Tensor, bidirectional: bool, n_buckets: int, max_distance: int):
-    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to max_distance."""
+    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to
+    max_distance."""
     bucket = torch.zeros_like(relative)
     if bidirectional:
         n_buckets //= 2

@@ -1,7 +1,7 @@
 """Fast decoding on a GPU: a static KV cache and a fixed-shape decode step that a CUDA graph can replay.
 
-The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs one
-kernel launch per op from Python. Here nothing changes shape between steps:
+The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs
+one kernel launch per op from Python. Here nothing changes shape between steps:
   * the cache keeps all `max_len` slots; new keys/values are written at positions held in a device tensor
     (`index_copy_`), and attention reads every slot, the slots after the query masked out (True = may attend);
   * positions index precomputed tables (learned / sinusoidal / RoPE / ALiBi);
@@ -21,13 +21,15 @@ MODES = ("eager", "graph", "compile")
 
 
 class StaticLayerCache:
-    """One layer's view of a `StaticKVCache`: writes at the decoder's current positions, returns every slot."""
+    """One layer's view of a `StaticKVCache`: writes at the decoder's current positions, returns every
+    slot."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor):
         self.keys, self.values, self.pos = keys, values, pos
 
     def update(self, k, v):
-        """k, v (B, H_kv, T_new, d_head) written at slots `pos` (T_new,); returns (B, H_kv, max_len, d_head)."""
+        """k, v (B, H_kv, T_new, d_head) written at slots `pos` (T_new,); returns (B, H_kv, max_len,
+        d_head)."""
         self.keys.index_copy_(2, self.pos, k)
         self.values.index_copy_(2, self.pos, v)
         return self.keys, self.values
@@ -169,7 +171,8 @@ class StaticDecoder:
         top_p=None,
         seed: int | None = None,
     ) -> torch.Tensor:
-        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps static."""
+        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps
+        static."""
         B, T = idx.shape
         if B != self.batch_size:
             raise ValueError(

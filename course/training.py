@@ -3,8 +3,8 @@
 make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: biases, norm gains)
 lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
 clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
-train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
-          (returning True stops early)
+train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every
+          N steps (returning True stops early)
 RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
           `setup("induction")` gives a recipe's untrained (model, task)
 norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
@@ -56,7 +56,8 @@ __all__ = [
 
 
 def _objective(model, task: Task, batch_size: int, generator, device):
-    """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
+    """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for
+    encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
         x, y, mask = (
@@ -85,7 +86,8 @@ def evaluate(model, task: Task, batch_size: int = 512, generator=0) -> dict:
 
 
 def _parameters(params) -> list[torch.nn.Parameter]:
-    """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear once)."""
+    """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear
+    once)."""
     if isinstance(params, torch.nn.Module):
         params = params.parameters()
     elif isinstance(params, torch.Tensor):
@@ -116,10 +118,10 @@ def make_optimizer(
     """AdamW over a model's parameters (or any iterable of parameters) in two groups.
 
     The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
-    matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging Face's
-    Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no benefit.
-    Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept once.
-    Group 0 is the decayed one, group 1 the other (either may be empty).
+    matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging
+    Face's Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no
+    benefit. Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept
+    once. Group 0 is the decayed one, group 1 the other (either may be empty).
 
     `fused` (default: wherever torch has it for these parameters — CPU and CUDA floating-point tensors, torch
     >= 2.4) updates all tensors in one kernel: the same AdamW arithmetic, about 3x faster than the per-op
@@ -140,10 +142,11 @@ def make_optimizer(
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:
-    """Learning rate for update `step` (0-based) of `steps`: linear warm-up from 0, then cosine decay to min_lr.
+    """Learning rate for update `step` (0-based) of `steps`: linear warm-up from 0, then cosine decay to
+    min_lr.
 
-    lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak lr
-    at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
+    lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak
+    lr at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
     (steps - warmup), reaching min_lr at step == steps. This is exactly Hugging Face's
     `get_cosine_schedule_with_warmup(opt, warmup, steps)` (min_lr = 0) and
     `get_cosine_with_min_lr_schedule_with_warmup(..., min_lr_rate=min_lr / lr)`, where the scheduler's
@@ -158,9 +161,10 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) ->
 
 def clip_grad_norm(params, max_norm: float) -> float:
     """Gradient clipping by global norm: with total = sqrt(Σ_p ‖grad_p‖²) over every gradient, multiply all of
-    them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns the
-    norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the same
-    arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor kernels)."""
+    them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns
+    the norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the
+    same arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor
+    kernels)."""
     if not max_norm > 0:
         raise ValueError(f"max_norm={max_norm} must be > 0")
     params = [p for p in _parameters(params) if p.grad is not None]
@@ -214,8 +218,8 @@ def train(
 
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
     model's; on CUDA the forward pass runs under bf16 autocast. `warmup` defaults to steps // 10.
-    `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after the
-    last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
+    `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after
+    the last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
     held-out accuracy is reached: `log.losses` then has one entry per step taken). The progress bar writes to
     stdout, and nothing when progress=False.
     """
@@ -381,13 +385,14 @@ def train_recipe(
 
 @dataclass
 class NormStudy:
-    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter 5).
+    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter
+    5).
 
     Every run: the copy task, the "tiny" preset at `n_layers = depth`, untied head, token and position
     embeddings drawn with std `embedding_std` (unit scale, as the original Transformer's √D-scaled embeddings;
     GPT-2's 0.02 would make Post-LN fail even at depth 2, for a different reason), AdamW at peak `lr` with
-    gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a fixed
-    batch are recorded at initialization and every `grad_every` steps.
+    gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a
+    fixed batch are recorded at initialization and every `grad_every` steps.
     """
 
     depths: tuple[int, ...] = (2, 6, 12)
@@ -445,7 +450,8 @@ def norm_study_run(depth: int, placement: str, warmup: int, study: NormStudy | N
 
 
 def norm_study(study: NormStudy | None = None, command: str = "", progress: bool = True) -> dict:
-    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it took."""
+    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it
+    took."""
     study = NormStudy() if study is None else study
     start, cpu_start = time.perf_counter(), time.process_time()
     runs = []
@@ -501,7 +507,8 @@ def add_arguments(parser) -> None:
         "recipe",
         nargs="?",
         choices=[*RECIPES, "text", "all", "norm-study"],
-        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' records chapter 5's Pre-/Post-LN training "
+        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' "
+        "records chapter 5's Pre-/Post-LN training "
         "curves (norm-study.json, no weights); omit it and give --task for a custom model",
     )
     parser.add_argument(
