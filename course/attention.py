@@ -62,13 +62,11 @@ def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
 
     A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it
-    adds
-    nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured on
-    torch 2.13):
-    `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and `nn.MultiheadAttention` returns NaN
-    outputs; `F.scaled_dot_product_attention` gives a zero output row, as `fused_attention` here guarantees
-    whatever the version. Rows with at least one finite score are exactly `torch.softmax`'s.
-    """
+    adds nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured
+    on torch 2.13): `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and
+    `nn.MultiheadAttention` returns NaN outputs; `F.scaled_dot_product_attention` gives a zero output row, as
+    `fused_attention` here guarantees whatever the version. Rows with at least one finite score are exactly
+    `torch.softmax`'s."""
     if scores.dim() < 1:
         raise ValueError("softmax_rows needs at least one (key) axis, got a 0-d tensor")
     dead = scores.isneginf().all(-1, keepdim=True)  # (..., 1): rows with no key to attend to
@@ -126,8 +124,7 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with n_kv_heads KV heads (MHA: = n_heads, GQA: fewer, MQA: 1).
 
     Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from
-    context).
-    """
+    context)."""
 
     def __init__(self, config: ModelConfig, cross: bool = False):
         super().__init__()
@@ -159,9 +156,8 @@ class MultiHeadAttention(nn.Module):
         """x (B, T, d_model) -> (B, T, d_model).
 
         mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T,
-        T_k)
-        float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when no
-        explicit mask is given and queries and keys are the same positions.
+        T_k) float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when
+        no explicit mask is given and queries and keys are the same positions.
         """
         T = x.shape[1]
         src = x if context is None else context

@@ -377,8 +377,7 @@ class Bench:
 
     def attention_peaks(self, lengths, H: int, d: int, dtype) -> dict:
         """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or
-        on
-        CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
+        on CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
             code = "from course.bench import attention_peak_child as f; f({!r}, {}, {}, {})"

@@ -136,8 +136,7 @@ class DecoderLM(nn.Module):
         self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which
-        spares
-        the LM head (the largest matmul) at the positions a decoder does not sample from."""
+        spares the LM head (the largest matmul) at the positions a decoder does not sample from."""
         h = self.transformer(idx, is_token, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 

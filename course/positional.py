@@ -45,8 +45,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention
     split_half (Hugging Face Llama, GPT-NeoX): pair i is (x[i], x[i + d/2]).
     interleaved (RoFormer paper, Meta's Llama code): pair i is (x[2i], x[2i+1]).
     The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x),
-    with
-    P the permutation that moves even features to the first half and odd features to the second
+    with P the permutation that moves even features to the first half and odd features to the second
     (`interleaved_to_split_half`). q·k scores are therefore identical when q and k are permuted alike.
     """
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)

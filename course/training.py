@@ -3,9 +3,8 @@
 make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: biases, norm gains)
 lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
 clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
-train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N
-steps
-          (returning True stops early)
+train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every
+          N steps (returning True stops early)
 RECIPES   the small models shipped in `course/weights/` (`course train copy --out course/weights`);
           `setup("induction")` gives a recipe's untrained (model, task)
 norm_study  chapter 5's Pre-LN vs Post-LN runs at growing depth, with and without warm-up; shipped as
@@ -120,10 +119,9 @@ def make_optimizer(
 
     The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
     matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging
-    Face's
-    Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no benefit.
-    Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept once.
-    Group 0 is the decayed one, group 1 the other (either may be empty).
+    Face's Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no
+    benefit. Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept
+    once. Group 0 is the decayed one, group 1 the other (either may be empty).
 
     `fused` (default: wherever torch has it for these parameters — CPU and CUDA floating-point tensors, torch
     >= 2.4) updates all tensors in one kernel: the same AdamW arithmetic, about 3x faster than the per-op
@@ -148,8 +146,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) ->
     min_lr.
 
     lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak
-    lr
-    at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
+    lr at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
     (steps - warmup), reaching min_lr at step == steps. This is exactly Hugging Face's
     `get_cosine_schedule_with_warmup(opt, warmup, steps)` (min_lr = 0) and
     `get_cosine_with_min_lr_schedule_with_warmup(..., min_lr_rate=min_lr / lr)`, where the scheduler's
@@ -165,9 +162,9 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) ->
 def clip_grad_norm(params, max_norm: float) -> float:
     """Gradient clipping by global norm: with total = sqrt(Σ_p ‖grad_p‖²) over every gradient, multiply all of
     them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns
-    the
-    norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the same
-    arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor kernels)."""
+    the norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the
+    same arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor
+    kernels)."""
     if not max_norm > 0:
         raise ValueError(f"max_norm={max_norm} must be > 0")
     params = [p for p in _parameters(params) if p.grad is not None]
@@ -222,8 +219,7 @@ def train(
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
     model's; on CUDA the forward pass runs under bf16 autocast. `warmup` defaults to steps // 10.
     `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after
-    the
-    last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
+    the last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
     held-out accuracy is reached: `log.losses` then has one entry per step taken). The progress bar writes to
     stdout, and nothing when progress=False.
     """
@@ -396,8 +392,7 @@ class NormStudy:
     embeddings drawn with std `embedding_std` (unit scale, as the original Transformer's √D-scaled embeddings;
     GPT-2's 0.02 would make Post-LN fail even at depth 2, for a different reason), AdamW at peak `lr` with
     gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a
-    fixed
-    batch are recorded at initialization and every `grad_every` steps.
+    fixed batch are recorded at initialization and every `grad_every` steps.
     """
 
     depths: tuple[int, ...] = (2, 6, 12)
