@@ -60,6 +60,7 @@ bench: $(STAMP)
 
 release: $(STAMP)
 	$(PY) -m course grade release
+	$(PY) -m course grade release --assignment capstone
 
 check: $(STAMP)
 	$(PY) -m course check exercises/transformers/exercises.ipynb
