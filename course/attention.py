@@ -150,29 +150,38 @@ class MultiHeadAttention(nn.Module):
     def _capturing(self) -> bool:
         return self.hook_pattern.active or self.hook_attn_scores.active
 
-    def forward(self, x, mask=None, rope=None, bias=None, cache=None, context=None, is_causal=False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
+        cache=None,
+        cache_pos: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
         """x (B, T, d_model) -> (B, T, d_model).
 
         mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)
-        float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when no
-        explicit mask is given and queries and keys are the same positions.
+        float; cache: one layer of a KV cache (self-attention only), written at slots cache_pos (T,);
+        is_causal: causal attention, bottom-right aligned when keys outnumber queries (a cache's prefix).
         """
-        T = x.shape[1]
         src = x if context is None else context
-        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))
-        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))
+        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))  # (B, H, T, d_head)
+        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))  # (B, H_kv, T_k, d)
         v = _per_head_hook(self.hook_v, split_heads(self.v_proj(src), self.n_kv_heads))
         if rope is not None:
             q = _per_head_hook(self.hook_rot_q, apply_rope(q, *rope, self.rope_convention))
             k = _per_head_hook(self.hook_rot_k, apply_rope(k, *rope, self.rope_convention))
         if cache is not None:
-            k, v = cache.update(k, v)  # (B, H_kv, T_past + T, d_head)
-        group = self.n_heads // self.n_kv_heads
-        if is_causal and mask is None and T == 1 and bias is None:
-            is_causal = False  # one new query may read every cached key: no mask at all
-        if is_causal and mask is None and (k.shape[-2] != T or bias is not None or self._capturing()):
-            mask, is_causal = causal_mask(T, k.shape[-2], device=x.device), False  # bottom-right aligned
-        if self._capturing():
+            k, v = cache.update(cache_pos, k, v)  # (B, H_kv, T_k, d_head): the cache's keys
+        explicit = self._capturing()
+        needs_mask = bias is not None or explicit
+        mask, is_causal = resolve_mask(mask, is_causal, q.shape[-2], k.shape[-2], needs_mask, x.device)
+        if explicit:
+            group = self.n_heads // self.n_kv_heads
             k, v = repeat_kv(k, group), repeat_kv(v, group)
             scores = self.hook_attn_scores(attention_scores(q, k, mask, bias))
             weights = self.hook_pattern(softmax_rows(scores))
@@ -183,6 +192,19 @@ class MultiHeadAttention(nn.Module):
         if self.head_mask is not None:
             out = out * self.head_mask.to(out)[None, :, None, None]
         return self.o_proj(merge_heads(out))
+
+
+def resolve_mask(mask, is_causal: bool, T: int, T_k: int, needs_mask: bool, device=None):
+    """(mask, is_causal) for the kernels. Causality is dropped for a single query (it may read every key) and
+    becomes an explicit bottom-right mask (T, T_k) where the fused causal kernel cannot serve it: more keys
+    than queries (a cache's prefix), a bias, or the explicit path (`needs_mask`)."""
+    if not is_causal or mask is not None:
+        return mask, False
+    if T == 1:
+        return None, False
+    if T_k != T or needs_mask:
+        return causal_mask(T, T_k, device), False
+    return None, True
 
 
 def _per_head_hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from . import costs
 from .attention import fused_attention, scaled_dot_product_attention
 from .config import ModelConfig
+from .generation import decode, greedy
 from .kv_cache import KVCache
 from .masks import causal_mask
 from .models import DecoderLM
@@ -461,18 +462,16 @@ class Bench:
         prompt = self.randint(c.vocab_size, 1, P)
         cache = KVCache.for_model(model, 1, P + n)
         with torch.inference_mode():
-            first = model(prompt, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+            first = greedy(model(prompt, cache=cache, last_only=True)[:, -1])  # (1, 1)
 
-        def decode():
+        def run():
             cache.length = P
-            tok = first
             with torch.inference_mode():
-                for _ in range(n):
-                    tok = model(tok, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+                decode(lambda new, start: model(new, cache=cache, last_only=True)[:, -1], first, n)
 
         bws = self.measure_bandwidth(probe)
         limit = probe["copy"] if bws["copy_GBps"] >= bws["read_GBps"] else probe["read"]
-        r = paired_share(self.clock, (decode, n * nbytes), limit, self.pairs, self.min_time)
+        r = paired_share(self.clock, (run, n * nbytes), limit, self.pairs, self.min_time)
         return {
             **r,
             "tokens_per_s": n / (r["work_ms"] / 1e3),

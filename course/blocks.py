@@ -1,6 +1,7 @@
 """Transformer blocks. Pre-LN: x + F(LN(x)) (the residual stream itself is never normalized).
 Post-LN: LN(x + F(x)) (the original Transformer; the stream is re-normalized after every sub-layer)."""
 
+import torch
 import torch.nn as nn
 
 from .attention import MultiHeadAttention
@@ -37,23 +38,33 @@ class Block(nn.Module):
         return norm(x + self.drop(hook(fn(x))))
 
     def forward(
-        self, x, mask=None, rope=None, bias=None, cache=None, is_causal=False, context=None, context_mask=None
-    ):
-        """x (B, T, d_model) -> (B, T, d_model). `context` is the encoder output for cross-attention."""
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
+        cache=None,
+        cache_pos: torch.Tensor | None = None,
+        is_causal: bool = False,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, d_model) -> (B, T, d_model). The options are self-attention's (`MultiHeadAttention`);
+        `context` (B, S, d_model) is the encoder output for cross-attention, `context_mask` its padding."""
         x = self.hook_resid_pre(x)
-        x = self._sublayer(
-            x,
-            self.ln1,
-            lambda h: self.attn(h, mask, rope, bias, cache, is_causal=is_causal),
-            self.hook_attn_out,
-        )
-        x = self.hook_resid_mid(x)
-        if self.cross_attn is not None:
-            x = self._sublayer(
-                x,
-                self.ln_cross,
-                lambda h: self.cross_attn(h, context_mask, context=context),
-                self.hook_cross_out,
+
+        def self_attention(h):
+            return self.attn(
+                h, mask=mask, rope=rope, bias=bias, cache=cache, cache_pos=cache_pos, is_causal=is_causal
             )
+
+        x = self.hook_resid_mid(self._sublayer(x, self.ln1, self_attention, self.hook_attn_out))
+        if self.cross_attn is not None:
+
+            def cross_attention(h):
+                return self.cross_attn(h, mask=context_mask, context=context)
+
+            x = self._sublayer(x, self.ln_cross, cross_attention, self.hook_cross_out)
         x = self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out)
         return self.hook_resid_post(x)
