@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .masks import causal_mask, check_mask
 from .positional import apply_rope
 
@@ -134,7 +134,6 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(c.d_model, c.n_kv_heads * c.d_head, bias=c.bias)
         self.o_proj = nn.Linear(c.n_heads * c.d_head, c.d_model, bias=c.bias)
         self.rope_convention = c.rope_convention
-        self.head_mask: torch.Tensor | None = None  # (H,) multipliers for head ablation; None = all heads on
         for name in (
             "hook_q",
             "hook_k",
@@ -189,8 +188,6 @@ class MultiHeadAttention(nn.Module):
         else:
             out = fused_attention(q, k, v, mask, bias, is_causal=is_causal)
         out = _per_head_hook(self.hook_z, out)  # (B, H, T, d_head)
-        if self.head_mask is not None:
-            out = out * self.head_mask.to(out)[None, :, None, None]
         return self.o_proj(merge_heads(out))
 
 

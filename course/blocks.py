@@ -7,7 +7,7 @@ import torch.nn as nn
 from .attention import MultiHeadAttention
 from .config import ModelConfig
 from .feedforward import make_mlp
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .norms import make_norm
 
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 from .blocks import Block
 from .config import ModelConfig
 from .costs import measured_params
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .kv_cache import KVCache
 from .masks import causal_mask, combine, padding_mask
 from .norms import make_norm
