@@ -11,8 +11,8 @@ Names (for a DecoderLM; EncoderLM likewise; an EncoderDecoder prefixes `encoder.
   blocks.{l}.attn.hook_z                              (B, T, H, d_head) per-head outputs
 Capturing scores or patterns switches that layer to the explicit attention path (the fused kernel keeps none).
 
-Reading: `run_with_cache(model, idx)` (or `with recording(model) as store:`). Editing, as TransformerLens does:
-`run_with_hooks(model, idx, fwd_hooks=[(name, fn)])` (or `with hooks(model, fwd_hooks):`), where
+Reading: `run_with_cache(model, idx)` (or `with recording(model) as store:`). Editing, as TransformerLens
+does: `run_with_hooks(model, idx, fwd_hooks=[(name, fn)])` (or `with hooks(model, fwd_hooks):`), where
 `fn(activation, hook)` returns the activation to use instead (None keeps it), e.g. zeroing heads of `hook_z`.
 """
 
@@ -72,7 +72,8 @@ class ActivationCache(dict):
 @contextlib.contextmanager
 def hooks(model, fwd_hooks):
     """Add forward hooks `[(name, fn)]` for the duration of the block; `fn(activation, hook)` returns the new
-    activation or None (keep it). `hook` is the HookPoint, its `name` set. Removed afterwards, even on error."""
+    activation or None (keep it); `hook` is the HookPoint, its `name` set. Removed afterwards, even on
+    error."""
     points = hook_points(model)
     unknown = [name for name, _ in fwd_hooks if name not in points]
     if unknown:
