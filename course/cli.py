@@ -12,7 +12,7 @@ from . import extras
 
 COMMANDS = {  # name: (module, one-line help)
     "info": ("course.cli", "versions, the device found and the config presets"),
-    "train": ("course.training", "train a small model on a synthetic task and save it with its card"),
+    "train": ("course.recipes", "train a small model on a synthetic task and save it with its card"),
     "check": (
         "course.grading.check",
         "run the visible tests of your exercise notebook and diagnose failures",
