@@ -1,19 +1,8 @@
-"""`course bench`: the course model measured against Hugging Face and against the hardware's own limits.
-
-Method (see docs/benchmarks.md): every comparison is a ratio measured in one process, the two sides alternated
-(A→B, then B→A), one warm-up each, the median of the per-pair ratios reported with its quartiles; one thread
-on CPU. Rooflines (copy bandwidth, GEMM FLOP/s) are measured in the same run, paired with what they bound.
-Benchmarks are never gates: tests only check that the command runs and writes its keys.
-"""
+"""The sections of `course bench`: course vs Hugging Face, KV cache, attention, rooflines, GQA, GPU."""
 
 from __future__ import annotations
 
-import datetime
 import itertools
-import json
-import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,113 +11,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import costs
-from .attention import fused_attention, scaled_dot_product_attention
-from .config import ModelConfig
-from .generation import decode, greedy
-from .kv_cache import KVCache
-from .masks import causal_mask
-from .models import DecoderLM
-
-SECTIONS = ("hf", "kv", "attention", "roofline", "gqa", "gpu")
-
-# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found in
-# `torch.cuda.get_device_name()` wins, so specific names come first (datasheets; no sparsity).
-GPU_PEAKS = (
-    ("GH200", 989e12, 4.0e12),
-    ("H200", 989e12, 4.8e12),
-    ("H100 NVL", 835e12, 3.9e12),
-    ("H100 PCIe", 756e12, 2.0e12),
-    ("H100", 989e12, 3.35e12),  # SXM5, "NVIDIA H100 80GB HBM3"
-    ("H800", 989e12, 3.35e12),
-    ("A100-SXM4-40GB", 312e12, 1.555e12),
-    ("A100-PCIE-40GB", 312e12, 1.555e12),
-    ("A100", 312e12, 2.0e12),
-    ("L40S", 362e12, 0.864e12),
-    ("L4", 121e12, 0.3e12),
-    ("A10", 125e12, 0.6e12),
-    ("RTX 4090", 165e12, 1.008e12),
-    ("RTX 3090", 71e12, 0.936e12),
-)
-
-
-def gpu_peaks(name: str) -> tuple[float, float] | None:
-    """(bf16 FLOP/s, bytes/s) from the datasheet table for a device name, or None when it is not listed."""
-    for fragment, flops, bandwidth in GPU_PEAKS:
-        if fragment.lower() in name.lower():
-            return flops, bandwidth
-    return None
-
-
-# --- timing ---------------------------------------------------------------------------------------------------
-class Clock:
-    """Time of a callable: on CUDA wall time with the GPU synchronized around the region; on CPU the process's
-    CPU time, so that other processes sharing the machine's cores do not enter the figures."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.now = time.perf_counter if self.cuda else time.process_time
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def time(self, fn, reps: int = 1) -> float:
-        """Seconds per call of fn, averaged over `reps` back-to-back calls."""
-        self.sync()
-        start = self.now()
-        for _ in range(reps):
-            fn()
-        self.sync()
-        return (self.now() - start) / reps
-
-    def reps_for(self, fn, min_time: float) -> int:
-        """Warm fn up once, then how many calls make one sample last about `min_time` seconds."""
-        fn()
-        return max(1, math.ceil(min_time / max(self.time(fn), 1e-7)))
-
-
-def summarize(values: list[float]) -> dict:
-    """Median and quartiles (inclusive method) of per-pair values."""
-    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return {"median": med, "q1": q1, "q3": q3, "n": len(values)}
-
-
-def paired(clock: Clock, a, b, pairs: int, min_time: float) -> dict:
-    """time(a) / time(b): a and b alternated, the order flipped every pair; median ratio, quartiles, times."""
-    ra, rb = clock.reps_for(a, min_time), clock.reps_for(b, min_time)
-    ta, tb = [], []
-    for i in range(pairs):
-        if i % 2 == 0:
-            ta.append(clock.time(a, ra))
-            tb.append(clock.time(b, rb))
-        else:
-            tb.append(clock.time(b, rb))
-            ta.append(clock.time(a, ra))
-    out = summarize([x / y for x, y in zip(ta, tb)])
-    out.update(a_ms=1e3 * statistics.median(ta), b_ms=1e3 * statistics.median(tb))
-    return out
-
-
-def paired_share(clock: Clock, work, limit, pairs: int, min_time: float) -> dict:
-    """Per pair: rate(work) / rate(limit), each measured next to the other; `work`/`limit` are
-    (fn, units per call) and the share is (units/s of work) / (units/s of limit)."""
-    (fw, uw), (fl, ul) = work, limit
-    r = paired(clock, fw, fl, pairs, min_time)
-    # rate_w / rate_l = (uw / tw) / (ul / tl) = (uw / ul) / (tw / tl): the share from each pair's time ratio.
-    shares = [(uw / ul) / x for x in (r["q3"], r["median"], r["q1"])]
-    return {
-        "median": shares[1],
-        "q1": shares[0],
-        "q3": shares[2],
-        "n": r["n"],
-        "work_ms": r["a_ms"],
-        "limit_ms": r["b_ms"],
-    }
-
-
-def _fmt(r: dict, unit: str = "×") -> str:
-    return f"{r['median']:.3f}{unit} (IQR {r['q1']:.3f}–{r['q3']:.3f})"
+from .. import costs
+from ..attention import fused_attention, scaled_dot_product_attention
+from ..config import ModelConfig
+from ..generation import decode, greedy
+from ..kv_cache import KVCache
+from ..masks import causal_mask
+from ..models import DecoderLM
+from .hardware import gpu_peaks
+from .timing import Clock, fmt, paired, paired_share
 
 
 # --- models ---------------------------------------------------------------------------------------------------
@@ -173,7 +64,7 @@ class Bench:
 
     def models(self, preset: str):
         """A HF GPT-2 with random weights and the course model converted from it (identical weights)."""
-        from .interop import from_hf
+        from ..interop import from_hf
 
         torch.manual_seed(0)
         hf = _hf_gpt2(ModelConfig.from_preset(preset)).to(self.device).eval()
@@ -194,7 +85,7 @@ class Bench:
             self.results["hf"][preset] = r
             for name, v in r.items():
                 self.log(
-                    f"  hf {preset:<10} {name:<8} course/HF time {_fmt(v)}   "
+                    f"  hf {preset:<10} {name:<8} course/HF time {fmt(v)}   "
                     f"course {v['a_ms']:.2f} ms, HF {v['b_ms']:.2f} ms  {v.get('shape', '')}"
                 )
             del hf, course
@@ -315,7 +206,7 @@ class Bench:
             r = paired(self.clock, recompute, self._cached_step(model, cache, idx), self.pairs, self.min_time)
             out[str(c)] = r
             self.log(
-                f"  kv context {c:<5} recompute/cached {_fmt(r)}   cached {r['b_ms']:.2f} ms, "
+                f"  kv context {c:<5} recompute/cached {fmt(r)}   cached {r['b_ms']:.2f} ms, "
                 f"recompute {r['a_ms']:.2f} ms"
             )
         self.results["kv"] = {"model": "tiny" if self.quick else "gpt2-small", **out}
@@ -351,7 +242,7 @@ class Bench:
                 "score_bytes_formula": costs.score_memory_bytes(1, H, T, costs.bytes_per_element(dtype)),
             }
             self.log(
-                f"  attention T={T:<5} explicit/fused time {_fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
+                f"  attention T={T:<5} explicit/fused time {fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
                 f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB"
             )
         keys = list(rows)
@@ -374,7 +265,7 @@ class Bench:
         CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
-            code = "from course.bench import attention_peak_child as f; f({!r}, {}, {}, {})"
+            code = "from course.bench.sections import attention_peak_child as f; f({!r}, {}, {}, {})"
             procs = {
                 p: subprocess.Popen(
                     [sys.executable, "-c", code.format(*p, H, d)], stdout=subprocess.PIPE, text=True
@@ -416,11 +307,11 @@ class Bench:
         d, t = r["decode"], r["train"]
         self.log(
             f"  roofline decode {d['tokens_per_s']:.1f} tok/s, {d['bytes_per_token'] / 1e6:.1f} MB/token: "
-            f"{_fmt(d, '')} of the bandwidth bound"
+            f"{fmt(d, '')} of the bandwidth bound"
         )
         self.log(
             f"  roofline train {t['tokens_per_s']:.1f} tok/s, {t['flops_per_token'] / 1e6:.1f} MFLOP/token: "
-            f"{_fmt(t, '')} of the GEMM rate"
+            f"{fmt(t, '')} of the GEMM rate"
         )
 
     def bandwidth_probe(self, dtype):
@@ -529,7 +420,7 @@ class Bench:
             r = paired(self.clock, steps["MHA"], steps[name], self.pairs, self.min_time)
             out[name]["speedup_vs_MHA"] = r
         for name, v in out.items():
-            speed = f"step speed-up vs MHA {_fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
+            speed = f"step speed-up vs MHA {fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
             self.log(
                 f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
                 f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}"
@@ -608,13 +499,13 @@ class Bench:
             )
         out["eager/compiled"] = r
         out["shape"] = f"B={B} T={T}"
-        self.log(f"  gpu train eager/compiled time {_fmt(r)}")
+        self.log(f"  gpu train eager/compiled time {fmt(r)}")
         return out
 
     def gpu_decode(self, peaks, bw) -> dict:
         """Batch-1 bf16 greedy decode of GPT-2 124M: the eager dynamic cache vs the static cache (eager step,
         CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for reference."""
-        from .static_decode import StaticDecoder
+        from ..static_decode import StaticDecoder
 
         hf, model = (m.to(torch.bfloat16) for m in self.models("gpt2-small"))
         c = model.config
@@ -704,107 +595,3 @@ def attention_peak_child(kind: str, T: int, H: int, d: int) -> None:
     with torch.inference_mode():
         _attention_call(kind, q, k, v, mask)
     print((_proc_status_kb("VmHWM") - base) * 1024)
-
-
-# --- command line ---------------------------------------------------------------------------------------------
-def _machine(device: torch.device) -> dict:
-    info = {
-        "device": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        info["transformers"] = None
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name()
-    else:
-        info["device_name"] = _cpu_name()
-        info["threads"] = torch.get_num_threads()
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        rev = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        info["git_revision"] = (rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) or None
-    except OSError:
-        info["git_revision"] = None
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny shapes and fewer pairs (about a minute on CPU)"
-    )
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default="cpu",
-        help="where to run (default: cpu, on one thread); cuda uses bf16 autocast and TF32",
-    )
-    parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
-    parser.add_argument("--only", metavar="SECTIONS", help=f"comma-separated subset of {','.join(SECTIONS)}")
-
-
-def run(args) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("course bench: --device cuda, but torch finds no CUDA device", file=sys.stderr)
-        return 2
-    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        print(
-            f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr
-        )
-        return 2
-    if "hf" in sections:
-        from .extras import require
-
-        require("transformers", "the 'hf' section (leave it out with --only)")
-    if args.device == "cpu":
-        torch.set_num_threads(1)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-    bench = Bench(args.device, args.quick)
-    bench.results.update(
-        _machine(bench.device),
-        quick=args.quick,
-        command="course bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
-    )
-    bench.log(
-        f"course bench on {bench.results['device_name']} | torch {torch.__version__} | "
-        f"rev {bench.results['git_revision']} | {'quick' if args.quick else 'full'}"
-    )
-    start = time.perf_counter()
-    for name in sections:
-        t0 = time.perf_counter()
-        bench.log(f"[{name}]")
-        getattr(bench, name)()
-        bench.results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
-    bench.results["total_seconds"] = round(time.perf_counter() - start, 1)
-    bench.log(f"done in {bench.results['total_seconds']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(bench.results, f, indent=2, default=str)
-    return 0
