@@ -155,7 +155,14 @@ def attach_lm_head(model: nn.Module, tok_emb: nn.Embedding) -> None:
         model.lm_head.weight = tok_emb.weight
 
 
-class DecoderLM(nn.Module):
+class CountedModule(nn.Module):
+    def num_params(self) -> int:
+        """Parameters allocated, a tied weight once (`course.costs.measured_params`); for a DecoderLM this equals
+        `course.costs.param_count(config)["total"]` (the tests pin it)."""
+        return measured_params(self)
+
+
+class DecoderLM(CountedModule):
     """Decoder-only language model (GPT-2 / Llama style): causal self-attention, next-token logits."""
 
     def __init__(self, config: ModelConfig):
@@ -198,13 +205,8 @@ class DecoderLM(nn.Module):
 
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, seed)
 
-    def num_params(self) -> int:
-        """Parameters allocated, a tied weight once: `course.costs.measured_params`, which equals
-        `course.costs.param_count(config)["total"]` (the tests pin it)."""
-        return measured_params(self)
 
-
-class EncoderLM(nn.Module):
+class EncoderLM(CountedModule):
     """Encoder-only model (BERT style): bidirectional self-attention and a masked-LM head."""
 
     def __init__(self, config: ModelConfig):
@@ -229,7 +231,7 @@ class EncoderLM(nn.Module):
         return self.lm_head(self.mlm_transform(self.encode(idx, is_token)))
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(CountedModule):
     """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal + cross-attention."""
 
     def __init__(self, config: ModelConfig):

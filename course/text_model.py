@@ -255,7 +255,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         "model": type(model).__name__,
         "task": {"name": "text", "args": {}},
         "config": model.config.to_dict(),
-        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params": model.num_params(),
         "corpus": {
             **data["corpus"],
             "split": "chunks of >= 2000 characters of paragraphs; every 10th held out",
