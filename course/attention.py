@@ -16,9 +16,10 @@ from .config import ModelConfig
 from .hook_point import HookPoint
 from .masks import causal_mask, check_mask
 from .positional import apply_rope
+from .shapes import Bool, Float, Int, Tensor
 
 
-def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+def split_heads(x: Float[Tensor, "B T D"], n_heads: int) -> Float[Tensor, "B H T d_head"]:
     """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and positions."""
     B, T, D = x.shape
     if D % n_heads:
@@ -26,13 +27,13 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
+def merge_heads(x: Float[Tensor, "B H T d_head"]) -> Float[Tensor, "B T D"]:
     """(B, H, T, d_head) -> (B, T, H*d_head), the inverse of `split_heads`."""
     B, H, T, d = x.shape
     return x.transpose(1, 2).reshape(B, T, H * d)
 
 
-def repeat_kv(x: torch.Tensor, group_size: int) -> torch.Tensor:
+def repeat_kv(x: Float[Tensor, "B H_kv T d"], group_size: int) -> Float[Tensor, "B H T d"]:
     """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query heads."""
     if group_size == 1:
         return x
@@ -56,7 +57,7 @@ def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
     return _masked_scores(q @ k.transpose(-2, -1) * scale, mask, bias)
 
 
-def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+def softmax_rows(scores: Float[Tensor, "*batch T_k"]) -> Float[Tensor, "*batch T_k"]:
     """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
 
     A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it adds
@@ -151,16 +152,16 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: Float[Tensor, "B T d_model"],
         *,
-        mask: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        bias: torch.Tensor | None = None,
+        mask: Bool[Tensor, "*#b #T T_k"] | None = None,
+        rope: tuple[Float[Tensor, "*#b T half"], Float[Tensor, "*#b T half"]] | None = None,
+        bias: Float[Tensor, "*#b #H #T T_k"] | None = None,
         cache=None,
-        cache_pos: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        cache_pos: Int[Tensor, " T"] | None = None,
+        context: Float[Tensor, "B S d_model"] | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+    ) -> Float[Tensor, "B T d_model"]:
         """x (B, T, d_model) -> (B, T, d_model).
 
         mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)

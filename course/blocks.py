@@ -1,7 +1,6 @@
 """Transformer blocks. Pre-LN: x + F(LN(x)) (the residual stream itself is never normalized).
 Post-LN: LN(x + F(x)) (the original Transformer; the stream is re-normalized after every sub-layer)."""
 
-import torch
 import torch.nn as nn
 
 from .attention import MultiHeadAttention
@@ -9,6 +8,7 @@ from .config import ModelConfig
 from .feedforward import make_mlp
 from .hook_point import HookPoint
 from .norms import make_norm
+from .shapes import Bool, Float, Int, Tensor
 
 
 class Block(nn.Module):
@@ -39,17 +39,17 @@ class Block(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: Float[Tensor, "B T d_model"],
         *,
-        mask: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        bias: torch.Tensor | None = None,
+        mask: Bool[Tensor, "*#b #T T_k"] | None = None,
+        rope: tuple[Float[Tensor, "*#b T half"], Float[Tensor, "*#b T half"]] | None = None,
+        bias: Float[Tensor, "*#b #H #T T_k"] | None = None,
         cache=None,
-        cache_pos: torch.Tensor | None = None,
+        cache_pos: Int[Tensor, " T"] | None = None,
         is_causal: bool = False,
-        context: torch.Tensor | None = None,
-        context_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        context: Float[Tensor, "B S d_model"] | None = None,
+        context_mask: Bool[Tensor, "*#b #T S"] | None = None,
+    ) -> Float[Tensor, "B T d_model"]:
         """x (B, T, d_model) -> (B, T, d_model). The options are self-attention's (`MultiHeadAttention`);
         `context` (B, S, d_model) is the encoder output for cross-attention, `context_mask` its padding."""
         x = self.hook_resid_pre(x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .kv_cache import KVCache
+from .shapes import Float, Int, Tensor
 
 
 def filter_logits(
@@ -44,7 +45,9 @@ def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None) -
     return filter_logits(logits, temperature, top_k, top_p).softmax(-1)
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> torch.Tensor:
+def sample_next(
+    logits: Float[Tensor, "B V"], temperature=1.0, top_k=None, top_p=None, generator=None
+) -> Int[Tensor, "B 1"]:
     """(B, V) logits -> (B, 1) next token ids."""
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0")
@@ -54,7 +57,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     return torch.multinomial(probs, 1, generator=generator)
 
 
-def greedy(logits: torch.Tensor) -> torch.Tensor:
+def greedy(logits: Float[Tensor, "B V"]) -> Int[Tensor, "B 1"]:
     """(B, V) logits -> (B, 1) argmax ids."""
     return logits.argmax(-1, keepdim=True)
 
@@ -81,7 +84,7 @@ def uncached_step(run):
 
 
 @torch.no_grad()
-def decode(step, prompt: torch.Tensor, max_new_tokens: int, sample=greedy) -> torch.Tensor:
+def decode(step, prompt: Int[Tensor, "B T"], max_new_tokens: int, sample=greedy) -> Int[Tensor, "B T_out"]:
     """The decode loop: prompt (B, T) -> (B, T + max_new_tokens). The first step is the prefill (the whole
     prompt at start 0), each later one feeds back the token just sampled."""
     tokens, new, start = [prompt], prompt, 0

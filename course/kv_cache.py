@@ -15,13 +15,16 @@ from __future__ import annotations
 import torch
 
 from .positional import positions
+from .shapes import Float, Int, Tensor
 
 
 class LayerKVCache:
     def __init__(self, parent: KVCache, layer: int):
         self.parent, self.layer = parent, layer
 
-    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    def update(
+        self, pos: Int[Tensor, " T"], k: Float[Tensor, "B H_kv T d_head"], v: Float[Tensor, "B H_kv T d_head"]
+    ) -> tuple[Float[Tensor, "B H_kv T_k d_head"], Float[Tensor, "B H_kv T_k d_head"]]:
         """Write k, v (B, H_kv, T_new, d_head) at slots pos (T_new,), which follow the stored positions;
         return all keys/values so far, (B, H_kv, length + T_new, d_head)."""
         end = self.parent.n_keys(k.shape[-2])

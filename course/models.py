@@ -18,6 +18,7 @@ from .kv_cache import KVCache
 from .masks import causal_mask, combine, padding_mask
 from .norms import make_norm
 from .positional import RelativePositionBias, alibi_bias, positions, rope_angles, sinusoidal_table
+from .shapes import Bool, Float, Int, Tensor
 
 
 class TransformerStack(nn.Module):
@@ -95,14 +96,14 @@ class TransformerStack(nn.Module):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: Int[Tensor, "B T"],
         *,
-        pos: torch.Tensor | None = None,
+        pos: Int[Tensor, "*#B T"] | None = None,
         cache=None,
-        is_token: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-        context_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        is_token: Bool[Tensor, "B T_k"] | None = None,
+        context: Float[Tensor, "B S d_model"] | None = None,
+        context_mask: Bool[Tensor, "*#b #T S"] | None = None,
+    ) -> Float[Tensor, "B T d_model"]:
         """idx (B, T) at token positions pos ((T,) or (B, T); default: those after the cache's) -> hidden
         (B, T, d_model). `cache`: a KV cache (`course.kv_cache`); `is_token` (B, T_k) bool marks real keys."""
         T = idx.shape[1]
@@ -177,13 +178,13 @@ class DecoderLM(CountedModule):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: Int[Tensor, "B T"],
         *,
-        pos: torch.Tensor | None = None,
+        pos: Int[Tensor, "*#B T"] | None = None,
         cache=None,
-        is_token: torch.Tensor | None = None,
+        is_token: Bool[Tensor, "B T_k"] | None = None,
         last_only: bool = False,
-    ) -> torch.Tensor:
+    ) -> Float[Tensor, "B T_out vocab"]:
         """idx (B, T) token ids at positions pos ((T,) or (B, T), default 0.. or after the cache's) -> logits
         (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares the LM head (the largest matmul)
         at the positions a decoder does not sample from. `cache`: a KV cache (`course.kv_cache`)."""

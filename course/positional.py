@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .shapes import Float, Tensor
+
 
 def positions(T: int, offset: int = 0, device=None) -> torch.Tensor:
     """(T,) positions offset..offset+T-1."""
@@ -47,7 +49,12 @@ def rope_angles(pos: int | torch.Tensor, d_head: int, theta: float = 10000.0, de
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention: str = "split_half"):
+def apply_rope(
+    x: Float[Tensor, "*#B H T d_head"],
+    cos: Float[Tensor, "*#lead T half"],
+    sin: Float[Tensor, "*#lead T half"],
+    convention: str = "split_half",
+) -> Float[Tensor, "*#B H T d_head"]:
     """Rotate feature pairs of x (B, H, T, d_head) by position.
 
     split_half (Hugging Face Llama, GPT-NeoX): pair i is (x[i], x[i + d/2]).

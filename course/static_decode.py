@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .generation import decode, sampler
+from .shapes import Float, Int, Tensor
 
 MODES = ("eager", "graph", "compile")
 
@@ -26,7 +27,9 @@ class StaticLayerCache:
     def __init__(self, keys: torch.Tensor, values: torch.Tensor):
         self.keys, self.values = keys, values
 
-    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    def update(
+        self, pos: Int[Tensor, " T"], k: Float[Tensor, "B H_kv T d_head"], v: Float[Tensor, "B H_kv T d_head"]
+    ) -> tuple[Float[Tensor, "B H_kv max_len d_head"], Float[Tensor, "B H_kv max_len d_head"]]:
         """k, v (B, H_kv, T_new, d_head) written at slots pos (T_new,); returns (B, H_kv, max_len, d_head)."""
         self.keys.index_copy_(2, pos, k)
         self.values.index_copy_(2, pos, v)
