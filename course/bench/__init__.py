@@ -22,7 +22,7 @@ from .hardware import gpu_peaks, machine
 from .sections import Bench, attention_peak_child
 from .timing import Clock, paired
 
-SECTIONS = ("hf", "kv", "attention", "roofline", "gqa", "gpu")
+SECTIONS = ("hf", "train", "kv", "attention", "roofline", "gqa", "gpu")
 __all__ = [
     "SECTIONS",
     "Bench",
@@ -60,10 +60,11 @@ def run(args) -> int:
             f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr
         )
         return 2
-    if "hf" in sections:
+    needs_hf = [s for s in sections if s in ("hf", "train")]
+    if needs_hf:
         from ..extras import require
 
-        require("transformers", "the 'hf' section (leave it out with --only)")
+        require("transformers", f"the {needs_hf} section(s) (leave them out with --only)")
     if args.device == "cpu":
         torch.set_num_threads(1)
     else:

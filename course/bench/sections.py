@@ -62,13 +62,61 @@ class Bench:
     def log(self, text: str) -> None:
         print(text, flush=True)
 
-    def models(self, preset: str):
+    def models(self, preset: str, **overrides):
         """A HF GPT-2 with random weights and the course model converted from it (identical weights)."""
         from ..interop import from_hf
 
         torch.manual_seed(0)
-        hf = _hf_gpt2(ModelConfig.from_preset(preset)).to(self.device).eval()
+        hf = _hf_gpt2(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
         return hf, from_hf(hf)
+
+    # --- training step against HF GPT-2 at the two shapes of docs/train_step_vs_nanogpt.py -------------------
+    def train(self) -> None:
+        """One training step (forward, cross-entropy, backward, clip at 1.0, AdamW, zero_grad), course / HF time,
+        both sides with the course's `make_optimizer` (fused AdamW, no decay on 1-D tensors): the models alone."""
+        from ..training import clip_grad_norm, make_optimizer
+
+        shapes = {  # name: (preset, overrides, B, T)
+            "4x256": (
+                "gpt2-small",
+                dict(n_layers=4, d_model=256, n_heads=4, vocab_size=256, context_length=256),
+                4,
+                256,
+            ),
+            "gpt2-small": ("gpt2-small", {}, 1, 128),
+        }
+        if self.quick:
+            shapes = {"tiny": ("tiny", {}, 4, 64)}
+        self.results["train"] = {}
+        for name, (preset, overrides, B, T) in shapes.items():
+            hf, course = self.models(preset, **overrides)
+            V = course.config.vocab_size
+            idx, targets = self.randint(V, B, T), self.randint(V, B, T)
+
+            def step(model, logits_of):
+                opt = make_optimizer(model, 1e-4)
+                model.train()
+
+                def fn():
+                    with self._autocast():
+                        logits = logits_of(model(idx))
+                        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+                    loss.backward()
+                    clip_grad_norm(model, 1.0)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+
+                return fn
+
+            r = paired(
+                self.clock, step(course, lambda x: x), step(hf, lambda x: x.logits), self.pairs, self.min_time
+            )
+            self.results["train"][name] = {**r, "shape": f"{name} B={B} T={T} AdamW"}
+            self.log(
+                f"  train {name:<10} course/HF time {fmt(r)}   course {r['a_ms']:.1f} ms, HF {r['b_ms']:.1f} ms"
+                f"  B={B} T={T}"
+            )
+            del hf, course
 
     # --- 1. course vs Hugging Face -----------------------------------------------------------------------------
     def hf(self) -> None:
