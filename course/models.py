@@ -60,7 +60,8 @@ class TransformerStack(nn.Module):
             )
 
     def embed(self, idx: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings plus absolute positions (learned / sinusoidal) at pos (T,) or (B, T), default 0..T-1."""
+        """Token embeddings plus absolute positions (learned / sinusoidal) at pos (T,) or (B, T), default
+        0..T-1."""
         c = self.config
         pos = positions(idx.shape[1], 0, idx.device) if pos is None else pos
         x = self.hook_embed(self.tok_emb(idx))  # (B, T, d_model)
@@ -158,8 +159,8 @@ def attach_lm_head(model: nn.Module, tok_emb: nn.Embedding) -> None:
 
 class CountedModule(nn.Module):
     def num_params(self) -> int:
-        """Parameters allocated, a tied weight once (`course.costs.measured_params`); for a DecoderLM this equals
-        `course.costs.param_count(config)["total"]` (the tests pin it)."""
+        """Parameters allocated, a tied weight once (`course.costs.measured_params`); for a DecoderLM this
+        equals `course.costs.param_count(config)["total"]` (the tests pin it)."""
         return measured_params(self)
 
 

@@ -1,5 +1,6 @@
 """The shape annotations of public signatures (`course.shapes`, jaxtyping) hold: the models run with every
-annotated call checked (jaxtyping's import hook + beartype, in a fresh process), and a wrong shape is refused."""
+annotated call checked (jaxtyping's import hook + beartype, in a fresh process), and a wrong shape is
+refused."""
 
 import subprocess
 import sys

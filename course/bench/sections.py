@@ -70,10 +70,11 @@ class Bench:
         hf = _hf_gpt2(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
         return hf, from_hf(hf)
 
-    # --- training step against HF GPT-2 at the two shapes of docs/train_step_vs_nanogpt.py -------------------
+    # --- training step against HF GPT-2 at the two shapes of docs/train_step_vs_nanogpt.py ---------------
     def train(self) -> None:
-        """One training step (forward, cross-entropy, backward, clip at 1.0, AdamW, zero_grad), course / HF time,
-        both sides with the course's `make_optimizer` (fused AdamW, no decay on 1-D tensors): the models alone."""
+        """One training step (forward, cross-entropy, backward, clip at 1.0, AdamW, zero_grad), course / HF
+        time, both sides with the course's `make_optimizer` (fused AdamW, no decay on 1-D tensors): the models
+        alone."""
         from ..training import clip_grad_norm, make_optimizer
 
         shapes = {  # name: (preset, overrides, B, T)
@@ -113,8 +114,8 @@ class Bench:
             )
             self.results["train"][name] = {**r, "shape": f"{name} B={B} T={T} AdamW"}
             self.log(
-                f"  train {name:<10} course/HF time {fmt(r)}   course {r['a_ms']:.1f} ms, HF {r['b_ms']:.1f} ms"
-                f"  B={B} T={T}"
+                f"  train {name:<10} course/HF time {fmt(r)}   course {r['a_ms']:.1f} ms, "
+                f"HF {r['b_ms']:.1f} ms  B={B} T={T}"
             )
             del hf, course
 
