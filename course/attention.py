@@ -20,7 +20,8 @@ from .shapes import Bool, Float, Int, Tensor
 
 
 def split_heads(x: Float[Tensor, "B T D"], n_heads: int) -> Float[Tensor, "B H T d_head"]:
-    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and positions."""
+    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and
+    positions."""
     B, T, D = x.shape
     if D % n_heads:
         raise ValueError(f"cannot split d_model={D} into n_heads={n_heads} equal heads")
@@ -34,7 +35,8 @@ def merge_heads(x: Float[Tensor, "B H T d_head"]) -> Float[Tensor, "B T D"]:
 
 
 def repeat_kv(x: Float[Tensor, "B H_kv T d"], group_size: int) -> Float[Tensor, "B H T d"]:
-    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query heads."""
+    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query
+    heads."""
     if group_size == 1:
         return x
     B, H_kv, T, d = x.shape
@@ -60,11 +62,12 @@ def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
 def softmax_rows(scores: Float[Tensor, "*batch T_k"]) -> Float[Tensor, "*batch T_k"]:
     """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
 
-    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it adds
-    nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured on torch 2.13):
-    `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and `nn.MultiheadAttention` returns NaN
-    outputs; `F.scaled_dot_product_attention` gives a zero output row, as `fused_attention` here guarantees
-    whatever the version. Rows with at least one finite score are exactly `torch.softmax`'s.
+    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it
+    adds nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured
+    on torch 2.13): `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and
+    `nn.MultiheadAttention` returns NaN outputs; `F.scaled_dot_product_attention` gives a zero output row, as
+    `fused_attention` here guarantees whatever the version. Rows with at least one finite score are exactly
+    `torch.softmax`'s.
     """
     if scores.dim() < 1:
         raise ValueError("softmax_rows needs at least one (key) axis, got a 0-d tensor")
@@ -122,7 +125,8 @@ def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with n_kv_heads KV heads (MHA: = n_heads, GQA: fewer, MQA: 1).
 
-    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from context).
+    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from
+    context).
     """
 
     def __init__(self, config: ModelConfig, cross: bool = False):
@@ -164,8 +168,8 @@ class MultiHeadAttention(nn.Module):
     ) -> Float[Tensor, "B T d_model"]:
         """x (B, T, d_model) -> (B, T, d_model).
 
-        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)
-        float; cache: one layer of a KV cache (self-attention only), written at slots cache_pos (T,);
+        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T,
+        T_k) float; cache: one layer of a KV cache (self-attention only), written at slots cache_pos (T,);
         is_causal: causal attention, bottom-right aligned when keys outnumber queries (a cache's prefix).
         """
         src = x if context is None else context
@@ -206,5 +210,6 @@ def resolve_mask(mask, is_causal: bool, T: int, T_k: int, needs_mask: bool, devi
 
 
 def _per_head_hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
-    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when unhooked."""
+    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when
+    unhooked."""
     return point(x.transpose(1, 2)).transpose(1, 2) if point.active else x

@@ -12,7 +12,8 @@ from .shapes import Bool, Float, Int, Tensor
 
 
 class Block(nn.Module):
-    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder block)."""
+    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder
+    block)."""
 
     def __init__(self, config: ModelConfig, cross_attention: bool = False):
         super().__init__()

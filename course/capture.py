@@ -42,7 +42,8 @@ ALIASES = {
 
 
 def hook_points(model) -> dict[str, HookPoint]:
-    """Every HookPoint under its stable name (the `transformer.` prefix of a decoder-only model is dropped)."""
+    """Every HookPoint under its stable name (the `transformer.` prefix of a decoder-only model is
+    dropped)."""
     points = {}
     for name, module in model.named_modules():
         if isinstance(module, HookPoint):

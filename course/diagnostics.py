@@ -45,7 +45,8 @@ AXES = {
 def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) -> None:
     """Check `x` against a layout such as "B H T d_head" and the expected sizes given by keyword.
 
-    Raises ValueError naming the wrong axis: "q: axis 1 (heads H) has size 8, expected 4 in (B, H, T, d_head)".
+    Raises ValueError naming the wrong axis: "q: axis 1 (heads H) has size 8, expected 4 in (B, H, T,
+    d_head)".
     Axes without a given size are only counted.
     """
     axes = spec.split()
@@ -145,7 +146,8 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
     """Perturb each position j of one sequence in turn; outputs at positions i < j must not move.
 
     `model` maps a batch of sequences to per-position outputs (B, T, ...): a course model on token ids
-    idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T, D)
+    idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T,
+    D)
     (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`.
     All T - 1 perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding
     level); one that lets position i read j > i (no mask, mask after softmax, a head split without the
@@ -181,7 +183,8 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
 def check_attention_weights(
     weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5
 ) -> None:
-    """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero where
+    """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero
+    where
     `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
 
     Catches a mask applied after the softmax (or by multiplying by zero): rows then sum to less than 1.
@@ -220,7 +223,8 @@ def future_attention(model, idx: torch.Tensor) -> torch.Tensor:
 
 
 def attention_entropy(model, idx: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-    """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys): diffuse.
+    """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys):
+    diffuse.
 
     normalized=True divides each row by log(number of keys its mask shows it: i + 1 in a causal model, all T
     in an encoder), skipping rows that see one key, so 1.0 means uniform attention whatever the position.
@@ -272,7 +276,8 @@ def residual_norms(model, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean L2 norm per token of the residual stream and of each block's updates.
 
     "resid": (L + 1,) stream entering each block and leaving the last; "attn_update", "mlp_update": (L,) what
-    each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream in.
+    each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream
+    in.
     """
     _, cache = run_with_cache(
         model,

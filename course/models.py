@@ -1,4 +1,5 @@
-"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style), encoder-decoder.
+"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style),
+encoder-decoder.
 
 All three are built from one `TransformerStack`: embeddings (+ positions) -> blocks -> final norm (Pre-LN).
 """
@@ -234,7 +235,8 @@ class EncoderLM(CountedModule):
 
 
 class EncoderDecoder(CountedModule):
-    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal + cross-attention."""
+    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal +
+    cross-attention."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

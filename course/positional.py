@@ -25,7 +25,7 @@ def as_positions(pos: int | torch.Tensor, device=None) -> torch.Tensor:
     return positions(pos, 0, device) if isinstance(pos, int) else pos
 
 
-# --- sinusoidal ----------------------------------------------------------------------------------------------
+# --- sinusoidal ---------------------------------------------------------------------------------------------
 def sinusoidal_table(pos: int | torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
     """(..., T, d_model): PE(pos, 2i) = sin(pos / base^(2i/D)), PE(pos, 2i+1) = cos(pos / base^(2i/D))."""
     if d_model % 2:
@@ -36,7 +36,7 @@ def sinusoidal_table(pos: int | torch.Tensor, d_model: int, base: float = 10000.
     return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # sin at 2i, cos at 2i+1
 
 
-# --- RoPE ----------------------------------------------------------------------------------------------------
+# --- RoPE ---------------------------------------------------------------------------------------------------
 def rope_angles(pos: int | torch.Tensor, d_head: int, theta: float = 10000.0, device=None):
     """(cos, sin) of angle(pos, i) = pos * theta^(-2i/d_head), computed in fp32: each (T, d_head/2) for
     positions (T,) or an int T; (B, 1, T, d_head/2) for per-sequence positions (B, T), to broadcast over
@@ -59,8 +59,8 @@ def apply_rope(
 
     split_half (Hugging Face Llama, GPT-NeoX): pair i is (x[i], x[i + d/2]).
     interleaved (RoFormer paper, Meta's Llama code): pair i is (x[2i], x[2i+1]).
-    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x), with
-    P the permutation that moves even features to the first half and odd features to the second
+    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x),
+    with P the permutation that moves even features to the first half and odd features to the second
     (`interleaved_to_split_half`). q·k scores are therefore identical when q and k are permuted alike.
     """
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -78,7 +78,7 @@ def interleaved_to_split_half(d_head: int) -> torch.Tensor:
     return torch.cat((torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)))
 
 
-# --- ALiBi ---------------------------------------------------------------------------------------------------
+# --- ALiBi --------------------------------------------------------------------------------------------------
 def alibi_slopes(n_heads: int, device=None) -> torch.Tensor:
     """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next
     power's. Computed on `device` (no host-to-device copy, so a CUDA graph can capture it)."""
@@ -109,9 +109,10 @@ def alibi_bias(
     return -alibi_slopes(n_heads, dist.device)[:, None, None] * dist.abs()
 
 
-# --- T5 relative bias ----------------------------------------------------------------------------------------
+# --- T5 relative bias ---------------------------------------------------------------------------------------
 def relative_bucket(relative: torch.Tensor, bidirectional: bool, n_buckets: int, max_distance: int):
-    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to max_distance."""
+    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to
+    max_distance."""
     bucket = torch.zeros_like(relative)
     if bidirectional:
         n_buckets //= 2

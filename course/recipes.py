@@ -147,13 +147,14 @@ def train_recipe(
 
 @dataclass
 class NormStudy:
-    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter 5).
+    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter
+    5).
 
     Every run: the copy task, the "tiny" preset at `n_layers = depth`, untied head, token and position
     embeddings drawn with std `embedding_std` (unit scale, as the original Transformer's √D-scaled embeddings;
     GPT-2's 0.02 would make Post-LN fail even at depth 2, for a different reason), AdamW at peak `lr` with
-    gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a fixed
-    batch are recorded at initialization and every `grad_every` steps.
+    gradient clipping 1.0, `warmup` linear warm-up steps, then cosine decay. Per-block gradient norms on a
+    fixed batch are recorded at initialization and every `grad_every` steps.
     """
 
     depths: tuple[int, ...] = (2, 6, 12)
@@ -211,7 +212,8 @@ def norm_study_run(depth: int, placement: str, warmup: int, study: NormStudy | N
 
 
 def norm_study(study: NormStudy | None = None, command: str = "", progress: bool = True) -> dict:
-    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it took."""
+    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it
+    took."""
     study = NormStudy() if study is None else study
     start, cpu_start = time.perf_counter(), time.process_time()
     runs = []
@@ -267,7 +269,8 @@ def add_arguments(parser) -> None:
         "recipe",
         nargs="?",
         choices=[*RECIPES, "text", "all", "norm-study"],
-        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' records chapter 5's Pre-/Post-LN training "
+        help="a shipped recipe, 'text' (a small GPT on real English) or 'all'; 'norm-study' "
+        "records chapter 5's Pre-/Post-LN training "
         "curves (norm-study.json, no weights); omit it and give --task for a custom model",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """Fast decoding on a GPU: a static KV cache and a fixed-shape decode step that a CUDA graph can replay.
 
-The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs one
-kernel launch per op from Python. Here nothing changes shape between steps:
+The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs
+one kernel launch per op from Python. Here nothing changes shape between steps:
   * the cache keeps all `max_len` slots; new keys/values are written at the token positions, held in a device
     tensor (`index_copy_`), and attention reads every slot, the slots after the query masked out (True = may
     attend);
@@ -162,7 +162,8 @@ class StaticDecoder:
         top_p=None,
         seed: int | None = None,
     ) -> torch.Tensor:
-        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps static."""
+        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps
+        static."""
         B, T = idx.shape
         if B != self.batch_size:
             raise ValueError(

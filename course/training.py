@@ -4,8 +4,8 @@ make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: b
 lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
 clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
 evaluate        loss and token accuracy on fresh batches of a task
-train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N steps
-          (returning True stops early)
+train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N
+steps           (returning True stops early)
 The shipped models' recipes, cards and the `course train` command are in `course.recipes`.
 """
 
@@ -40,7 +40,8 @@ __all__ = [
 
 
 def _objective(model, task: Task, batch_size: int, generator, device):
-    """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for encoders."""
+    """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for
+    encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
         x, y, mask = (
@@ -69,7 +70,8 @@ def evaluate(model, task: Task, batch_size: int = 512, generator=0) -> dict:
 
 
 def _parameters(params) -> list[torch.nn.Parameter]:
-    """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear once)."""
+    """The trainable tensors of a module or of an iterable of tensors, each once (tied weights appear
+    once)."""
     if isinstance(params, torch.nn.Module):
         params = params.parameters()
     elif isinstance(params, torch.Tensor):
@@ -100,10 +102,10 @@ def make_optimizer(
     """AdamW over a model's parameters (or any iterable of parameters) in two groups.
 
     The no-decay rule: weight decay applies to tensors with 2 or more dimensions (linear and embedding
-    matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging Face's
-    Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no benefit.
-    Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept once.
-    Group 0 is the decayed one, group 1 the other (either may be empty).
+    matrices) and never to 1-D (or 0-D) tensors — biases and norm gains — as in nanoGPT, minGPT and Hugging
+    Face's Trainer. Decaying a LayerNorm gain pulls it towards 0 and shrinks the normalized stream for no
+    benefit. Parameters with requires_grad=False are left out; a tensor passed twice (tied weights) is kept
+    once. Group 0 is the decayed one, group 1 the other (either may be empty).
 
     `fused` (default: wherever torch has it for these parameters — CPU and CUDA floating-point tensors, torch
     >= 2.4) updates all tensors in one kernel: the same AdamW arithmetic, about 3x faster than the per-op
@@ -124,10 +126,11 @@ def make_optimizer(
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:
-    """Learning rate for update `step` (0-based) of `steps`: linear warm-up from 0, then cosine decay to min_lr.
+    """Learning rate for update `step` (0-based) of `steps`: linear warm-up from 0, then cosine decay to
+    min_lr.
 
-    lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak lr
-    at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
+    lr·step/warmup while step < warmup (0 at step 0, so the first update only warms AdamW's moments), the peak
+    lr at step == warmup, then min_lr + (lr - min_lr)·½(1 + cos(π·progress)) with progress = (step - warmup) /
     (steps - warmup), reaching min_lr at step == steps. This is exactly Hugging Face's
     `get_cosine_schedule_with_warmup(opt, warmup, steps)` (min_lr = 0) and
     `get_cosine_with_min_lr_schedule_with_warmup(..., min_lr_rate=min_lr / lr)`, where the scheduler's
@@ -142,9 +145,10 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr: float = 0.0) ->
 
 def clip_grad_norm(params, max_norm: float) -> float:
     """Gradient clipping by global norm: with total = sqrt(Σ_p ‖grad_p‖²) over every gradient, multiply all of
-    them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns the
-    norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the same
-    arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor kernels)."""
+    them by min(1, max_norm / (total + 1e-6)) in place, so one bad batch can not take a giant step. Returns
+    the norm before clipping (worth logging: spikes announce instabilities). Takes a model or parameters; the
+    same arithmetic as `torch.nn.utils.clip_grad_norm_`, which does the work (with fused per-tensor
+    kernels)."""
     if not max_norm > 0:
         raise ValueError(f"max_norm={max_norm} must be > 0")
     params = [p for p in _parameters(params) if p.grad is not None]
@@ -198,8 +202,8 @@ def train(
 
     Decoders learn next-token prediction (`lm_loss`), encoders masked-LM (`mlm_loss`). The device is the
     model's; on CUDA the forward pass runs under bf16 autocast. `warmup` defaults to steps // 10.
-    `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after the
-    last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
+    `callback(step, loss, model)` runs after update `step` (1-based) every `callback_every` steps and after
+    the last one, with the model in eval mode; if it returns True, training stops after that step (e.g. once a
     held-out accuracy is reached: `log.losses` then has one entry per step taken). The progress bar writes to
     stdout, and nothing when progress=False.
     """

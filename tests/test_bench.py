@@ -1,4 +1,5 @@
-"""`course bench`: it runs and writes its keys. No performance figure is asserted (benchmarks are not gates)."""
+"""`course bench`: it runs and writes its keys. No performance figure is asserted (benchmarks are not
+gates)."""
 
 import json
 import math

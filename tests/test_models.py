@@ -50,7 +50,7 @@ def test_chunked_prefill_equals_one_shot(chunk):
         cache = KVCache.for_model(model, 3, 17)
         chunks = [model(idx[:, s : s + chunk], cache=cache) for s in range(0, 17, chunk)]
     assert_close(torch.cat(chunks, 1), one_shot, rtol=1e-5, atol=1e-5)
-    for k_a, k_b in zip(one_shot_cache.keys, cache.keys):
+    for k_a, k_b in zip(one_shot_cache.keys, cache.keys, strict=True):
         assert_close(k_a, k_b, rtol=1e-5, atol=1e-6)
 
 

@@ -132,7 +132,8 @@ def test_executes_without_errors_or_stderr(path):
         store_widget_state=False,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium start
+    # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium
+    # start
     # per kernel, ~20 s; the widgets' own tests cover it) unless COURSE_VIZ_PNG is set.
     env = {
         **os.environ,

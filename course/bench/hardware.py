@@ -10,8 +10,8 @@ import subprocess
 
 import torch
 
-# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found in
-# `torch.cuda.get_device_name()` wins, so specific names come first (datasheets; no sparsity).
+# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found
+# in `torch.cuda.get_device_name()` wins, so specific names come first (datasheets; no sparsity).
 GPU_PEAKS = (
     ("GH200", 989e12, 4.0e12),
     ("H200", 989e12, 4.8e12),

@@ -22,7 +22,7 @@ from .hardware import gpu_peaks
 from .timing import Clock, fmt, paired, paired_share
 
 
-# --- models ---------------------------------------------------------------------------------------------------
+# --- models -------------------------------------------------------------------------------------------------
 def _hf_gpt2(config: ModelConfig):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -94,7 +94,7 @@ class Bench:
             V = course.config.vocab_size
             idx, targets = self.randint(V, B, T), self.randint(V, B, T)
 
-            def step(model, logits_of):
+            def step(model, logits_of, idx=idx, targets=targets):
                 opt = make_optimizer(model, 1e-4)
                 model.train()
 
@@ -119,7 +119,7 @@ class Bench:
             )
             del hf, course
 
-    # --- 1. course vs Hugging Face -----------------------------------------------------------------------------
+    # --- 1. course vs Hugging Face --------------------------------------------------------------------------
     def hf(self) -> None:
         shapes = ("tiny",) if self.quick else ("gpt2-small", "tiny")
         self.results["hf"] = {}
@@ -190,7 +190,7 @@ class Bench:
         )
         course.eval(), hf.eval()
         del opt_c, opt_h
-        for m, state in zip((course, hf), saved):
+        for m, state in zip((course, hf), saved, strict=True):
             m.load_state_dict(state)
         return {**r, "shape": f"B={B} T={T} AdamW"}
 
@@ -225,7 +225,7 @@ class Bench:
             "tokens_match": torch.equal(out["course"], out["hf"]),
         }
 
-    # --- 2. KV cache vs recompute ------------------------------------------------------------------------------
+    # --- 2. KV cache vs recompute ---------------------------------------------------------------------------
     def decoder(self, preset: str, dtype=None, **overrides) -> DecoderLM:
         torch.manual_seed(0)
         model = DecoderLM(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
@@ -261,7 +261,7 @@ class Bench:
         self.results["kv"] = {"model": "tiny" if self.quick else "gpt2-small", **out}
         self.results["kv_speedup"] = {c: r["median"] for c, r in out.items()}
 
-    # --- 3. fused vs explicit attention ------------------------------------------------------------------------
+    # --- 3. fused vs explicit attention ---------------------------------------------------------------------
     def attention(self) -> None:
         lengths = (
             (256, 512) if self.quick else (256, 512, 1024, 2048, 4096) + ((8192, 16384) if self.cuda else ())
@@ -292,7 +292,8 @@ class Bench:
             }
             self.log(
                 f"  attention T={T:<5} explicit/fused time {fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
-                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB"
+                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs "
+                f"{mem['fused'] / 1e6:.1f} MB"
             )
         keys = list(rows)
         for small, large in itertools.pairwise(keys):
@@ -310,8 +311,8 @@ class Bench:
         self.results["attention"] = {"heads": H, "d_head": d, "dtype": str(dtype), "by_length": rows}
 
     def attention_peaks(self, lengths, H: int, d: int, dtype) -> dict:
-        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or on
-        CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
+        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or
+        on CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
             code = "from course.bench.sections import attention_peak_child as f; f({!r}, {}, {}, {})"
@@ -335,9 +336,10 @@ class Bench:
             out[kind, T] = torch.cuda.max_memory_allocated() - base
         return out
 
-    # --- 4. rooflines ------------------------------------------------------------------------------------------
+    # --- 4. rooflines ---------------------------------------------------------------------------------------
     def roofline(self) -> None:
-        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM FLOP/s."""
+        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM
+        FLOP/s."""
         preset = "tiny" if self.quick else "gpt2-small"
         dtype = torch.bfloat16 if self.cuda else torch.float32
         bw = self.bandwidth_probe(dtype)
@@ -350,7 +352,8 @@ class Bench:
         self.results["decode_bandwidth_share"] = r["decode"]["median"]
         self.results["train_flops_share"] = r["train"]["median"]
         self.log(
-            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, {r['bandwidth']['read_GBps']:.1f}"
+            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, "
+            f"{r['bandwidth']['read_GBps']:.1f}"
             f" GB/s read; GEMM {r['gemm']['TFLOPs'] * 1e3:.1f} GFLOP/s ({r['gemm']['dtype']})"
         )
         d, t = r["decode"], r["train"]
@@ -394,7 +397,8 @@ class Bench:
         return {"TFLOPs": flops / seconds / 1e12, "dtype": dtype, "n": n}
 
     def decode_share(self, model, probe) -> dict:
-        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth probes."""
+        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth
+        probes."""
         c = model.config
         P, n = (32, 16) if self.quick else (128, 32)
         bpe = next(model.parameters()).element_size()
@@ -445,7 +449,7 @@ class Bench:
             "shape": f"B={B} T={T}",
         }
 
-    # --- 5. GQA / MQA ------------------------------------------------------------------------------------------
+    # --- 5. GQA / MQA ---------------------------------------------------------------------------------------
     def gqa(self) -> None:
         """KV memory of MHA/GQA/MQA (measured bytes vs formula) and a decode step's speed relative to MHA."""
         preset, ctx = ("tiny", 64) if self.quick else ("gpt2-small", 1024)
@@ -471,7 +475,8 @@ class Bench:
         for name, v in out.items():
             speed = f"step speed-up vs MHA {fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
             self.log(
-                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
+                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB "
+                "measured, "
                 f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}"
             )
         self.results["gqa"] = {"model": preset, "context": ctx, **out}
@@ -486,7 +491,7 @@ class Bench:
 
         return step
 
-    # --- GPU: MFU, compiled vs eager, static-cache decode --------------------------------------------------------
+    # --- GPU: MFU, compiled vs eager, static-cache decode ---------------------------------------------------
     def gpu(self) -> None:
         if not self.cuda:
             return
@@ -553,7 +558,8 @@ class Bench:
 
     def gpu_decode(self, peaks, bw) -> dict:
         """Batch-1 bf16 greedy decode of GPT-2 124M: the eager dynamic cache vs the static cache (eager step,
-        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for reference."""
+        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for
+        reference."""
         from ..static_decode import StaticDecoder
 
         hf, model = (m.to(torch.bfloat16) for m in self.models("gpt2-small"))

@@ -54,7 +54,7 @@ def paired(clock: Clock, a, b, pairs: int, min_time: float) -> dict:
         else:
             tb.append(clock.time(b, rb))
             ta.append(clock.time(a, ra))
-    out = summarize([x / y for x, y in zip(ta, tb)])
+    out = summarize([x / y for x, y in zip(ta, tb, strict=True)])
     out.update(a_ms=1e3 * statistics.median(ta), b_ms=1e3 * statistics.median(tb))
     return out
 

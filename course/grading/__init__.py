@@ -1,3 +1,5 @@
-"""Grading of the ten practice exercises: the notebook harness, the diagnosis catalogue, the planted-bug models
+"""Grading of the ten practice exercises: the notebook harness, the diagnosis catalogue, the planted-bug
+models
 of exercise 10, the release generator, `course check`, and `course grade` — the pipeline around nbgrader
-(`pipeline`), the trusted comparison (`grader`, `session`), the channel (`wire`) and the jail (`jail`, `runner`)."""
+(`pipeline`), the trusted comparison (`grader`, `session`), the channel (`wire`) and the jail (`jail`,
+`runner`)."""

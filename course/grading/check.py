@@ -1,7 +1,8 @@
 """`course check [notebook]`: run the visible tests of an exercise notebook in a fresh kernel and print, per
 exercise, pass/fail, points and the likely mistake behind each failure.
 
-Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and the
+Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and
+the
 source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
 """
 
@@ -121,7 +122,8 @@ def explain(ename: str, evalue: str) -> str:
 
 
 def report(results: list[TestResult]) -> str:
-    """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗ with
+    """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗
+    with
     the likely mistake first."""
     lines, earned, possible = [], 0.0, 0.0
     for ex in EXERCISES:

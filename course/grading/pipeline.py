@@ -1,11 +1,13 @@
 """`course grade`: the instructor pipeline around nbgrader, hardened against hostile and broken submissions.
 
-    course grade SUBMISSIONS --out grades.csv   # all steps in a throw-away course (SUBMISSIONS/<student>/exercises.ipynb)
+    course grade SUBMISSIONS --out grades.csv   # all steps in a throw-away course
+    (SUBMISSIONS/<student>/exercises.ipynb)
     course grade release                        # regenerate exercises/ from solutions/
     course grade collect SRC [--zip | --exchange DIR]   # into the course (default graders/)
     course grade autograde | feedback | export --out grades.csv
 
-nbgrader keeps the course (generate, collect, gradebook, formgrader, export); `nbgrader autograde` is not used.
+nbgrader keeps the course (generate, collect, gradebook, formgrader, export); `nbgrader autograde` is not
+used.
 Each submission's own cells run in a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process
 and call the learner's functions through the channel, getting plain data back (`grader`, `session`, `wire`).
 Scores are written to the gradebook from here. The static scan (`tamper`) only adds review notes. Every
@@ -44,7 +46,8 @@ ZIP_REGEXP = r".*?(?:^|/)(?P<student_id>[A-Za-z0-9.@-]+)(?:_[^/]*)?[/_](?P<file_
 SUBCOMMANDS = ("release", "collect", "autograde", "feedback", "export")
 
 
-# --- the trusted course ----------------------------------------------------------------------------------------
+# --- the trusted course
+# ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Course:
     """An nbgrader course rooted at `root`; our config and bookkeeping live in `root/work/`."""
@@ -84,7 +87,8 @@ class Course:
 
 
 def _config_text(root: Path, db: Path, extra: str = "") -> str:
-    """An nbgrader_config.py with the course's settings (`release.configure`) written out as plain assignments, so
+    """An nbgrader_config.py with the course's settings (`release.configure`) written out as plain
+    assignments, so
     that nbgrader never imports `course` (and torch) just to read its configuration."""
     from traitlets.config import Config
 
@@ -177,10 +181,12 @@ class Reference:
         return cls(nb, tests, locked, setup_id)
 
 
-# --- collect ---------------------------------------------------------------------------------------------------
+# --- collect
+# ---------------------------------------------------------------------------------------------------
 def collect_folder(course: Course, submissions: Path, notebook_mb: float) -> list[str]:
     """Copy SUBMISSIONS/<student>/ into the course: the notebook(s) and timestamp.txt only, none over the size
-    limit. What was left out is noted in `.collect.json` so that autograde can say why. Returns the student ids."""
+    limit. What was left out is noted in `.collect.json` so that autograde can say why. Returns the student
+    ids."""
     students = []
     for entry in sorted(submissions.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
@@ -269,7 +275,8 @@ def _mark_collected(course: Course) -> list[str]:
     return students
 
 
-# --- one submission --------------------------------------------------------------------------------------------
+# --- one submission
+# --------------------------------------------------------------------------------------------
 @dataclass
 class Result:
     student_id: str
@@ -348,7 +355,8 @@ def _restore_missing(cells: list, ref: Reference) -> list:
 def grade_one(
     course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits
 ) -> tuple[Result, nbformat.NotebookNode | None]:
-    """Grade one collected submission: its cells in the jail, the tests here. Returns the result and the graded
+    """Grade one collected submission: its cells in the jail, the tests here. Returns the result and the
+    graded
     notebook (the submission with the release's test cells and the trusted verdicts as their outputs)."""
     found = _read_submission(course, sid, ref, limits)
     if isinstance(found, Result):
@@ -440,7 +448,8 @@ def _timestamp(path: Path) -> str | None:
 def classify(
     sid: str, outcome: grader.Outcome, ref: Reference, limits: jail.Limits, notes: list[str]
 ) -> Result:
-    """Status, credited points and reason of one graded submission. Points come from the trusted verdicts only;
+    """Status, credited points and reason of one graded submission. Points come from the trusted verdicts
+    only;
     the status says what else the instructor should know (precedence: timeout, oom, flagged, graded)."""
     credited = {v.grade_id: v.earned for v in outcome.verdicts}
     reasons = []
@@ -473,9 +482,11 @@ def classify(
     return result
 
 
-# --- autograde / feedback / export -----------------------------------------------------------------------------
+# --- autograde / feedback / export
+# -----------------------------------------------------------------------------
 def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: int = 0) -> list[Result]:
-    """Grade `students` in parallel; write results to the real gradebook from this process only. Every step of a
+    """Grade `students` in parallel; write results to the real gradebook from this process only. Every step of
+    a
     submission runs inside its own error boundary, so each one gets exactly one record."""
     jail.check(limits)
     ref = Reference.load(course)
@@ -504,7 +515,8 @@ def autograde(course: Course, students: list[str], limits: jail.Limits, jobs: in
 
 
 def _grade_with_retry(course: Course, sid: str, ref: Reference, source_nb, limits: jail.Limits):
-    """A failure of the grader itself (not of the submission) is logged and the submission graded once more."""
+    """A failure of the grader itself (not of the submission) is logged and the submission graded once
+    more."""
     try:
         return grade_one(course, sid, ref, source_nb, limits)
     except Exception as e:  # noqa: BLE001
@@ -520,7 +532,8 @@ def _log(course: Course, sid: str, error: BaseException) -> None:
 
 
 def _store(course: Course, ref: Reference, result: Result, graded) -> None:
-    """Trusted write-back: the record, the graded notebook, and the gradebook row (none when there is no score)."""
+    """Trusted write-back: the record, the graded notebook, and the gradebook row (none when there is no
+    score)."""
     rec = course.record(result.student_id)
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps(asdict(result), indent=1))
@@ -571,7 +584,8 @@ def _duration(seconds: float) -> str:
 
 
 def feedback(course: Course, students: list[str]) -> list[Path]:
-    """Feedback HTML per graded student, rendered here (nbconvert) from the trusted record and graded notebook."""
+    """Feedback HTML per graded student, rendered here (nbconvert) from the trusted record and graded
+    notebook."""
     ref, written = Reference.load(course), []
     for sid in students:
         graded, rec = course.autograded(sid), course.record(sid)
@@ -684,7 +698,8 @@ def export(course: Course, out: Path, roster: list[str] = ()) -> list[dict]:
     return table
 
 
-# --- command line ----------------------------------------------------------------------------------------------
+# --- command line
+# ----------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument(
         "target",
@@ -757,7 +772,8 @@ def _roster(args) -> list[str]:
 
 
 def grade_folder(submissions: Path, out: Path, course_dir: Path | None, args) -> list[dict]:
-    """The contract: generate -> collect -> autograde -> feedback -> export, in a throw-away course by default."""
+    """The contract: generate -> collect -> autograde -> feedback -> export, in a throw-away course by
+    default."""
     tmp = None if course_dir else tempfile.mkdtemp(prefix="course-grade-")
     course = Course(Path(course_dir or tmp).resolve())
     try:
@@ -789,7 +805,8 @@ def run(args) -> int:
         return _run(args)
     except jail.JailUnavailable as e:
         print(
-            f"course grade: {e}. Refusing to grade without isolation; pass --unsafe-no-sandbox to run learner "
+            f"course grade: {e}. Refusing to grade without isolation; pass --unsafe-no-sandbox to "
+            "run learner "
             "code unjailed (only on a machine you do not mind the learners owning).",
             file=sys.stderr,
         )

@@ -1,5 +1,7 @@
-"""The pipeline's pieces without a kernel: the notebook actually graded (sanitize), collecting from a folder, from
-LMS zip files and from nbgrader's exchange, and the contract's throw-away run on submissions that cannot be graded."""
+"""The pipeline's pieces without a kernel: the notebook actually graded (sanitize), collecting from a folder,
+from
+LMS zip files and from nbgrader's exchange, and the contract's throw-away run on submissions that cannot be
+graded."""
 
 from __future__ import annotations
 
