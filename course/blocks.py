@@ -11,6 +11,11 @@ from .norms import make_norm
 from .shapes import Bool, Float, Int, Tensor
 
 
+def dropout(drop: nn.Dropout, x):
+    """`drop(x)`, skipped (no module call) where it is the identity: eval mode or p = 0 (decode steps)."""
+    return drop(x) if drop.training and drop.p > 0 else x
+
+
 class Block(nn.Module):
     """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder
     block)."""
@@ -35,8 +40,8 @@ class Block(nn.Module):
 
     def _sublayer(self, x, norm, fn, hook):
         if self.pre_norm:
-            return x + self.drop(hook(fn(norm(x))))
-        return norm(x + self.drop(hook(fn(x))))
+            return x + dropout(self.drop, hook(fn(norm(x))))
+        return norm(x + dropout(self.drop, hook(fn(x))))
 
     def forward(
         self,

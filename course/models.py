@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .blocks import Block
+from .blocks import Block, dropout
 from .config import ModelConfig
 from .costs import measured_params
 from .hook_point import HookPoint
@@ -70,7 +70,7 @@ class TransformerStack(nn.Module):
             x = x + self.hook_pos_embed(self.pos_emb(pos))
         elif c.positional == "sinusoidal":
             x = x + self.hook_pos_embed(sinusoidal_table(pos, c.d_model).to(x))
-        return self.drop(x)
+        return dropout(self.drop, x)
 
     def rope(self, pos: torch.Tensor):
         """RoPE's (cos, sin) at token positions pos (T,) or (B, T); None for other schemes."""
