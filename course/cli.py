@@ -17,7 +17,7 @@ COMMANDS = {  # name: (module, one-line help)
         "course.grading.check",
         "run the visible tests of your exercise notebook and diagnose failures",
     ),
-    "grade": ("course.grading.pipeline", "instructor pipeline: release, collect, autograde, feedback, CSV"),
+    "grade": ("course.grading.cli", "instructor pipeline: release, collect, autograde, feedback, CSV"),
     "explore": ("course.viz.app", "serve the attention explorer as a standalone app (Voila)"),
     "export-html": ("course.viz.export", "write a self-contained offline HTML attention explorer"),
     "bench": ("course.bench", "benchmarks: course vs Hugging Face, KV cache, fused attention, rooflines"),

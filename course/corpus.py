@@ -16,10 +16,8 @@ https://docs.python.org/3/license.html. The text differs between Python versions
 version and a SHA-256.
 
 Many passages repeat (the "specialnames" topic repeats "attribute-access", "customization", ...: a fifth of
-the
-topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim
-copy
-of training text.
+the topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim
+copy of training text.
 
     text = corpus_text()                         # topics (sorted by name), then docstrings; repeats dropped
     train, held_out = split(text)                # deterministic: every 10th chunk of paragraphs is held out
@@ -146,8 +144,7 @@ class TokenStream:
 
     `batch(B, generator)` -> (x, y, loss_mask), each (B, context): random windows, y = x shifted by one,
     every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for
-    evaluation.
-    """
+    evaluation."""
 
     name = "text"
 

@@ -99,8 +99,7 @@ def param_count(config: ModelConfig) -> dict:
 
 def measured_params(model: torch.nn.Module) -> int:
     """Parameters actually allocated (shared tensors counted once): the one count `DecoderLM.num_params` and
-    the
-    model cards use."""
+    the model cards use."""
     return sum(p.numel() for p in model.parameters())
 
 

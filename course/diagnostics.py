@@ -46,8 +46,7 @@ def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) 
     """Check `x` against a layout such as "B H T d_head" and the expected sizes given by keyword.
 
     Raises ValueError naming the wrong axis: "q: axis 1 (heads H) has size 8, expected 4 in (B, H, T,
-    d_head)".
-    Axes without a given size are only counted.
+    d_head)". Axes without a given size are only counted.
     """
     axes = spec.split()
     unknown = set(sizes) - set(axes)
@@ -147,11 +146,10 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
 
     `model` maps a batch of sequences to per-position outputs (B, T, ...): a course model on token ids
     idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T,
-    D)
-    (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`.
-    All T - 1 perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding
-    level); one that lets position i read j > i (no mask, mask after softmax, a head split without the
-    transpose) moves them. `tol` defaults to 1e-6 x the largest output (pass a larger one for bf16).
+    D) (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`. All T - 1
+    perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding level);
+    one that lets position i read j > i (no mask, mask after softmax, a head split without the transpose)
+    moves them. `tol` defaults to 1e-6 x the largest output (pass a larger one for bf16).
     """
     tokens = not idx.is_floating_point()
     rank = 2 if tokens else 3  # (1, T) ids or (1, T, D) vectors
@@ -184,8 +182,7 @@ def check_attention_weights(
     weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5
 ) -> None:
     """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero
-    where
-    `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
+    where `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
 
     Catches a mask applied after the softmax (or by multiplying by zero): rows then sum to less than 1.
     """
@@ -277,8 +274,7 @@ def residual_norms(model, idx: torch.Tensor) -> dict[str, torch.Tensor]:
 
     "resid": (L + 1,) stream entering each block and leaving the last; "attn_update", "mlp_update": (L,) what
     each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream
-    in.
-    """
+    in."""
     _, cache = run_with_cache(
         model,
         idx,

@@ -1,8 +1,7 @@
 """Hugging Face interop: convert a `GPT2LMHeadModel` or `LlamaForCausalLM` into a course `DecoderLM`.
 
 GPT-2 stores its four projections as Conv1D with weights (in, out): they are transposed into nn.Linear, and
-the
-fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`), the course default.
+the fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`), the course default.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Shapes broadcast against scores `(B, H, T_q, T_k)`: a causal mask is `(T_q, T_k)`, a padding mask over keys is
 `(B, 1, 1, T_k)`. A query row with no True entry is *fully masked*: the course's attention returns zero
-weights
-and a zero output for it (never NaN) — see `course.attention`.
+weights and a zero output for it (never NaN) — see `course.attention`.
 """
 
 from __future__ import annotations

@@ -31,9 +31,8 @@ def influence(fn, x: torch.Tensor, eps: float = 0.5) -> torch.Tensor:
 
     `fn` maps (B, T, D) -> (B, T, D') position by position in its output; the distance is the L2 norm over
     features, averaged over the batch. A position-wise map (MLP, norm) gives a diagonal matrix; causal
-    attention an
-    upper-triangular one (row j is non-zero only for outputs i >= j); bidirectional attention a full one.
-    """
+    attention an upper-triangular one (row j is non-zero only for outputs i >= j); bidirectional attention a
+    full one."""
     if x.dim() != 3:
         raise ValueError(f"x must be (B, T, D), got shape {tuple(x.shape)}")
     base = fn(x)

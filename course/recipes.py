@@ -147,8 +147,8 @@ def train_recipe(
 
 @dataclass
 class NormStudy:
-    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up (chapter
-    5).
+    """Pre-LN vs Post-LN decoders trained at growing depth, with and without learning-rate warm-up
+    (chapter 5).
 
     Every run: the copy task, the "tiny" preset at `n_layers = depth`, untied head, token and position
     embeddings drawn with std `embedding_std` (unit scale, as the original Transformer's √D-scaled embeddings;
@@ -212,8 +212,8 @@ def norm_study_run(depth: int, placement: str, warmup: int, study: NormStudy | N
 
 
 def norm_study(study: NormStudy | None = None, command: str = "", progress: bool = True) -> dict:
-    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long it
-    took."""
+    """Every (depth, placement, warm-up) run of `study`, with a card: what was run, how, and how long
+    it took."""
     study = NormStudy() if study is None else study
     start, cpu_start = time.perf_counter(), time.process_time()
     runs = []

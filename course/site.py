@@ -2,10 +2,8 @@
 
 No widget state is stored, so live widgets cannot draw on a static page: each widget output is replaced by the
 static fallback its bundle carries (a plotly figure, else a PNG). Plotly figures are drawn by one local copy
-of
-plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads
-from a
-CDN.
+of plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads
+from a CDN.
 """
 
 from __future__ import annotations

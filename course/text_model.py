@@ -7,13 +7,10 @@ card.
     head_properties(model, held_ids)        # previous-token head, induction head, attention entropy per head
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train
-part
-(`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with
-`course.training.train`
-on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out
-tokens;
-the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the
-targets.
+part (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with
+`course.training.train` on random windows of the train tokens. Held-out figures use the non-overlapping
+windows of the held-out tokens; the baselines score exactly the same target tokens. Bits per byte = total nats
+/ ln 2 / UTF-8 bytes of the targets.
 """
 
 from __future__ import annotations
@@ -141,8 +138,7 @@ def _best(scores: torch.Tensor) -> dict:
 def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed: int = 0) -> dict:
     """Measured head roles: previous-token attention on held-out text, induction on repeated random tokens
     (`[r r]`, r of context/2 distinct random ids; in-context learning shows as a lower loss on the second
-    copy),
-    and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform)."""
+    copy), and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform)."""
     from .diagnostics import attention_entropy, induction_scores, max_causal_entropy, previous_token_scores
 
     context, V = model.config.context_length, model.config.vocab_size

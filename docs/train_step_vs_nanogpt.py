@@ -10,10 +10,9 @@ One process; the contenders run in turn, the order reversed every pair (A B C, C
 training step after one warm-up step; the figure is the median over pairs of the per-pair ratio of CPU times
 (`time.process_time`, steady on a shared machine). A step is: forward, cross-entropy, backward, gradient
 clipping at 1.0, AdamW (decay on matrices only), zero_grad — what nanoGPT's train.py does, without compile.
-Each
-side uses its own optimizer set-up: nanoGPT's configure_optimizers (fused AdamW on CUDA only, so foreach on
-CPU)
-and the course's make_optimizer; `--same-optimizer` gives every side nanoGPT's, to compare the models alone.
+Each side uses its own optimizer set-up: nanoGPT's configure_optimizers (fused AdamW on CUDA only, so foreach
+on CPU) and the course's make_optimizer; `--same-optimizer` gives every side nanoGPT's, to compare the models
+alone.
 
 The nanoGPT model below is nanoGPT's model.py (https://github.com/karpathy/nanoGPT, MIT licence, Copyright (c)
 2022 Andrej Karpathy) cut to what a training step runs, with its GELU switched to the tanh form GPT-2 (and the

@@ -2,8 +2,7 @@
 submissions, graded copies, feedback and the gradebook live under graders/ (git-ignored).
 
 Run nbgrader from the repository root with `--config graders/nbgrader_config.py`, or let `course grade` build
-a
-throw-away course (the recommended path). Shared settings come from `course.grading.release.configure`.
+a throw-away course (the recommended path). Shared settings come from `course.grading.release.configure`.
 """
 
 import os

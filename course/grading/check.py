@@ -2,8 +2,7 @@
 exercise, pass/fail, points and the likely mistake behind each failure.
 
 Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and
-the
-source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
+the source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
 """
 
 from __future__ import annotations
@@ -123,8 +122,7 @@ def explain(ename: str, evalue: str) -> str:
 
 def report(results: list[TestResult]) -> str:
     """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗
-    with
-    the likely mistake first."""
+    with the likely mistake first."""
     lines, earned, possible = [], 0.0, 0.0
     for ex in EXERCISES:
         mine = [r for r in results if r.exercise == ex]

@@ -1,6 +1,5 @@
 """Catalogue of known mistakes: each recognised by its signature (the known-wrong variant recomputed on the
-same
-inputs) and named in plain words. The harness compares a wrong answer against these variants on failure.
+same inputs) and named in plain words. The harness compares a wrong answer against these variants on failure.
 
 Every `*_variants` function returns {catalogue key: the value that mistake would produce}. Variants are built
 from `course` functions with one thing changed, so the right answer is never re-implemented here.

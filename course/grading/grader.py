@@ -2,12 +2,10 @@
 
 Each test cell of the nbgrader source (visible part and hidden part) executes in this process, with the
 instructor's harness `H`, and with every answer name of the assignment bound to a proxy: calling `attention(q,
-k,
-v)` sends q, k, v to the jail, runs the learner's function there and brings back plain data, which
-`H.expect_*`
-compares with the reference. A test scores its points when its code raises nothing; no test source, hidden
-input
-or expected value ever enters the learner's process, and nothing that process says about itself is read.
+k, v)` sends q, k, v to the jail, runs the learner's function there and brings back plain data, which
+`H.expect_*` compares with the reference. A test scores its points when its code raises nothing; no test
+source, hidden input or expected value ever enters the learner's process, and nothing that process says about
+itself is read.
 """
 
 from __future__ import annotations

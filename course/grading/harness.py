@@ -3,15 +3,12 @@ comparisons.
 
 The learner's notebook imports it for the visible tests (`course check`, Validate): its first locked cell runs
 `import torch; from course.grading import harness as H; H.setup()`. `course grade` imports it on the trusted
-side,
-where every test (visible and hidden) runs against values brought back from the jail; there it never shares a
-process with learner code.
-- `setup()` seeds every RNG, uses one CPU thread, silences warnings (and, in a kernel, sends stderr to stdout
-so
-  noise never costs points);
-- tests compare through `expect_close` / `expect_equal` / `expect_mask` / `expect_number` / `expect_value`,
-and
-  on failure name the likely mistake from `course.grading.diagnoses`;
+side, where every test (visible and hidden) runs against values brought back from the jail; there it never
+shares a process with learner code.
+- `setup()` seeds every RNG, uses one CPU thread, silences warnings (and, in a kernel, sends stderr to
+  stdout so noise never costs points);
+- tests compare through `expect_close` / `expect_equal` / `expect_mask` / `expect_number` /
+  `expect_value`, and on failure name the likely mistake from `course.grading.diagnoses`;
 - references come from `ref` (`course` functions), evaluated in float64.
 """
 

@@ -49,8 +49,7 @@ def configure(c, root: str | os.PathLike) -> None:
 
 def nbgrader_env(home: str | os.PathLike) -> dict[str, str]:
     """Environment for an nbgrader subprocess: private HOME and Jupyter config, this interpreter's bin/ on
-    PATH
-    (gradebook creation runs `alembic`), warnings silenced (the kernel inherits it)."""
+    PATH (gradebook creation runs `alembic`), warnings silenced (the kernel inherits it)."""
     home = Path(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "NBGRADER_"))}
     env.update(

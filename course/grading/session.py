@@ -6,9 +6,8 @@ callbacks.
     value = session.get("UNNORMALIZED")
 
 Only data comes back (`wire`), checked on arrival. A cell that hangs or kills the process is skipped and the
-jail
-restarted without it; a call that hangs or kills the process fails that call only (the next call restarts the
-jail). Nothing the learner's process reports about itself decides anything but its own outputs.
+jail restarted without it; a call that hangs or kills the process fails that call only (the next call restarts
+the jail). Nothing the learner's process reports about itself decides anything but its own outputs.
 """
 
 from __future__ import annotations

@@ -5,13 +5,11 @@
 
 Voilà serves a one-cell notebook written to a temporary folder; it shows the widget and hides the code.
 `explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a
-kernel.
-For the text model a prompt is any text, split by its BPE tokenizer (labels: the token pieces); the default
-repeats a phrase, to show whether a head looks back to its first occurrence (its card: none does yet). For the
-synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when
-missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen
-twice).
-"""
+kernel. For the text model a prompt is any text, split by its BPE tokenizer (labels: the token pieces); the
+default repeats a phrase, to show whether a head looks back to its first occurrence (its card: none does yet).
+For the synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front
+when missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen
+twice)."""
 
 from __future__ import annotations
 

@@ -5,15 +5,12 @@
     labels: T str
 
 Controls: layer slider, head buttons, stage (scores -> masked -> softmax), "apply mask" (off shows what
-attention
-would do without the mask). Left: the selected head — keys on x, queries on y, hover "query 'tok' (i) -> key
-'tok' (j): 0.193"; masked cells are grey "N/A" (their score is -inf, their weight 0: never drawn as 0). Right:
-all
-layers × heads as one heatmap; click a tile to select that (layer, head). `to_static()` is a plain `go.Figure`
-with layer/head dropdowns (softmax weights), usable offline. From arrays instead of a model:
+attention would do without the mask). Left: the selected head — keys on x, queries on y, hover "query 'tok'
+(i) -> key 'tok' (j): 0.193"; masked cells are grey "N/A" (their score is -inf, their weight 0: never drawn as
+0). Right: all layers × heads as one heatmap; click a tile to select that (layer, head). `to_static()` is a
+plain `go.Figure` with layer/head dropdowns (softmax weights), usable offline. From arrays instead of a model:
 `AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One figure widget per explorer (~5 MB
-of
-JavaScript each): reuse one explorer rather than creating many.
+of JavaScript each): reuse one explorer rather than creating many.
 """
 
 from __future__ import annotations

@@ -4,10 +4,9 @@
     NormExplorer().show()                      # or NormExplorer([0.5, 2.0, -1.0, 3.0])
 
 Bars per feature: the input a·x + b, `course.norms.layer_norm` of it and `course.norms.rms_norm` of it (no
-learned
-weight). Both outputs ignore the scale a; only LayerNorm also ignores the shift b (it subtracts the mean), so
-RMSNorm's output moves when you shift the input. `norm_bars(x, shift, scale)` is the pure view model.
-"""
+learned weight). Both outputs ignore the scale a; only LayerNorm also ignores the shift b (it subtracts the
+mean), so RMSNorm's output moves when you shift the input. `norm_bars(x, shift, scale)` is the pure view
+model."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@
 Grey bars: the model's distribution (temperature 1, no filter); blue bars: what the sampler draws from
 (`course.generation.next_token_probs`); a cross marks tokens the filters removed (probability exactly 0).
 Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. The `show` most likely tokens are
-drawn.
-`sampling_bars(logits, temperature, top_k, top_p)` is the pure view model.
+drawn. `sampling_bars(logits, temperature, top_k, top_p)` is the pure view model.
 """
 
 from __future__ import annotations

@@ -7,12 +7,10 @@ shown), and connect controls with `self.on_change(control, handler)`. Handlers u
 
 Displaying a widget (`w.show()` or leaving it last in a cell) emits two outputs: first the static fallback,
 `static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`); then the live
-view
-(widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its bundle,
-so
-the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view) hides that fallback
-output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No widget state is
-stored in notebooks.
+view (widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its
+bundle, so the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view) hides
+that fallback output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No
+widget state is stored in notebooks.
 """
 
 from __future__ import annotations
@@ -132,14 +130,11 @@ class CourseWidget:
         """Point the figure's synced state at its current data and layout, without sending anything.
 
         FigureWidget sends updates as restyle/relayout messages and leaves `_widget_data` / `_widget_layout`
-        as
-        they were when it was created; a front end that restores the widget from the kernel (a page reload
-        with
-        the kernel alive) would draw that stale state (a layout set after creation lost: query 0 at the
-        bottom,
-        no axis titles). The front end already holds the current figure, so nothing needs sending: the trait
-        values are set directly (no change notification, no message), and `get_state()` reads them at restore.
-        """
+        as they were when it was created; a front end that restores the widget from the kernel (a page reload
+        with the kernel alive) would draw that stale state (a layout set after creation lost: query 0 at the
+        bottom, no axis titles). The front end already holds the current figure, so nothing needs sending: the
+        trait values are set directly (no change notification, no message), and `get_state()` reads them at
+        restore."""
         fig = getattr(self, "fig", None)
         if isinstance(fig, go.FigureWidget):
             fig._trait_values["_widget_data"] = fig._data

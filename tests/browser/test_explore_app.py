@@ -1,7 +1,6 @@
 """`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown;
-the
-heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query, key
-and weight, masked cells are empty in the data and drawn grey."""
+the heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query,
+key and weight, masked cells are empty in the data and drawn grey."""
 
 import os
 import signal

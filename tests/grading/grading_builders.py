@@ -49,8 +49,7 @@ class Builder:
 
     def notebook(self, answered=(), code: dict[str, str] | None = None) -> nbformat.NotebookNode:
         """Release with the solution cells in `answered` (exercise prefixes or grade_ids; "all") solved, and
-        the
-        cells in `code` (grade_id -> source) replaced."""
+        the cells in `code` (grade_id -> source) replaced."""
         nb = copy.deepcopy(self.release)
         for cell in nb.cells:
             g = gid(cell)

@@ -1,7 +1,6 @@
 """The batch: 30 submissions (the issue-3 five, right and wrong answers, the hostile corpus, a rostered
-student
-who submitted nothing), each with its expected status, score and reason, all built from the release and the
-solution source. Scores are expressed through the release's points, never typed in."""
+student who submitted nothing), each with its expected status, score and reason, all built from the release
+and the solution source. Scores are expressed through the release's points, never typed in."""
 
 from __future__ import annotations
 
