@@ -8,7 +8,7 @@ future_attention         attention weight on future keys per layer/head (A_ij fo
 attention_entropy        how sharp or diffuse each head is
 residual_norms           stream norm per layer vs the size of each attention/MLP update
 gradient_norms           gradient norm per block (vanishing / exploding with depth)
-ablate_heads             context manager that switches heads off (MultiHeadAttention.head_mask)
+ablate_heads             context manager that switches heads off (a hook zeroing them in attn.hook_z)
 head_ablation_effects    loss increase when each head alone is switched off
 induction_scores         attention to the token after the previous occurrence of the current token
 previous_token_scores    attention to the previous position
@@ -16,13 +16,12 @@ previous_token_scores    attention to the previous position
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
-from .capture import run_with_cache
+from .capture import hooks, run_with_cache
 from .losses import lm_loss
 
 AXES = {
@@ -323,33 +322,35 @@ def gradient_norms(
 # ----------------------------------------------------------------------------- ablations
 
 
-@contextlib.contextmanager
 def ablate_heads(model, heads: dict[int, list[int]] | list[tuple[int, int]]):
     """Switch heads off inside the block: `with ablate_heads(model, {1: [0, 2]}): ...` or `[(1, 0), (1, 2)]`.
 
-    An ablated head's output is multiplied by 0 before the output projection. Earlier head masks come back
-    afterwards, even on error.
+    A hook on `blocks.{l}.attn.hook_z` (B, T, H, d_head) zeroes the ablated heads' outputs before the output
+    projection (`course.capture.hooks`); it is removed afterwards, even on error.
     """
     pairs = list(heads.items()) if isinstance(heads, dict) else [(l, [h]) for l, h in heads]
     L, H = len(model.blocks), model.config.n_heads
-    saved = {}
+    off: dict[int, list[int]] = {}
     for layer, hs in pairs:
         if not -L <= layer < L:
             raise ValueError(f"layer={layer} out of range for a model with {L} layers")
         bad = [h for h in hs if not 0 <= h < H]
         if bad:
             raise ValueError(f"heads {bad} out of range [0, {H}) in layer {layer}")
-    try:
-        for layer, hs in pairs:
-            attn = model.blocks[layer].attn
-            saved.setdefault(layer % L, attn.head_mask)
-            mask = torch.ones(H) if attn.head_mask is None else attn.head_mask.clone()
-            mask[list(hs)] = 0.0
-            attn.head_mask = mask
-        yield model
-    finally:
-        for layer, previous in saved.items():
-            model.blocks[layer].attn.head_mask = previous
+        off.setdefault(layer % L, []).extend(hs)
+    prefix = "decoder." if hasattr(model, "decoder") else ""
+    return hooks(model, [(f"{prefix}blocks.{l}.attn.hook_z", zero_heads(hs)) for l, hs in off.items()])
+
+
+def zero_heads(heads: list[int]):
+    """A hook for `attn.hook_z` (B, T, H, d_head) that zeroes the given heads."""
+
+    def hook(z, point):
+        keep = torch.ones(z.shape[-2], dtype=z.dtype, device=z.device)
+        keep[list(heads)] = 0.0
+        return z * keep[:, None]  # (H, 1) broadcast over (B, T, H, d_head)
+
+    return hook
 
 
 @torch.no_grad()

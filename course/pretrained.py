@@ -81,7 +81,7 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
 
 def load_curves(name: str = "norm-study", directory: str | Path = WEIGHTS_DIR) -> dict:
     """Recorded training curves shipped without weights, e.g. chapter 5's `norm-study.json` (made by
-    `course train norm-study --out course/weights`; `course.training.norm_study` recomputes them)."""
+    `course train norm-study --out course/weights`; `course.recipes.norm_study` recomputes them)."""
     path = Path(directory) / f"{name}.json"
     if not path.exists():
         raise ValueError(f"no recorded curves {name!r} in {directory}")

@@ -260,7 +260,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         "model": type(model).__name__,
         "task": {"name": "text", "args": {}},
         "config": model.config.to_dict(),
-        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params": model.num_params(),
         "corpus": {
             **data["corpus"],
             "split": "chunks of >= 2000 characters of paragraphs; every 10th held out",
@@ -301,7 +301,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
 def recipe_from_args(args) -> TextRecipe:
     """The text recipe with the command line's changes (--steps, --batch-size, --lr, --seed, --vocab-size,
     --set)."""
-    from .training import _parse_overrides
+    from .recipes import _parse_overrides
 
     unused = [
         flag
@@ -340,7 +340,7 @@ def save_text(model, card: dict, tokenizer: BPETokenizer, out_dir, name: str):
     """`<name>.safetensors`, the `<name>.json` card and `<name>.tokenizer.json` in `out_dir`."""
     from pathlib import Path
 
-    from .training import save
+    from .recipes import save
 
     weights, card_path = save(model, card, out_dir, name)
     tokenizer_path = Path(out_dir) / card["tokenizer"]["file"]

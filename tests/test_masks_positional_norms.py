@@ -135,7 +135,7 @@ def test_sinusoidal_table_follows_the_formula():
             angle = pos / 10000 ** (2 * i / D)
             assert math.isclose(table[pos, 2 * i].item(), math.sin(angle), abs_tol=1e-5)
             assert math.isclose(table[pos, 2 * i + 1].item(), math.cos(angle), abs_tol=1e-5)
-    assert_close(sinusoidal_table(5, D, offset=7), table[7:12])
+    assert_close(sinusoidal_table(torch.arange(7, 12), D), table[7:12])
 
 
 def test_alibi_slopes_and_bias():

@@ -182,3 +182,9 @@ def test_activations_follow_their_formulas_and_build_models(name, formula):
     model = DecoderLM(tiny(mlp=name))
     assert model.num_params() == param_count(model.config)["total"]
     assert model(torch.randint(0, 50, (1, 5))).shape == (1, 5, 50)
+
+
+def test_every_model_counts_its_parameters_as_torch_does():
+    c = ModelConfig.from_preset("tiny", n_encoder_layers=2)
+    for model in (DecoderLM(c), EncoderLM(c), EncoderDecoder(c)):
+        assert model.num_params() == sum(p.numel() for p in model.parameters()), type(model).__name__

@@ -15,21 +15,16 @@ from course import DecoderLM, EncoderDecoder, EncoderLM, ModelConfig
 from course.cli import main
 from course.data import make_task
 from course.pretrained import load_card
+from course.recipes import RECIPES, _recipes_from_args, add_arguments, build_model, setup, train_recipe
 from course.training import (
-    RECIPES,
-    _recipes_from_args,
     accuracy,
-    add_arguments,
-    build_model,
     clip_grad_norm,
     lm_loss,
     lr_at,
     make_optimizer,
     masked_cross_entropy,
     mlm_loss,
-    setup,
     train,
-    train_recipe,
 )
 
 
@@ -405,7 +400,7 @@ def test_recipe_commands_and_cli_errors(capsys):
 
 
 def test_norm_study_run_records_losses_and_gradients():
-    from course.training import NormStudy, norm_study_run
+    from course.recipes import NormStudy, norm_study_run
 
     study = NormStudy(depths=(2,), steps=10, batch_size=8, grad_every=5)
     run = norm_study_run(2, "post", 0, study)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..data import BOS, SPECIALS
-from ..training import RECIPES
+from ..recipes import RECIPES
 
 DEFAULT_MODEL = "text"
 MODELS = sorted([*RECIPES, "text"])

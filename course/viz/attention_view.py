@@ -53,7 +53,7 @@ def _as_ids(tokens) -> torch.Tensor:
 def unmasked_scores(model, cache, T: int) -> torch.Tensor:
     """(L, H, T, T) scores before masking, recomputed from the captured q, k (after RoPE) and the model's
     bias."""
-    _, bias = model.transformer.position_inputs(T, T, cache["q", 0].device)
+    bias = model.transformer.distance_bias(T, T)  # (H, T, T) or None
     out = []
     for layer in range(len(model.blocks)):
         name = "attn.hook_rot_{}" if f"blocks.{layer}.attn.hook_rot_q" in cache else "attn.hook_{}"

@@ -1,4 +1,4 @@
-"""HookPoint: an identity module whose forward hooks let `course.capture` read (or edit) activations."""
+"""HookPoint: an identity module whose forward hooks let `course.capture` read or edit activations."""
 
 import torch.nn as nn
 
