@@ -37,7 +37,7 @@ def sinusoidal_table(pos: int | torch.Tensor, d_model: int, base: float = 10000.
 
 
 # --- RoPE ---------------------------------------------------------------------------------------------------
-def rope_angles(pos: int | torch.Tensor, d_head: int, theta: float = 10000.0, device=None):
+def rope_angles(pos: int | torch.Tensor, d_head: int, theta: float = 10000.0, *, device=None):
     """(cos, sin) of angle(pos, i) = pos * theta^(-2i/d_head), computed in fp32: each (T, d_head/2) for
     positions (T,) or an int T; (B, 1, T, d_head/2) for per-sequence positions (B, T), to broadcast over
     heads."""

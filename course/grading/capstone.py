@@ -84,7 +84,9 @@ def tokens(model: DecoderLM, B: int, T: int, seed: int) -> torch.Tensor:
 
 
 def rope_for(config, T: int, offset: int = 0):
-    return rope_angles(T, config.d_head, config.rope_theta, offset) if config.positional == "rope" else None
+    if config.positional != "rope":
+        return None
+    return rope_angles(torch.arange(offset, offset + T), config.d_head, config.rope_theta)
 
 
 # --- part 1: attention --------------------------------------------------------------------------------------
@@ -227,19 +229,13 @@ def head_not_tied(model: DecoderLM, idx, logits) -> str:
 def decode_logits(model: DecoderLM, idx, n_prefill: int, *, offset: bool = True) -> torch.Tensor:
     """Logits (B, T, V) of a KV-cached decode: the first `n_prefill` tokens at once, then one at a time. With
     offset=False every step's positions start at 0 again (the mistake)."""
-    stack, c = model.transformer, model.config
     B, T = idx.shape
     cache = KVCache.for_model(model, B, max_len=T)
     chunks = [idx[:, :n_prefill]] + [idx[:, t : t + 1] for t in range(n_prefill, T)]
     out = []
     for chunk in chunks:
         start = cache.length if offset else 0
-        x = stack.embed(chunk, start)
-        rope = rope_for(c, chunk.shape[1], start)
-        for i, block in enumerate(stack.blocks):
-            x = block(x, None, rope, None, cache.layer(i), True)
-        cache.advance(chunk.shape[1])
-        out.append(model.lm_head(x if stack.ln_f is None else stack.ln_f(x)))
+        out.append(model(chunk, pos=torch.arange(start, start + chunk.shape[1]), cache=cache))
     return torch.cat(out, 1)
 
 
