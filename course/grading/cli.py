@@ -10,10 +10,10 @@
     … --assignment NAME                         # any step: the assignment in solutions/NAME/ (transformers)
 
 nbgrader keeps the course (generate, collect, gradebook, formgrader, export); `nbgrader autograde` is not
-used. One module per step: the course folder (`course_dir`), `collect`, `sanitize`, grading one
-submission (`job`), feedback and the CSV (`report`), and this command line. Each submission's own cells run in
-a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process and call the learner's functions
-through the channel, getting plain data back (`grader`, `session`, `wire`).
+used. One module per step: the course folder (`course_dir`), `collect`, `sanitize`, grading one submission
+(`job`), feedback and the CSV (`report`, `class_report`), shards (`shard`), and this command line. Each
+submission's own cells run in a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process and
+call the learner's functions through the channel, getting plain data back (`grader`, `session`, `wire`).
 Scores are written to the gradebook from here. The static scan (`tamper`) only adds review notes. Every
 submission yields exactly one row: status graded | late | error | timeout | oom | flagged |
 missing | invalid, a score (blank when nothing could be graded, never a silent 0), and a reason.
