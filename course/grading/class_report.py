@@ -125,7 +125,7 @@ def _bars(counts: dict[float, int], graded: int, *, width: int = 36, height: int
         )
     w = 20 + len(counts) * (width + 8)
     return (
-        f"<svg width='{w}' height='{height + 40}' role='img' aria-label='points per submission'>"
+        f"<svg width='{max(w, 170)}' height='{height + 52}' role='img' aria-label='points per submission'>"
         + "".join(bars)
-        + f"<text x='{w - 4}' y='{height + 34}' text-anchor='end' font-size='10'>points</text></svg>"
+        + f"<text x='10' y='{height + 48}' font-size='10'>points (bar: submissions with them)</text></svg>"
     )
