@@ -23,7 +23,7 @@ from .config import ModelConfig
 from .costs import measured_params
 from .data import Task, make_task
 from .models import DecoderLM
-from .training import TrainLog, evaluate, train
+from .training import TrainLog, evaluate, ranks, train
 
 # ----------------------------------------------------------------------------- recipes, cards, the CLI
 
@@ -387,6 +387,13 @@ def _command(name: str, recipe: Recipe, args) -> str:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
+    if ranks()[1] > 1 and args.recipe in ("text", "all", "norm-study"):
+        print(
+            f"course train: {args.recipe!r} does not run under torchrun yet (the synthetic recipes and "
+            "--task do)",
+            file=sys.stderr,
+        )
+        return 2
     if args.recipe == "norm-study":
         command = f"course train norm-study --threads {args.threads} --out {args.out}"
         study = norm_study(command=command, progress=not args.no_progress)
@@ -408,6 +415,10 @@ def run(args) -> int:
         print(f"course train: {err}", file=sys.stderr)
         return 2
     status = _run_recipes(chosen, args)
+    if ranks()[1] > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     if status == 0 and args.recipe == "all":
         from .text_model import run_text
 
@@ -424,6 +435,8 @@ def _run_recipes(chosen: list[tuple[str, Recipe]], args) -> int:
         except ValueError as err:  # a bad task or model setting
             print(f"course train: {err}", file=sys.stderr)
             return 2
+        if ranks()[0] > 0:  # under torchrun every rank holds the same model; rank 0 writes it
+            continue
         try:
             weights, card_path = save(model, card, args.out, name)
         except OSError as err:

@@ -4,14 +4,18 @@ make_optimizer  AdamW; weight decay on matrices only (never on 1-D parameters: b
 lr_at           linear warm-up from 0, then cosine decay — Hugging Face's cosine schedule with warm-up
 clip_grad_norm  rescale all gradients together so that their global L2 norm is at most max_norm
 evaluate        loss and token accuracy on fresh batches of a task
-train     the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model) every N
-steps           (returning True stops early)
+train           the loop; bf16 autocast on CUDA only; a tqdm bar on stdout; callback(step, loss, model)
+                every N steps (returning True stops early). Under `torchrun --nproc_per_node N`:
+                DistributedDataParallel (gloo on the CPU, nccl on CUDA); every rank draws the same global
+                batch and trains on its 1/N of the rows, the loss weighted so that the gradient is the
+                one-process gradient of the global batch
 The shipped models' recipes, cards and the `course train` command are in `course.recipes`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,18 +43,14 @@ __all__ = [
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _objective(model, task: Task, batch_size: int, generator, device):
-    """(logits, targets, loss_mask, loss function) for one batch: next-token for decoders, MLM for
+def _batch(model, task: Task, batch_size: int, generator):
+    """(inputs, targets, loss_mask, loss function) of one batch, on the CPU: next-token for decoders, MLM for
     encoders."""
     if isinstance(model, EncoderLM):
         tokens, _ = task.sequences(batch_size, generator)
-        x, y, mask = (
-            t.to(device) for t in mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size)
-        )
-        return model(x), y, mask, mlm_loss
+        return (*mask_tokens(tokens, generator=generator, vocab_size=task.vocab_size), mlm_loss)
     if isinstance(model, DecoderLM):
-        x, y, mask = (t.to(device) for t in task.batch(batch_size, generator))
-        return model(x), y, mask, lm_loss
+        return (*task.batch(batch_size, generator), lm_loss)
     raise ValueError(f"train() takes a DecoderLM or an EncoderLM, got {type(model).__name__}")
 
 
@@ -60,10 +60,42 @@ def evaluate(model, task: Task, batch_size: int = 512, generator=0) -> dict:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits, y, mask, loss_fn = _objective(model, task, batch_size, as_generator(generator), device)
+    x, y, mask, loss_fn = _batch(model, task, batch_size, as_generator(generator))
+    logits, y, mask = model(x.to(device)), y.to(device), mask.to(device)
     token, sequence = accuracy(logits, y, mask)
     model.train(was_training)
     return {"loss": loss_fn(logits, y, mask).item(), "token_accuracy": token, "sequence_accuracy": sequence}
+
+
+# ----------------------------------------------------------------------------- data parallel (torchrun)
+
+
+def ranks() -> tuple[int, int]:
+    """(rank, world size) of this process under torchrun (its RANK, WORLD_SIZE); (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _data_parallel(model) -> torch.nn.Module:
+    """Join torchrun's process group (nccl for a model on CUDA, which must sit on cuda:LOCAL_RANK; gloo on
+    the CPU) and wrap `model` in DistributedDataParallel, which averages the gradients over the ranks in
+    backward."""
+    import torch.distributed as dist
+
+    device = next(model.parameters()).device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None
+    )
+
+
+def _summed(value: torch.Tensor, world: int) -> float:
+    """`value` summed over the ranks (itself on one process)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+    return value.item()
 
 
 # ----------------------------------------------------------------------------- optimizer and schedule
@@ -208,8 +240,13 @@ def train(
     stdout, and nothing when progress=False.
     """
     _check_train_args(steps, batch_size, lr, warmup, grad_clip, callback_every)
+    rank, world = ranks()
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must split evenly over torchrun's {world} processes")
     warmup = steps // 10 if warmup is None else warmup
     device = next(model.parameters()).device
+    forward = _data_parallel(model) if world > 1 else model
+    mine = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this rank's rows
     generator = torch.Generator().manual_seed(seed)
     params = _parameters(model)
     optimizer = make_optimizer(params, lr, weight_decay)
@@ -217,21 +254,29 @@ def train(
     start, cpu_start = time.perf_counter(), time.process_time()
     model.train()
     bar = tqdm(
-        range(steps), disable=not progress, file=sys.stdout, desc=f"train {task.name}", mininterval=0.5
+        range(steps),
+        disable=not progress or rank > 0,
+        file=sys.stdout,
+        desc=f"train {task.name}",
+        mininterval=0.5,
     )
     for step in bar:
         lr_now = lr_at(step, steps, lr, warmup, lr * min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
+        x, y, mask, loss_fn = _batch(model, task, batch_size, generator)  # the global batch, on every rank
+        share = mask[mine].sum() / mask.sum()  # this rank's part of the scored positions (1 on one process)
+        x, y, mask = x[mine].to(device), y[mine].to(device), mask[mine].to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits, y, mask, loss_fn = _objective(model, task, batch_size, generator, device)
-        loss = loss_fn(logits, y, mask)
+            logits = forward(x)
+        loss = loss_fn(logits, y, mask) * share.to(device)  # this rank's term of the global mean
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DistributedDataParallel averages the ranks' gradients: times world, that is the sum of the terms
+        (loss * world).backward()
         if grad_clip is not None:
             clip_grad_norm(params, grad_clip)
         optimizer.step()
-        log.losses.append(loss.item())
+        log.losses.append(_summed(loss.detach(), world))
         log.lrs.append(lr_now)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{log.losses[-1]:.4f}")

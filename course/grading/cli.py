@@ -4,14 +4,16 @@
     course grade release                        # regenerate exercises/ from solutions/
     course grade collect SRC [--zip | --exchange DIR]   # into the course (default graders/)
     course grade autograde | feedback | export --out grades.csv
+    course grade SUBMISSIONS --shard K/N --out shard-K/grades.csv   # one slice of a class, on one machine
+    course grade merge shard-*/grades.csv --out grades.csv          # the shards joined (and their reports)
 
     … --assignment NAME                         # any step: the assignment in solutions/NAME/ (transformers)
 
 nbgrader keeps the course (generate, collect, gradebook, formgrader, export); `nbgrader autograde` is not
-used. One module per step: the course folder (`course_dir`), `collect`, `sanitize`, grading one
-submission (`job`), feedback and the CSV (`report`), and this command line. Each submission's own cells run in
-a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process and call the learner's functions
-through the channel, getting plain data back (`grader`, `session`, `wire`).
+used. One module per step: the course folder (`course_dir`), `collect`, `sanitize`, grading one submission
+(`job`), feedback and the CSV (`report`, `class_report`), shards (`shard`), and this command line. Each
+submission's own cells run in a bubblewrap jail (`jail`, `runner`); the tests run in this trusted process and
+call the learner's functions through the channel, getting plain data back (`grader`, `session`, `wire`).
 Scores are written to the gradebook from here. The static scan (`tamper`) only adds review notes. Every
 submission yields exactly one row: status graded | late | error | timeout | oom | flagged |
 missing | invalid, a score (blank when nothing could be graded, never a silent 0), and a reason.
@@ -26,10 +28,10 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from course.grading import collect, jail, job, release, report
+from course.grading import collect, jail, job, release, report, shard
 from course.grading.course_dir import Assignment, Course, prepare
 
-SUBCOMMANDS = ("release", "collect", "autograde", "feedback", "export")
+SUBCOMMANDS = ("release", "collect", "autograde", "feedback", "export", "merge")
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +39,17 @@ def add_arguments(parser) -> None:
         "target",
         help="SUBMISSIONS folder (one sub-folder per student), or a step: " + " | ".join(SUBCOMMANDS),
     )
-    parser.add_argument("source", nargs="?", help="collect: the folder or zip files to collect from")
+    parser.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="collect: the folder or zip files to collect from; merge: the shards' grades CSVs",
+    )
+    parser.add_argument(
+        "--shard",
+        type=shard.parse,
+        help="SUBMISSIONS: grade only slice K of N (K/N, 1 <= K <= N; stable by student id); join with merge",
+    )
     parser.add_argument("--out", type=Path, help="grades CSV to write (SUBMISSIONS and export)")
     parser.add_argument(
         "--course",
@@ -121,12 +133,13 @@ def grade_folder(submissions: Path, out: Path, course_dir: Path | None, args) ->
         for stale in ("records", "logs"):
             shutil.rmtree(course.work / stale, ignore_errors=True)
         prepare(course, args.due)
-        students = collect.collect_folder(course, submissions, args.notebook_mb)
+        owns = args.shard.owns if args.shard else None
+        students = collect.collect_folder(course, submissions, args.notebook_mb, only=owns)
         _invalid_ids(course)
         valid = [s for s in students if collect.STUDENT_ID.match(s)]
         job.autograde(course, valid, _limits(args), args.jobs)
         report.feedback(course, valid)
-        return report.export(course, out, _roster(args))
+        return report.export(course, out, [s for s in _roster(args) if not owns or owns(s)])
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,7 +160,7 @@ def _assignment(args) -> Assignment:
 def run(args) -> int:
     try:
         return _run(args)
-    except ValueError as e:  # a bad --assignment or --solutions
+    except ValueError as e:  # a bad --assignment, --solutions or shards that do not fit together
         print(f"course grade: {e}", file=sys.stderr)
         return 2
     except jail.JailUnavailable as e:
@@ -160,6 +173,13 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.target == "merge":
+        if not (args.sources and args.out):
+            print("course grade merge needs the shards' CSVs and --out grades.csv", file=sys.stderr)
+            return 2
+        table = shard.merge([Path(p) for p in args.sources], args.out)
+        print(f"{len(table)} rows from {len(args.sources)} shards -> {args.out}")
+        return 0
     course = Course((args.course or release.ROOT / "graders").resolve(), _assignment(args))
     if args.target not in SUBCOMMANDS:
         if not args.out:
@@ -181,9 +201,12 @@ def _run(args) -> int:
         if args.exchange:
             students = collect.collect_exchange(course, args.exchange)
         elif args.zip:
-            students = collect.collect_zip(course, [Path(args.source)], args.regexp)
+            students = collect.collect_zip(course, [Path(p) for p in args.sources], args.regexp)
+        elif len(args.sources) == 1:
+            students = collect.collect_folder(course, Path(args.sources[0]), args.notebook_mb)
         else:
-            students = collect.collect_folder(course, Path(args.source), args.notebook_mb)
+            print("course grade collect needs one SOURCE folder (or --zip, --exchange)", file=sys.stderr)
+            return 2
         print(f"collected {len(students)} submissions into {course.root / 'submitted'}")
         return 0
     if not course.release_nb.exists():

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from course.grading.course_dir import Course, course_id, nbgrader
@@ -21,13 +22,15 @@ def zip_regexp(notebook: str) -> str:
     return rf".*?(?:^|/)(?P<student_id>[A-Za-z0-9.@-]+)(?:_[^/]*)?[/_](?P<file_id>{re.escape(notebook)})$"
 
 
-def collect_folder(course: Course, submissions: Path, notebook_mb: float) -> list[str]:
+def collect_folder(
+    course: Course, submissions: Path, notebook_mb: float, *, only: Callable[[str], bool] | None = None
+) -> list[str]:
     """Copy SUBMISSIONS/<student>/ into the course: the notebook(s) and timestamp.txt only, none over the size
-    limit. What was left out is noted in `.collect.json` so that autograde can say why. Returns the student
-    ids."""
+    limit; only the folders whose name `only` accepts (a shard). What was left out is noted in `.collect.json`
+    so that autograde can say why. Returns the student ids."""
     students = []
     for entry in sorted(submissions.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
+        if not entry.is_dir() or entry.name.startswith(".") or (only and not only(entry.name)):
             continue
         sid = entry.name
         dest = course.submitted(sid) if STUDENT_ID.match(sid) else course.work / "bad-ids" / bad_id(sid)

@@ -309,3 +309,17 @@ def diagnosis_first(text: str) -> str:
     if not sep and text.startswith("Likely mistake: "):
         return text
     return f"Likely mistake: {diagnosis} ({head.rstrip('.')})" if sep else text
+
+
+def named(text: str) -> str | None:
+    """The catalogue key a verdict message names ('Likely mistake: <text> …', see `diagnosis_first`), or
+    None."""
+    for key, words in CATALOGUE.items():
+        if text.startswith(f"Likely mistake: {words}"):
+            return key
+    return None
+
+
+def short(key: str) -> str:
+    """The mistake in a few words: its catalogue text up to the first colon."""
+    return CATALOGUE[key].split(":")[0]

@@ -1,5 +1,6 @@
 """What `course grade` hands out: feedback pages per learner (rendered here from the trusted record and graded
-notebook, never a hidden test) and the grades CSV (one row per submission, per-exercise points)."""
+notebook, never a hidden test), the grades CSV (one row per submission, per-exercise points) and the class
+report next to it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 
-from course.grading import check, release
+from course.grading import check, class_report, release
 from course.grading.course_dir import Course
 from course.grading.job import Result
 from course.grading.sanitize import Reference, gid_of
@@ -99,11 +100,15 @@ def fmt(x: float | None) -> str:
     return "" if x is None else f"{x:g}"
 
 
+def records(course: Course) -> list[Result]:
+    """Every stored result, in student-id order."""
+    return [Result(**json.loads(p.read_text())) for p in sorted((course.work / "records").glob("*.json"))]
+
+
 def rows(course: Course, ref: Reference, roster: list[str] = ()) -> list[dict]:
     """One CSV row per submission record, plus a `missing` row per rostered student without one."""
     out = {}
-    for rec in sorted((course.work / "records").glob("*.json")):
-        r = Result(**json.loads(rec.read_text()))
+    for r in records(course):
         per_ex = {ex: "" for ex in ref.exercises}
         if r.score is not None:
             for ex in ref.exercises:
@@ -131,6 +136,7 @@ def rows(course: Course, ref: Reference, roster: list[str] = ()) -> list[dict]:
 
 
 def export(course: Course, out: Path, roster: list[str] = ()) -> list[dict]:
+    """The grades CSV at `out`, and next to it the class report (`class_report`)."""
     ref = Reference.read(course.release_nb)
     table = rows(course, ref, roster)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,4 +144,5 @@ def export(course: Course, out: Path, roster: list[str] = ()) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=columns(ref))
         writer.writeheader()
         writer.writerows(table)
+    class_report.write(out.parent, table, class_report.diagnosis_rows(records(course)), list(ref.exercises))
     return table

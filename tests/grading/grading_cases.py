@@ -1,6 +1,7 @@
-"""The batch: 30 submissions (the issue-3 five, right and wrong answers, the hostile corpus, a rostered
-student who submitted nothing), each with its expected status, score and reason, all built from the release
-and the solution source. Scores are expressed through the release's points, never typed in."""
+"""The batch: 45 submissions (the issue-3 five, right and wrong answers, the hostile corpus, classic
+mistakes, a rostered student who submitted nothing), each with its expected status, score and reason, all
+built from the release and the solution source. Scores are expressed through the release's points, never
+typed in."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class Points:
         """Points of the tests strictly before test `grade_id`."""
         names = [g for g, _ in self.order]
         return sum(p for _, p in self.order[: names.index(grade_id)])
+
+    def of_test(self, grade_id: str) -> float:
+        return dict(self.order)[grade_id]
 
     def test_ids(self, exercise: str) -> list[str]:
         return [g for g, _ in self.order if g.startswith(exercise + "_")]
@@ -346,6 +350,35 @@ def _odd_file_names(b, folder, sid):
     (d / os.fsdecode(b"notes-\xff.ipynb")).write_text("{}")
 
 
+# classic mistakes of the catalogue, planted so that the class report's counts are known from how they were
+# built
+MASK_AFTER_SOFTMAX = ("mistake-mask-a", "mistake-mask-and-eps")  # ex02: masked_softmax masks the weights
+EPS_OUTSIDE_SQRT = ("mistake-mask-and-eps", "mistake-eps")  # ex06: layer_norm adds eps outside the sqrt
+
+
+def _classic(b, folder, sid):
+    code = {}
+    if sid in MASK_AFTER_SOFTMAX:
+        code["ex02_solution"] = b.solutions["ex02_solution"].replace(
+            'weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)',
+            "weights = torch.softmax(scores, dim=-1) * mask",
+        )
+    if sid in EPS_OUTSIDE_SQRT:
+        code["ex06_solution"] = b.solutions["ex06_solution"].replace(
+            "torch.sqrt(var + eps)", "(torch.sqrt(var) + eps)"
+        )
+    assert all(code[g] != b.solutions[g] for g in code), "the solution changed: update the planted mistakes"
+    write(folder, sid, b.notebook("all", code=code))
+
+
+def _classic_score(sid: str):
+    def score(p: Points) -> float:
+        lost = p.of_test("ex02_softmax") if sid in MASK_AFTER_SOFTMAX else 0.0
+        return p.max - lost - (p.of_test("ex06_layernorm") if sid in EPS_OUTSIDE_SQRT else 0.0)
+
+    return score
+
+
 def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Path) -> list[Case]:
     """`token` marks the files and processes the hostile submissions try to leave behind."""
     LAST_TEST[0] = points.last
@@ -410,6 +443,10 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         # fairness: other right styles get full marks; subtle mistakes lose exactly their tests
         Case("fair-styles", _fair, "graded", full),
         Case("subtle-mistakes", _subtle, "graded", lambda p: p.max - 2 - 2),
+        *(
+            Case(sid, _classic, "graded", _classic_score(sid))
+            for sid in sorted(set(MASK_AFTER_SOFTMAX + EPS_OUTSIDE_SQRT))
+        ),
         # bookkeeping
         Case("late", _late, "late", full, "after the due date"),
         Case("bad id!", _bad_id, "invalid", lambda p: None, "not a valid student id"),

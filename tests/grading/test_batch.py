@@ -19,9 +19,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from grading_builders import Builder, hidden_lines
-from grading_cases import DUE, Points, cases
+from grading_cases import DUE, EPS_OUTSIDE_SQRT, MASK_AFTER_SOFTMAX, Points, cases
 
-from course.grading import collect, release
+from course.grading import class_report, collect, release
 from course.grading.course_dir import Course, course_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-batch")]
@@ -107,7 +107,7 @@ def batch(tmp_path_factory):
 
 
 def test_one_row_per_submission_with_the_contract_columns(batch):
-    assert len(batch["table"]) == len({c.sid for c in batch["table"]}) == 42
+    assert len(batch["table"]) == len({c.sid for c in batch["table"]}) == 45
     assert sorted(batch["rows"]) == sorted(csv_id(c.sid) for c in batch["table"])
     header = batch["out"].read_text().splitlines()[0].split(",")
     assert header[:5] == ["student_id", "status", "score", "max_score", "reason"]
@@ -115,7 +115,7 @@ def test_one_row_per_submission_with_the_contract_columns(batch):
     assert {r["max_score"] for r in batch["rows"].values()} == {f"{batch['points'].max:g}"}
 
 
-@pytest.mark.parametrize("index", range(42))
+@pytest.mark.parametrize("index", range(45))
 def test_each_submission_gets_its_defined_outcome(batch, index):
     case = batch["table"][index]
     row = batch["rows"][csv_id(case.sid)]
@@ -239,3 +239,80 @@ def test_rerunning_steps_is_idempotent(batch, tmp_path):
     done = grade("export", "--course", course.root, "--out", again, "--roster", batch["tmp"] / "roster.txt")
     assert done.returncode == 0, done.stderr
     assert again.read_text() == batch["out"].read_text()
+
+
+def test_class_report_names_the_planted_mistakes(batch):
+    report = class_report.read(batch["out"].parent / "class-report.csv")
+    graded = sum(c.score(batch["points"]) is not None for c in batch["table"])
+    assert {r["graded"] for r in report} == {str(graded)}
+    found = {(r["exercise"], r["diagnosis"]): r for r in report}
+    for (ex, key), planted, words in [
+        (("ex02", "mask_after_softmax"), MASK_AFTER_SOFTMAX, "the mask was applied after the softmax"),
+        (("ex06", "eps_outside_sqrt"), EPS_OUTSIDE_SQRT, "ε was added outside the square root"),
+    ]:
+        row = found[(ex, key)]
+        assert row["student_ids"].split(";") == sorted(planted), row
+        assert (row["students"], row["mistake"]) == (str(len(planted)), words), row
+    for r in report:  # nobody is named for a mistake in an exercise where they lost nothing
+        for sid in r["student_ids"].split(";"):
+            assert float(batch["rows"][sid][r["exercise"]]) < batch["points"].of(r["exercise"]), (r, sid)
+    page = (batch["out"].parent / "class-report.html").read_text()
+    assert f"ex02: the mask was applied after the softmax — <b>2 of {graded}</b>" in page
+    assert page.count("<svg") == 10
+
+
+# Time limits no loaded machine reaches: these submissions are graded twice (once whole, once in shards) and
+# must get the same rows both times; the batch's tight limits are for the cases that test them.
+ROOMY = ["--cell-s", "120", "--exercise-s", "120", "--wall-s", "900", "--jobs", "2"]
+SHARDED = [  # 12 submissions quick to grade (no time limits to wait for), and a rostered student without one
+    "e2e-perfect",
+    "e2e-blank",
+    "e2e-half",
+    "mistake-mask-a",
+    "mistake-mask-and-eps",
+    "mistake-eps",
+    "fair-styles",
+    "late",
+    "bad id!",
+    "empty-folder",
+    "corrupt-json",
+    "test-duplicated",
+]
+
+
+def test_three_shards_merge_to_the_single_run(batch, tmp_path):
+    subs = tmp_path / "subs"
+    for sid in SHARDED:
+        shutil.copytree(batch["tmp"] / "submissions" / sid, subs / sid)
+    roster = tmp_path / "roster.txt"
+    roster.write_text("\n".join([*(s for s in SHARDED if collect.STUDENT_ID.match(s)), "ghost"]))
+    common = ["--roster", roster, "--due", DUE, *ROOMY]
+    single = tmp_path / "single" / "grades.csv"
+    assert grade(subs, "--out", single, *common).returncode == 0
+    outs = [tmp_path / f"shard-{k}" / "grades.csv" for k in (1, 2, 3)]
+    for k, out in enumerate(outs, 1):
+        done = grade(subs, "--shard", f"{k}/3", "--out", out, *common)
+        assert done.returncode == 0, done.stdout + done.stderr
+    sizes = [len(out.read_text().splitlines()) - 1 for out in outs]
+    assert sum(sizes) == len(SHARDED) + 1 and max(sizes) < len(SHARDED) + 1, sizes  # a partition, not a copy
+    merged = tmp_path / "merged" / "grades.csv"
+    done = grade("merge", *reversed(outs), "--out", merged)
+    assert done.returncode == 0, done.stderr
+    assert merged.read_text() == single.read_text()
+    assert (merged.parent / "class-report.csv").read_text() == (
+        single.parent / "class-report.csv"
+    ).read_text()
+    assert (merged.parent / "class-report.html").read_text() == (
+        single.parent / "class-report.html"
+    ).read_text()
+    report = {
+        (r["exercise"], r["diagnosis"]): r for r in class_report.read(merged.parent / "class-report.csv")
+    }
+    assert report[("ex02", "mask_after_softmax")]["student_ids"].split(";") == sorted(MASK_AFTER_SOFTMAX)
+    assert report[("ex06", "eps_outside_sqrt")]["student_ids"].split(";") == sorted(EPS_OUTSIDE_SQRT)
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "a/b", "3", "2/0"])
+def test_bad_shard_specs_exit_2(spec, tmp_path):
+    done = grade(tmp_path, "--shard", spec, "--out", tmp_path / "g.csv")
+    assert done.returncode == 2 and f"'{spec}' is not a shard K/N" in done.stderr, done.stderr

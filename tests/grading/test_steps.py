@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from grading_builders import Builder, gid, write
 
-from course.grading import collect, release
+from course.grading import collect, release, shard
 from course.grading.course_dir import course_id
 from course.grading.sanitize import Reference, learner_cells, sanitize
 
@@ -146,3 +146,26 @@ def test_collect_from_folder_zip_and_exchange(tmp_path, builder):
     assert (course / "submitted" / "dave" / "transformers" / "exercises.ipynb").read_text() == nb_text
     note = json.loads((course / "submitted" / "dave" / "transformers" / ".collect.json").read_text())
     assert "exercises.ipynb" in note["files"]
+
+
+def test_shards_partition_the_ids_and_merge_refuses_what_does_not_fit(tmp_path):
+    names = [f"student{i}" for i in range(300)] + ["bad id!", os.fsdecode(b"bad-\xff-name")]
+    owners = [[k for k in (1, 2, 3) if shard.Shard(k, 3).owns(n)] for n in names]
+    assert all(len(o) == 1 for o in owners)  # each id in exactly one shard
+    assert all(
+        60 < sum(o == [k] for o in owners) < 140 for k in (1, 2, 3)
+    )  # and the shards near a third each
+    head = "student_id,status,score,max_score,reason,ex01\n"
+    for folder, text in [("a", head + "ana,graded,1,1,,1\n"), ("b", head + "ana,graded,1,1,,1\n")]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "grades.csv").write_text(text)
+    done = _grade(
+        "merge", tmp_path / "a" / "grades.csv", tmp_path / "b" / "grades.csv", "--out", tmp_path / "m.csv"
+    )
+    assert done.returncode == 2 and "'ana' is in two shards" in done.stderr, done.stderr
+    (tmp_path / "b" / "grades.csv").write_text(head.replace(",ex01", ",ex02") + "ben,graded,1,1,,1\n")
+    done = _grade(
+        "merge", tmp_path / "a" / "grades.csv", tmp_path / "b" / "grades.csv", "--out", tmp_path / "m.csv"
+    )
+    assert done.returncode == 2 and "columns differ" in done.stderr, done.stderr
+    assert not (tmp_path / "m.csv").exists()
