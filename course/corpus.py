@@ -162,3 +162,30 @@ class TokenStream:
         x = self.ids[: n * self.context].view(n, self.context)  # (N, context)
         y = self.ids[1 : n * self.context + 1].view(n, self.context)  # (N, context)
         return x, y
+
+
+class RepeatMix(TokenStream):
+    """A TokenStream whose batches carry, in a `fraction` of their rows, a span of real text repeated.
+
+    Such a row is a random span of p tokens tiled to fill the window (p drawn per row from [context // 8,
+    context // 2]): after its first copy every token is predictable by looking up what followed its previous
+    occurrence - the job of an induction head. Drawing p per row rules out a fixed "look back p" shortcut.
+    Held-out windows (`windows()`) stay plain text.
+    """
+
+    def __init__(self, ids: torch.Tensor, context: int, *, fraction: float):
+        super().__init__(ids, context)
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction={fraction} must be in [0, 1]")
+        self.fraction = fraction
+
+    def batch(self, batch_size: int, generator=None):
+        g = as_generator(generator)
+        x, y, mask = super().batch(batch_size, g)  # (B, context) each
+        tokens = torch.cat([x, y[:, -1:]], 1)  # (B, context + 1)
+        repeat = torch.rand(batch_size, generator=g) < self.fraction  # (B,)
+        periods = torch.randint(max(self.context // 8, 1), self.context // 2 + 1, (batch_size,), generator=g)
+        for row in repeat.nonzero().flatten().tolist():
+            period = int(periods[row])
+            tokens[row] = tokens[row, :period].repeat(self.context // period + 1)[: self.context + 1]
+        return tokens[:, :-1], tokens[:, 1:], mask

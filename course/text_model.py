@@ -7,8 +7,9 @@
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train part
 (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with `course.training.train`
-on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out tokens;
-the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
+on random windows of the train tokens, a quarter of them a span of real text repeated (`RepeatMix`: what makes
+an induction head form). Held-out figures use the non-overlapping windows of the held-out tokens; the baselines
+score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .corpus import TokenStream, corpus_info, corpus_text, split
+from .corpus import RepeatMix, TokenStream, corpus_info, corpus_text, split
 from .data import repeated_tokens
 from .models import DecoderLM
 from .tokenizer import BPETokenizer, word_pieces
@@ -52,6 +53,7 @@ class TextRecipe:
     steps: int = 2000
     batch_size: int = 16
     lr: float = 3e-3
+    repeat_fraction: float = 0.25  # rows of a batch that tile a span of real text (`course.corpus.RepeatMix`)
     seed: int = 0
 
 
@@ -214,7 +216,7 @@ def train_text(
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    stream = TokenStream(data["train"], model.config.context_length)
+    stream = RepeatMix(data["train"], model.config.context_length, fraction=recipe.repeat_fraction)
     curve = []
 
     def record(step, loss, model):
@@ -268,6 +270,14 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
             "vocab_size": tokenizer.vocab_size,
             "train_seconds": round(data["tokenizer_seconds"], 1),
             "demo": word_pieces(tokenizer, DEMO_WORDS),
+        },
+        "data_mix": {
+            "repeat_fraction": recipe.repeat_fraction,
+            "rule": (
+                "each training row is, with probability repeat_fraction, a span of p train tokens tiled to "
+                "fill the window (p uniform in [context // 8, context // 2], drawn per row), else a plain "
+                "window; held-out figures use plain windows only"
+            ),
         },
         "steps": recipe.steps,
         "batch_size": recipe.batch_size,
