@@ -170,20 +170,25 @@ class RepeatMix(TokenStream):
     Such a row is a random span of p tokens tiled to fill the window (p drawn per row from [context // 8,
     context // 2]): after its first copy every token is predictable by looking up what followed its previous
     occurrence - the job of an induction head. Drawing p per row rules out a fixed "look back p" shortcut.
-    Held-out windows (`windows()`) stay plain text.
+    The first `all_repeat_batches` batches repeat in every row (a warm-up in which copying is the only thing
+    to learn). Held-out windows (`windows()`) stay plain text.
     """
 
-    def __init__(self, ids: torch.Tensor, context: int, *, fraction: float):
+    def __init__(self, ids: torch.Tensor, context: int, *, fraction: float, all_repeat_batches: int = 0):
         super().__init__(ids, context)
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction={fraction} must be in [0, 1]")
-        self.fraction = fraction
+        if all_repeat_batches < 0:
+            raise ValueError(f"all_repeat_batches={all_repeat_batches} must be >= 0")
+        self.fraction, self.all_repeat_batches, self.batches_drawn = fraction, all_repeat_batches, 0
 
     def batch(self, batch_size: int, generator=None):
         g = as_generator(generator)
         x, y, mask = super().batch(batch_size, g)  # (B, context) each
         tokens = torch.cat([x, y[:, -1:]], 1)  # (B, context + 1)
-        repeat = torch.rand(batch_size, generator=g) < self.fraction  # (B,)
+        fraction = 1.0 if self.batches_drawn < self.all_repeat_batches else self.fraction
+        self.batches_drawn += 1
+        repeat = torch.rand(batch_size, generator=g) < fraction  # (B,)
         periods = torch.randint(max(self.context // 8, 1), self.context // 2 + 1, (batch_size,), generator=g)
         for row in repeat.nonzero().flatten().tolist():
             period = int(periods[row])

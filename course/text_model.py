@@ -54,6 +54,7 @@ class TextRecipe:
     batch_size: int = 16
     lr: float = 3e-3
     repeat_fraction: float = 0.25  # rows of a batch that tile a span of real text (`course.corpus.RepeatMix`)
+    all_repeat_steps: int = 400  # first steps in which every row does
     seed: int = 0
 
 
@@ -216,7 +217,12 @@ def train_text(
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    stream = RepeatMix(data["train"], model.config.context_length, fraction=recipe.repeat_fraction)
+    stream = RepeatMix(
+        data["train"],
+        model.config.context_length,
+        fraction=recipe.repeat_fraction,
+        all_repeat_batches=recipe.all_repeat_steps,
+    )
     curve = []
 
     def record(step, loss, model):
@@ -273,8 +279,10 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         },
         "data_mix": {
             "repeat_fraction": recipe.repeat_fraction,
+            "all_repeat_steps": recipe.all_repeat_steps,
             "rule": (
-                "each training row is, with probability repeat_fraction, a span of p train tokens tiled to "
+                "in the first all_repeat_steps steps every training row, later each row with probability "
+                "repeat_fraction, is a span of p train tokens tiled to "
                 "fill the window (p uniform in [context // 8, context // 2], drawn per row), else a plain "
                 "window; held-out figures use plain windows only"
             ),

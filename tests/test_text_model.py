@@ -15,7 +15,7 @@ from course.cli import main
 from course.corpus import RepeatMix, TokenStream, chunks, corpus_info, corpus_text, split
 from course.diagnostics import induction_scores, previous_token_scores
 from course.pretrained import WEIGHTS_DIR, load, load_tokenizer
-from course.text_model import CURVE_WINDOWS, heldout_loss, ngram_baselines
+from course.text_model import CURVE_WINDOWS, TextRecipe, heldout_loss, ngram_baselines
 from course.tokenizer import BPETokenizer, merge, word_pieces
 
 
@@ -190,6 +190,12 @@ def test_shipped_text_model_has_the_heads_its_card_states(shipped):
     assert entropy.min().item() == pytest.approx(spread["min"], abs=0.3)
     assert entropy.max().item() == pytest.approx(spread["max"], abs=0.3)
     assert spread["min"] < spread["max"] - 1.0 <= spread["uniform"] - 1.0  # sharp and diffuse heads
+    induction = heads["induction"]
+    assert induction["score"] > 0.3  # an induction head formed
+    assert (
+        induction["loss_second_copy"] < induction["loss_first_copy"] - 2
+    )  # in-context copying: the repeat is cheap
+    assert card["data_mix"]["repeat_fraction"] == TextRecipe().repeat_fraction  # the card states the mix
 
 
 def test_samples_in_the_card_are_reproducible(shipped):
