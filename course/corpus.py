@@ -3,7 +3,8 @@
 Sources (nothing is downloaded):
   topics      `pydoc_data.topics`, the module behind `help("if")`, `help("assert")`, ... in every CPython
               install: about 80 sections of the Python Language and Library Reference (statements,
-              expressions, data model, ...), 0.46 MB of English prose with some grammar rules and code examples.
+              expressions, data model, ...), 0.46 MB of English prose with some grammar rules and code
+              examples.
   docstrings  the docstrings (of modules, classes and functions, over 80 characters) of the standard
               library's own .py files, read with `ast` (never imported), tests, idlelib, tkinter and
               turtledemo left out: about 1.35 MB more, which keeps a 1M-parameter model from memorising the
@@ -14,9 +15,9 @@ distributed under the PSF License Agreement (Python Software Foundation License 
 https://docs.python.org/3/license.html. The text differs between Python versions; `corpus_info()` records the
 version and a SHA-256.
 
-Many passages repeat (the "specialnames" topic repeats "attribute-access", "customization", ...: a fifth of the
-topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim copy
-of training text.
+Many passages repeat (the "specialnames" topic repeats "attribute-access", "customization", ...: a fifth of
+the topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim
+copy of training text.
 
     text = corpus_text()                         # topics (sorted by name), then docstrings; repeats dropped
     train, held_out = split(text)                # deterministic: every 10th chunk of paragraphs is held out
@@ -109,7 +110,8 @@ def corpus_info(text: str | None = None) -> dict:
 
 
 def chunks(text: str, *, chunk_chars: int = 2000) -> list[str]:
-    """Consecutive paragraphs (split at blank lines) grouped into chunks of at least `chunk_chars` characters."""
+    """Consecutive paragraphs (split at blank lines) grouped into chunks of at least `chunk_chars`
+    characters."""
     if chunk_chars < 1:
         raise ValueError(f"chunk_chars={chunk_chars} must be >= 1")
     out, current = [], ""
@@ -131,15 +133,18 @@ def split(text: str, *, held_out_every: int = 10, chunk_chars: int = 2000) -> tu
         raise ValueError(f"held_out_every={held_out_every} must be >= 2")
     parts = chunks(text, chunk_chars=chunk_chars)
     held = [i % held_out_every == held_out_every - 1 for i in range(len(parts))]
-    return ("".join(p for p, h in zip(parts, held) if not h), "".join(p for p, h in zip(parts, held) if h))
+    return (
+        "".join(p for p, h in zip(parts, held, strict=True) if not h),
+        "".join(p for p, h in zip(parts, held, strict=True) if h),
+    )
 
 
 class TokenStream:
     """A long 1-D tensor of token ids served as windows of `context` inputs, like a course `Task`.
 
     `batch(B, generator)` -> (x, y, loss_mask), each (B, context): random windows, y = x shifted by one,
-    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for evaluation.
-    """
+    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for
+    evaluation."""
 
     name = "text"
 
@@ -162,35 +167,3 @@ class TokenStream:
         x = self.ids[: n * self.context].view(n, self.context)  # (N, context)
         y = self.ids[1 : n * self.context + 1].view(n, self.context)  # (N, context)
         return x, y
-
-
-class RepeatMix(TokenStream):
-    """A TokenStream whose batches carry, in a `fraction` of their rows, a span of real text repeated.
-
-    Such a row is a random span of p tokens tiled to fill the window (p drawn per row from [context // 8,
-    context // 2]): after its first copy every token is predictable by looking up what followed its previous
-    occurrence - the job of an induction head. Drawing p per row rules out a fixed "look back p" shortcut.
-    The first `all_repeat_batches` batches repeat in every row (a warm-up in which copying is the only thing
-    to learn). Held-out windows (`windows()`) stay plain text.
-    """
-
-    def __init__(self, ids: torch.Tensor, context: int, *, fraction: float, all_repeat_batches: int = 0):
-        super().__init__(ids, context)
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"fraction={fraction} must be in [0, 1]")
-        if all_repeat_batches < 0:
-            raise ValueError(f"all_repeat_batches={all_repeat_batches} must be >= 0")
-        self.fraction, self.all_repeat_batches, self.batches_drawn = fraction, all_repeat_batches, 0
-
-    def batch(self, batch_size: int, generator=None):
-        g = as_generator(generator)
-        x, y, mask = super().batch(batch_size, g)  # (B, context) each
-        tokens = torch.cat([x, y[:, -1:]], 1)  # (B, context + 1)
-        fraction = 1.0 if self.batches_drawn < self.all_repeat_batches else self.fraction
-        self.batches_drawn += 1
-        repeat = torch.rand(batch_size, generator=g) < fraction  # (B,)
-        periods = torch.randint(max(self.context // 8, 1), self.context // 2 + 1, (batch_size,), generator=g)
-        for row in repeat.nonzero().flatten().tolist():
-            period = int(periods[row])
-            tokens[row] = tokens[row, :period].repeat(self.context // period + 1)[: self.context + 1]
-        return tokens[:, :-1], tokens[:, 1:], mask

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from course import DecoderLM
 from course.cli import main
-from course.corpus import RepeatMix, TokenStream, chunks, corpus_info, corpus_text, split
+from course.corpus import TokenStream, chunks, corpus_info, corpus_text, split
 from course.diagnostics import induction_scores, previous_token_scores
 from course.pretrained import WEIGHTS_DIR, load, load_tokenizer
-from course.text_model import CURVE_WINDOWS, TextRecipe, heldout_loss, ngram_baselines
+from course.text_model import CURVE_WINDOWS, heldout_loss, ngram_baselines
 from course.tokenizer import BPETokenizer, merge, word_pieces
 
 
@@ -63,25 +63,6 @@ def test_token_stream_windows_and_batches():
     assert torch.equal(stream.batch(4, 0)[0], xb)  # seeded
     with pytest.raises(ValueError, match="context=64"):
         TokenStream(ids, context=64)
-
-
-def test_repeat_mix_tiles_real_spans_in_a_fraction_of_rows():
-    ids = torch.arange(10_000)  # distinct ids: a repeat can only come from the tiling
-    mix = RepeatMix(ids, context=32, fraction=0.25)
-    x, y, mask = mix.batch(2000, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == mask.shape == (2000, 32) and mask.all()
-    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
-    tokens = torch.cat([x, y[:, -1:]], 1)  # (B, 33)
-    plain = (tokens.diff(dim=1) == 1).all(1)  # an untouched window of consecutive ids
-    assert abs((~plain).float().mean().item() - 0.25) < 0.03
-    for row in tokens[~plain][:50]:
-        period = int((row[1:] < row[:-1]).nonzero()[0]) + 1  # where the span starts again
-        assert 4 <= period <= 16 and torch.equal(row[period:], row[: 33 - period])  # context // 8 .. // 2
-        assert (row[:period].diff() == 1).all()  # the span itself is real consecutive text
-    assert torch.equal(mix.batch(8, 3)[0], mix.batch(8, 3)[0])  # seeded
-    assert torch.equal(mix.windows()[0], TokenStream(ids, 32).windows()[0])  # evaluation stays plain
-    with pytest.raises(ValueError, match="fraction=1.5"):
-        RepeatMix(ids, context=32, fraction=1.5)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -190,12 +171,6 @@ def test_shipped_text_model_has_the_heads_its_card_states(shipped):
     assert entropy.min().item() == pytest.approx(spread["min"], abs=0.3)
     assert entropy.max().item() == pytest.approx(spread["max"], abs=0.3)
     assert spread["min"] < spread["max"] - 1.0 <= spread["uniform"] - 1.0  # sharp and diffuse heads
-    induction = heads["induction"]
-    assert induction["score"] > 0.3  # an induction head formed
-    assert (
-        induction["loss_second_copy"] < induction["loss_first_copy"] - 2
-    )  # in-context copying: the repeat is cheap
-    assert card["data_mix"]["repeat_fraction"] == TextRecipe().repeat_fraction  # the card states the mix
 
 
 def test_samples_in_the_card_are_reproducible(shipped):
