@@ -24,7 +24,8 @@ COMMANDS = {  # name: (module, one-line help)
     "bench": ("course.bench", "benchmarks: course vs Hugging Face, KV cache, fused attention, rooflines"),
     "site": ("course.site", "render every chapter, executed, to static HTML"),
 }
-NEEDS = {"grade": ("nbgrader",), "hub": ("nbgrader",), "explore": ("voila",)}  # packages of extras a command can not run without
+# packages of extras a command can not run without
+NEEDS = {"grade": ("nbgrader",), "hub": ("nbgrader",), "explore": ("voila",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,10 +8,9 @@ import subprocess
 import time
 
 import pytest
+from browser.test_hub import Hub, class_folder, make_class  # noqa: F401 (class_folder is a fixture)
 
 from course.grading import release
-
-from browser.test_hub import Hub, class_folder, make_class  # noqa: F401 (class_folder is a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
 LEARNERS = [f"L{i}" for i in range(10)]

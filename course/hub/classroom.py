@@ -1,21 +1,21 @@
-"""One class on one machine: a roster becomes Unix users (one per learner, so that the kernel's file permissions
-keep learners apart), each home gets the course's notebooks, and the hub folder holds nbgrader's exchange and
-the Jupyter configuration of each role.
+"""One class on one machine: a roster becomes Unix users (one per learner, so that the kernel's file
+permissions keep learners apart), each home gets the course's notebooks, and the hub folder holds nbgrader's
+exchange and the Jupyter configuration of each role.
 
 Roster: one member per line, `name` (a learner) or `name instructor`; `#` starts a comment.
 
-    HUB/class.json        who the hub lets in, by role, and where the exchange is (read by jupyterhub_config.py,
-                          which so never imports `course` and torch)
-    HUB/python/           only where this environment's interpreter is private (e.g. pyenv under /root): a venv of
-                          the system's Python of the same version that sees this environment's packages, its
-                          scripts (course, jupyter, nbgrader...) re-pointed at it, for the users' servers
+    HUB/class.json        who the hub lets in, by role, and where the exchange is (read by
+                          jupyterhub_config.py, which so never imports `course` and torch)
+    HUB/python/           only where this environment's interpreter is private (e.g. pyenv under /root): a
+                          venv of the system's Python of the same version that sees this environment's
+                          packages, its scripts (course, jupyter...) re-pointed at it, for the users' servers
     HUB/exchange/         nbgrader's exchange, mode 0777 as nbgrader documents (its own sub-folders: outbound
                           0755, inbound 0733 so learners can drop but not list, feedback 0711)
     HUB/config/<role>/    JUPYTER_CONFIG_PATH of that role's servers: nbgrader_config.py, and for learners the
                           formgrader / create-assignment / course-list extensions switched off
 The repository's solutions/ (and graders/) become private to their owner: learners log in to a shell.
 
-    HUB/passwords.txt     first passwords of the users created here (mode 0600, for the instructor to hand out)
+    HUB/passwords.txt     first passwords of the users created here (mode 0600, for the instructor)
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
     course hub setup --roster roster.txt [--hub DIR]   # root: users, homes, exchange, per-role config
     course hub release                                 # instructor: the assignment -> the exchange
-    course hub return-feedback                         # instructor, after `course grade feedback --course ~/course`
+    course hub return-feedback                         # instructor, after `course grade feedback`
     course hub remove --roster roster.txt              # root: delete the roster's users and their homes
 
-The instructor grades in between with `course grade collect --exchange $COURSE_HUB_EXCHANGE --course ~/course`,
-then `course grade autograde | feedback | export` with the same `--course`.
+The instructor grades in between with
+`course grade collect --exchange $COURSE_HUB_EXCHANGE --course ~/course`, then
+`course grade autograde | feedback | export` with the same `--course`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def nbgrader(args: list[str], exchange: Path) -> None:
 
 
 def publish(exchange: Path) -> None:
-    """The committed release (exercises/, generated from solutions/ by nbgrader) -> the exchange's outbound."""
+    """The committed release (exercises/, generated from solutions/ by nbgrader) -> the exchange."""
     root, folder = release.RELEASE.parents[2], release.RELEASE.parents[1].name
     nbgrader(
         [

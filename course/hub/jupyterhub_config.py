@@ -1,8 +1,9 @@
-"""JupyterHub for one class on one machine, as `make hub` starts it: `jupyterhub -f course/hub/jupyterhub_config.py`
-with COURSE_HUB_DIR naming the folder `course hub setup` laid out (class.json, exchange/, config/).
+"""JupyterHub for one class on one machine, as `make hub` starts it:
+`jupyterhub -f course/hub/jupyterhub_config.py` with COURSE_HUB_DIR naming the folder `course hub setup` laid
+out (class.json, exchange/, config/).
 
-* Login: PAM (JupyterHub's default authenticator): the roster's Unix users with their own passwords, nothing to
-  run beside the hub; only the roster is let in, instructors are hub admins.
+* Login: PAM (JupyterHub's default authenticator): the roster's Unix users with their own passwords,
+  nothing to run beside the hub; only the roster is let in, instructors are hub admins.
 * Servers: LocalProcessSpawner, so each learner's server runs as that learner's Unix user in a 0700 home, with
   JupyterLab as `make lab` configures it (the start page as landing page, `course` in the terminal) and
   JUPYTER_CONFIG_PATH pointing at the role's nbgrader settings (the shared exchange; formgrader only for
