@@ -7,8 +7,8 @@ Roster: one member per line, `name` (a learner) or `name instructor`; `#` starts
     HUB/class.json        who the hub lets in, by role, and where the exchange is (read by
                           jupyterhub_config.py, which so never imports `course` and torch)
     HUB/python/           only where this environment's interpreter is private (e.g. pyenv under /root): a
-                          venv of the system's Python of the same version that sees this environment's
-                          packages, its scripts (course, jupyter...) re-pointed at it, for the users' servers
+                          venv of the system's Python of the same version with a (hard-linked) copy of this
+                          environment's site-packages and scripts (course, jupyter...), for the users' servers
     HUB/exchange/         nbgrader's exchange, mode 0777 as nbgrader documents (its own sub-folders: outbound
                           0755, inbound 0733 so learners can drop but not list, feedback 0711)
     HUB/config/<role>/    JUPYTER_CONFIG_PATH of that role's servers: nbgrader_config.py, and for learners the
@@ -166,10 +166,14 @@ def shared_bin(hub: Path) -> Path:
         raise ValueError(f"{sys.executable} is private to its owner and no system {version} was found")
     venv = hub / "python"
     subprocess.run([system, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
-    site = Path(sysconfig.get_paths()["purelib"])
-    (venv / "lib" / version / "site-packages" / "course-env.pth").write_text(
-        f"import site; site.addsitedir({str(site)!r})\n"
-    )
+    # This environment's packages as the venv's own (hard links where the file system allows): the grading
+    # jail mounts the interpreter's site-packages, and a symbolic link would point outside the jail.
+    packages = venv / "lib" / version / "site-packages"
+    shutil.rmtree(packages)
+    source = sysconfig.get_paths()["purelib"]
+    if subprocess.run(["cp", "-al", source, str(packages)], capture_output=True).returncode:
+        shutil.rmtree(packages, ignore_errors=True)
+        subprocess.run(["cp", "-a", source, str(packages)], check=True)
     for folder in ("etc", "share"):  # Jupyter's extension switches and Lab's extensions, found by sys.prefix
         (venv / folder).mkdir(exist_ok=True)
         (venv / folder / "jupyter").symlink_to(Path(sys.prefix) / folder / "jupyter")

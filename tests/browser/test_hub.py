@@ -29,7 +29,7 @@ import pytest
 from course.grading import release
 from tests.grading.grading_builders import Builder
 
-from .conftest import REPO, free_port, http_ok, start, stop, throwaway_env, wait_ready
+from .conftest import ARTIFACTS, REPO, free_port, http_ok, start, stop, throwaway_env, wait_ready
 from .pages import Lab
 from .test_nbgrader import ROW_STATE_JS
 
@@ -148,6 +148,7 @@ def hub(class_folder):
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'\n"
         f"c.JupyterHub.hub_port = {hub_port}\n"
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{api_port}'\n"
+        "c.Spawner.args = [*c.Spawner.args, '--LabApp.expose_app_in_browser=True']  # window.jupyterapp\n"
     )
     env = dict(throwaway_env(base / "root"), COURSE_HUB_DIR=str(base / "hub"))
     log = base / "jupyterhub.log"
@@ -263,6 +264,16 @@ def test_class_round_trip(hub, browser):
     hub.run_as("instructor", str(hub.bin / "course"), "hub", "release")
 
     learners = {}
+    try:
+        round_trip(hub, browser, learners, answers, expected, total)
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        for name, me in learners.items():
+            me.page.screenshot(path=ARTIFACTS / f"test_hub-{name}.png")
+            me.page.context.close()
+
+
+def round_trip(hub, browser, learners, answers, expected, total):
     for name in ("A", "B"):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         context.set_default_timeout(60_000)
