@@ -33,7 +33,12 @@ if os.environ.get("COURSE_HUB_SSL_CERT"):
     c.JupyterHub.ssl_key = os.environ["COURSE_HUB_SSL_KEY"]
 c.JupyterHub.db_url = f"sqlite:///{HUB / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(HUB / "jupyterhub_cookie_secret")
-c.ConfigurableHTTPProxy.command = [str(Path(sys.executable).parent / "configurable-http-proxy")]
+# Without --proxy-timeout the Python proxy gives up on a request after tornado's default 20 s, shorter than a
+# Validate of the whole notebook.
+c.ConfigurableHTTPProxy.command = [
+    str(Path(sys.executable).parent / "configurable-http-proxy"),
+    "--proxy-timeout=900000",
+]
 
 c.JupyterHub.authenticator_class = "pam"
 c.Authenticator.allowed_users = set(CLASS["learner"] + CLASS["instructor"])

@@ -53,7 +53,8 @@ TERMINAL_JS = """async cmd => {
 SAVE_JS = """([path, nb]) => jupyterapp.serviceManager.contents.save(path,
   {type: 'notebook', format: 'json', content: nb})"""
 REFUSED_JS = "p => jupyterapp.serviceManager.contents.get(p).then(() => 'served', () => 'refused')"
-GET_JS = "([path, fmt]) => jupyterapp.serviceManager.contents.get(path, {format: fmt}).then(m => m.content)"
+GET_JS = """([path, fmt]) => jupyterapp.serviceManager.contents
+  .get(path, fmt ? {format: fmt, content: true} : {content: true}).then(m => m.content)"""
 
 
 class Hub:
