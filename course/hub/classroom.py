@@ -7,8 +7,9 @@ Roster: one member per line, `name` (a learner) or `name instructor`; `#` starts
     HUB/class.json        who the hub lets in, by role, and where the exchange is (read by
                           jupyterhub_config.py, which so never imports `course` and torch)
     HUB/python/           only where this environment's interpreter is private (e.g. pyenv under /root): a
-                          venv of the system's Python of the same version with a (hard-linked) copy of this
-                          environment's site-packages and scripts (course, jupyter...), for the users' servers
+                          venv of a copy of that interpreter (HUB/python-base, made relocatable with
+                          patchelf) with a hard-linked copy of this environment's site-packages and scripts
+                          (course, jupyter...), for the users' servers and the grading jail
     HUB/exchange/         nbgrader's exchange, mode 0777 as nbgrader documents (its own sub-folders: outbound
                           0755, inbound 0733 so learners can drop but not list, feedback 0711)
     HUB/config/<role>/    JUPYTER_CONFIG_PATH of that role's servers: nbgrader_config.py, and for learners the
@@ -161,11 +162,9 @@ def shared_bin(hub: Path) -> Path:
     if world_executable(Path(sys.executable)):
         return here
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    system = shutil.which(version, path="/usr/local/bin:/usr/bin")
-    if system is None:
-        raise ValueError(f"{sys.executable} is private to its owner and no system {version} was found")
+    base = shared_interpreter(hub, version)
     venv = hub / "python"
-    subprocess.run([system, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
+    subprocess.run([str(base), "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
     # This environment's packages as the venv's own (hard links where the file system allows): the grading
     # jail mounts the interpreter's site-packages, and a symbolic link would point outside the jail.
     packages = venv / "lib" / version / "site-packages"
@@ -184,6 +183,23 @@ def shared_bin(hub: Path) -> Path:
             (venv / "bin" / script.name).write_text(f"#!{venv}/bin/python\n{text}")
             (venv / "bin" / script.name).chmod(0o755)
     return venv / "bin"
+
+
+def shared_interpreter(hub: Path, version: str) -> Path:
+    """A copy of this environment's base interpreter that every user may run, in HUB/python-base: the binary
+    (its library path made relative with patchelf), libpython and the standard library (hard links where the
+    file system allows; the base's own site-packages left out)."""
+    src, base = Path(sys.base_prefix), hub / "python-base"
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "bin").mkdir(parents=True)
+    binary = base / "bin" / version
+    shutil.copy2((src / "bin" / version).resolve(), binary)
+    subprocess.run(["patchelf", "--set-rpath", "$ORIGIN/../lib", str(binary)], check=True)
+    link = lambda a, b: os.link(a, b) if os.stat(a).st_dev == os.stat(base).st_dev else shutil.copy2(a, b)
+    top = lambda folder, names: ["site-packages"] if Path(folder) == src / "lib" / version else []
+    shutil.copytree(src / "lib", base / "lib", copy_function=link, ignore=top, symlinks=True)
+    (base / "lib" / version / "site-packages").mkdir()
+    return binary
 
 
 def check_import(user: str, bin: Path) -> None:
