@@ -4,8 +4,8 @@
     MaskBuilder().show()                      # or MaskBuilder(kind="cross", T=4, S=6, pad=2)
 
 Kinds: causal (decoder-only), padding (keys at the end of the sequence are padding), encoder (bidirectional,
-padding), decoder (causal + target padding), cross (decoder queries read the encoder's real tokens). Queries on
-rows, keys on columns; a blue cell may attend, a grey "N/A" cell is masked (its score becomes -inf).
+padding), decoder (causal + target padding), cross (decoder queries read the encoder's real tokens). Queries
+on rows, keys on columns; a blue cell may attend, a grey "N/A" cell is masked (its score becomes -inf).
 `mask_grid(kind, T, S, pad)` is the pure view model.
 """
 

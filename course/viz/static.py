@@ -1,9 +1,12 @@
-"""Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the site).
+"""Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the
+site).
 
 A widget displays its fallback as its own output, just before the live view (`course.viz.widget`); it holds:
-  application/vnd.plotly.v1+json   the figure as JSON: JupyterLab draws it (hover, zoom) when the widget cannot
-  image/png                        a Kaleido image, for nbconvert HTML / nbviewer / GitHub — only when a Chromium
-                                   exists; set COURSE_VIZ_PNG=0 to skip it (fast tests), =1 to require it.
+  application/vnd.plotly.v1+json   the figure as JSON: JupyterLab draws it (hover, zoom) when the
+                                   widget cannot
+  image/png                        a Kaleido image, for nbconvert HTML / nbviewer / GitHub — only when
+                                   a Chromium exists; set COURSE_VIZ_PNG=0 to skip it (fast tests),
+                                   =1 to require it.
 Figure data never holds NaN (jupyter_client warns on stderr and the browser would get "nan"): use `grid`.
 """
 

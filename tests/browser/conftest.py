@@ -111,7 +111,8 @@ def stop(proc: subprocess.Popen, log: Path) -> None:
 
 class Server:
     """A running server: `url` (no trailing slash), `root` (its root dir), `env`, `log` (a file) and, for
-    JupyterLab, `exchange` (nbgrader's exchange dir; course settings from `course.grading.release.configure`)."""
+    JupyterLab, `exchange` (nbgrader's exchange dir; course settings from
+    `course.grading.release.configure`)."""
 
     def __init__(self, url: str, root: Path, env: dict, log: Path, exchange: Path | None = None):
         self.url, self.root, self.env, self.log, self.exchange = url, root, env, log, exchange

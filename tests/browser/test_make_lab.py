@@ -1,5 +1,5 @@
-"""`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), and `course` is on
-PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment)."""
+"""`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), and `course` is
+on PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment)."""
 
 import asyncio
 import concurrent.futures

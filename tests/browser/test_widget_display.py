@@ -21,7 +21,8 @@ CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].
   const live = outs.find(o => o.querySelector('.jupyter-widgets, .jp-RenderedText'));
   const plots = live ? [...live.querySelectorAll('.js-plotly-plot')] : [];
   const drawn = plots.length > 0 && plots.every(g => (g.data || []).length > 0 && g._fullLayout);
-  return {drawn, static_shown: outs.length > 1 && shown(outs[0]) && !!outs[0].querySelector('.js-plotly-plot, img'),
+  return {drawn,
+          static_shown: outs.length > 1 && shown(outs[0]) && !!outs[0].querySelector('.js-plotly-plot, img'),
           ytitle: drawn ? plots[0]._fullLayout.yaxis.title.text : null,
           reversed: drawn ? plots[0]._fullLayout.yaxis.range[0] > plots[0]._fullLayout.yaxis.range[1] : null,
           text: cell.querySelector('.jp-OutputArea').innerText};
@@ -66,7 +67,9 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
     page.wait_for_function(f"() => ({CELLS_JS})().every(c => c.drawn && !c.static_shown)", timeout=90_000)
     after = page.evaluate(CELLS_JS)
     assert page.get_by_text("Error displaying widget").count() == 0
-    for name, b, a in zip(WIDGETS, before, after):  # the restored live views draw what they drew before
+    for name, b, a in zip(
+        WIDGETS, before, after, strict=True
+    ):  # the restored live views draw what they drew before
         assert (a["ytitle"], a["reversed"]) == (b["ytitle"], b["reversed"]), (name, a, b)
 
 
