@@ -6,8 +6,9 @@
     course hub remove --roster roster.txt              # root: delete the roster's users and their homes
 
 The instructor grades in between with
-`course grade collect --exchange $COURSE_HUB_EXCHANGE --course ~/course`, then
-`course grade autograde | feedback | export` with the same `--course`.
+`course grade collect --exchange $COURSE_HUB_EXCHANGE --course ~/course --solutions S`, then
+`course grade autograde | feedback | export` with the same `--course` and `--solutions` (S: the instructor's
+copy, ~/course/solutions/transformers/exercises.ipynb; the repository's solutions/ is private to root).
 """
 
 from __future__ import annotations
