@@ -294,16 +294,7 @@ def round_trip(hub, browser, learners, answers, expected, total):
     solutions = hub.home("instructor") / "course" / "solutions" / release.ASSIGNMENT / release.NOTEBOOK
     course = ["--course", str(hub.home("instructor") / "course"), "--solutions", str(solutions)]
     grade = [str(hub.bin / "course"), "grade"]
-    hub.run_as(
-        "instructor",
-        *grade,
-        "collect",
-        "--exchange",
-        str(hub.exchange),
-        "--solutions",
-        str(solutions),
-        *course,
-    )
+    hub.run_as("instructor", *grade, "collect", "--exchange", str(hub.exchange), *course)
     hub.run_as("instructor", *grade, "autograde", "--jobs", "2", *course)
     hub.run_as("instructor", *grade, "feedback", *course)
     out = hub.home("instructor") / "course" / "grades.csv"
