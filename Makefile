@@ -11,7 +11,7 @@ export PYTHONWARNINGS := ignore
 TORCH_SPEC := $(shell ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1 && echo "torch==2.13.0" || echo "torch")
 LAB_FLAGS := $(if $(DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test test-fast lint browser-deps jail-deps site bench release check weights clean
+.PHONY: install lab hub hub-deps test test-fast lint browser-deps jail-deps site bench release check weights clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,6 +28,24 @@ install: $(STAMP) jail-deps
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --config=course/lab/jupyter_lab_config.py $(LAB_FLAGS)
+
+# JupyterHub for a class on this machine (run as root): users from ROSTER ('name' or 'name instructor' a line),
+# the hub's state and nbgrader's exchange in HUB_DIR; listens on HUB_IP:HUB_PORT (README, "Teaching a class").
+ROSTER ?= roster.txt
+HUB_DIR ?= /srv/transformer-anatomy
+HUB_IP ?= 127.0.0.1
+HUB_PORT ?= 8000
+hub: $(STAMP) hub-deps
+	$(PY) -m course hub setup --roster $(ROSTER) --hub $(abspath $(HUB_DIR))
+	cd $(HUB_DIR) && COURSE_HUB_DIR=$(abspath $(HUB_DIR)) COURSE_HUB_IP=$(HUB_IP) COURSE_HUB_PORT=$(HUB_PORT) \
+	  $(CURDIR)/$(PY) -m jupyterhub -f $(CURDIR)/course/hub/jupyterhub_config.py
+
+# patchelf for `course hub setup` where the environment's interpreter is private to root (pyenv under /root): the
+# users' servers run a relocatable copy of it. Debian's package, installed when missing (needs root or sudo).
+hub-deps:
+	@command -v patchelf >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq patchelf >/dev/null; }
 
 # Chromium for the browser tests: Debian's package, installed when missing (needs root or sudo).
 browser-deps:

@@ -18,12 +18,14 @@ COMMANDS = {  # name: (module, one-line help)
         "run the visible tests of your exercise notebook and diagnose failures",
     ),
     "grade": ("course.grading.cli", "instructor pipeline: release, collect, autograde, feedback, CSV"),
+    "hub": ("course.hub.cli", "the class on a JupyterHub: users from a roster, release, return feedback"),
     "explore": ("course.viz.app", "serve the attention explorer as a standalone app (Voila)"),
     "export-html": ("course.viz.export", "write a self-contained offline HTML attention explorer"),
     "bench": ("course.bench", "benchmarks: course vs Hugging Face, KV cache, fused attention, rooflines"),
     "site": ("course.site", "render every chapter, executed, to static HTML"),
 }
-NEEDS = {"grade": ("nbgrader",), "explore": ("voila",)}  # packages of extras a command can not run without
+# packages of extras a command can not run without
+NEEDS = {"grade": ("nbgrader",), "hub": ("nbgrader",), "explore": ("voila",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
