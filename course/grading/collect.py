@@ -91,13 +91,23 @@ def collect_zip(course: Course, archives: list[Path], regexp: str | None = None)
 
 
 def collect_exchange(course: Course, exchange: Path) -> list[str]:
-    """nbgrader's exchange: `nbgrader collect` from `exchange` (the instructor's Exchange.root)."""
+    """nbgrader's exchange: `nbgrader collect` from `exchange` (the instructor's Exchange.root), over the
+    inbound entries that their owner may have made (`owned_entries`); the others are reported and skipped."""
+    inbound = exchange / course_id() / "inbound"
+    verified = course.work / "exchange"
+    shutil.rmtree(verified, ignore_errors=True)
+    (verified / course_id() / "inbound").mkdir(parents=True)
+    entries, refused = owned_entries(inbound)
+    for entry in entries:
+        shutil.copytree(entry, verified / course_id() / "inbound" / entry.name, symlinks=True)
+    for entry, owner in refused:
+        print(f"course grade collect: skipped {entry.name}: submitted by user {owner!r}, not by its student")
     done = nbgrader(
         [
             "collect",
             course.assignment.name,
             "--update",
-            f"--Exchange.root={exchange}",
+            f"--Exchange.root={verified}",
             f"--CourseDirectory.course_id={course_id()}",
         ],
         course.work,
@@ -106,6 +116,29 @@ def collect_exchange(course: Course, exchange: Path) -> list[str]:
     if done.returncode:
         raise RuntimeError(f"nbgrader collect failed:\n{done.stderr[-3000:]}")
     return _mark_collected(course)
+
+
+def owned_entries(inbound: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Inbound entries `<student>+<assignment>+<timestamp>+<random>`, split into (accepted, [(refused,
+    owner)]).
+
+    `nbgrader submit --student=ada` lets any learner file a submission under another's name (the exchange's
+    inbound is writable by all); on a hub every learner is a Unix user, so an entry counts only when its owner
+    is the student it names, or the collecting user (the instructor's own and single-user exchanges)."""
+    import pwd
+
+    accepted, refused = [], []
+    for entry in sorted(inbound.iterdir()) if inbound.is_dir() else []:
+        uid = entry.lstat().st_uid
+        try:
+            owner = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            owner = str(uid)
+        if uid == os.getuid() or owner == entry.name.split("+", 1)[0]:
+            accepted.append(entry)
+        else:
+            refused.append((entry, owner))
+    return accepted, refused
 
 
 def _mark_collected(course: Course) -> list[str]:

@@ -148,6 +148,28 @@ def test_collect_from_folder_zip_and_exchange(tmp_path, builder):
     assert "exercises.ipynb" in note["files"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give inbound entries other owners")
+def test_exchange_collect_skips_a_submission_filed_under_another_learners_name(tmp_path, builder):
+    """`nbgrader submit --student=erin` run by user nobody: the entry names erin but nobody owns it."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    nb_text = nbformat.writes(builder.notebook("all"))
+    inbound = tmp_path / "exchange" / course_id() / "inbound"
+    for name in ("erin", "nobody"):
+        entry = inbound / f"{name}+transformers+2026-02-01 10:00:00.000000 UTC+abc"
+        entry.mkdir(parents=True)
+        (entry / "exercises.ipynb").write_text(nb_text)
+        (entry / "timestamp.txt").write_text("2026-02-01 10:00:00.000000 UTC")
+        for path in (entry, *entry.iterdir()):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    course = tmp_path / "course"
+    done = _grade("collect", "--exchange", tmp_path / "exchange", "--course", course)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (course / "submitted").iterdir()) == ["nobody"]
+    assert "skipped erin+transformers" in done.stdout and "'nobody'" in done.stdout
+
+
 def test_shards_partition_the_ids_and_merge_refuses_what_does_not_fit(tmp_path):
     names = [f"student{i}" for i in range(300)] + ["bad id!", os.fsdecode(b"bad-\xff-name")]
     owners = [[k for k in (1, 2, 3) if shard.Shard(k, 3).owns(n)] for n in names]
