@@ -53,14 +53,14 @@ def test_check_reports_points_and_diagnoses(tmp_path, capsys):
 
 def test_a_stubbed_exercise_reads_as_not_attempted():
     """A test cell failing with NameError because its answer cell still raises counts as not attempted."""
-    test_cell = nbformat.v4.new_code_cell("H.expect_value(UNNORMALIZED, 'pre', 'x')", metadata={"nbgrader": {
-        "grade": True, "grade_id": "ex07_unnormalized", "points": 1}})
-    test_cell.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'UNNORMALIZED' is not "
+    test_cell = nbformat.v4.new_code_cell("H.expect_value(MASKS_USED, {}, 'x')", metadata={"nbgrader": {
+        "grade": True, "grade_id": "ex09_which", "points": 1}})
+    test_cell.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'MASKS_USED' is not "
                                                 "defined", traceback=[])]
-    assert "not attempted" in _result(test_cell, {"ex07"}).message
+    assert "not attempted" in _result(test_cell, {"ex09"}).message
     assert "run the answer cell" in _result(test_cell, set()).message
-    assert report([_result(test_cell, {"ex07"})]).splitlines()[1] == "ex07  not attempted  0/1 points"
-    assert report([_result(test_cell, set())]).splitlines()[1] == "ex07  FAIL  0/1 points"
+    assert report([_result(test_cell, {"ex09"})]).splitlines()[1] == "ex09  not attempted  0/1 points"
+    assert report([_result(test_cell, set())]).splitlines()[1] == "ex09  FAIL  0/1 points"
 
 
 def test_report_puts_totals_first_and_marks_each_test():
