@@ -2,6 +2,13 @@
 or None where only the score matters) and alternative right answers. Each snippet runs right after the
 exercise's solution cell, so it only redefines what it changes."""
 
+MASKS_USED_WRONG = """
+MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"},
+              "encoder-decoder": {"decoder_self", "cross"}}
+"""
+# Wrong answers only the hidden tests can catch: a visible test that caught them would print the answer.
+HIDDEN_ONLY = {MASKS_USED_WRONG}
+
 WRONG = {
     "ex01": [
         ("softmax_axis", """
@@ -281,10 +288,7 @@ def cross_attention_mask(src_is_token, tgt_is_token):  # the decoder's causal ma
     T, S = tgt_is_token.shape[1], src_is_token.shape[1]
     return torch.ones(T, S, dtype=torch.bool).tril() & src_is_token[:, None, None, :]
 """),
-        (None, """
-MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"},
-              "encoder-decoder": {"decoder_self", "cross"}}
-"""),
+        (None, MASKS_USED_WRONG),
     ],
     "ex10": [
         (None, """
