@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from course.attention import attention_scores, scaled_dot_product_attention, softmax_rows
+from course.attention import attention_scores, repeat_kv, scaled_dot_product_attention, softmax_rows
 from course.costs import attention_params, bytes_per_element, kv_cache_bytes, mlp_params
 from course.masks import causal_mask, combine, cross_mask, decoder_mask, encoder_mask, padding_mask
 from course.norms import layer_norm, rms_norm
@@ -210,8 +210,17 @@ def mlp_params_variants(d_model: int, d_ff: int, kind: str, bias: bool) -> dict[
     return out
 
 
-def ratio_variants(mlp: int, attn: int) -> dict[str, float]:
-    return {"ratio_inverted": attn / mlp}
+def ratio_variants(d_model: int, d_ff: int, kind: str) -> dict[str, float]:
+    """MLP weights / MHA attention weights as the usual mistakes compute it (counts of `course.costs`)."""
+    mlp, attn = mlp_params(d_model, d_ff, kind, False), attention_params(d_model, 1, None, False)
+    mlp_b, attn_b = mlp_params(d_model, d_ff, kind, True), attention_params(d_model, 1, None, True)
+    out = {
+        "ratio_inverted": attn / mlp,
+        "ratio_with_biases": mlp_b / attn_b,
+        "ratio_with_biases:mlp": mlp_b / attn,
+        "ratio_with_biases:attention": mlp / attn_b,
+    }
+    return out | {key: wrong / attn for key, wrong in mlp_params_variants(d_model, d_ff, kind, False).items()}
 
 
 # --- exercise 6: norms
@@ -280,15 +289,15 @@ def decoder_mask_variants(tgt_is_token) -> dict[str, torch.Tensor]:
 
 def cross_mask_variants(src_is_token, tgt_is_token) -> dict[str, torch.Tensor]:
     S, T = src_is_token.shape[1], tgt_is_token.shape[1]
-    out = {
-        "causal_in_cross": combine(causal_mask(T, S), cross_mask(src_is_token, T)) if S >= T else None,
+    ones = torch.ones(T, S, dtype=torch.bool)
+    out = {  # a causal cross mask, its diagonal from the top left (tril()) or aligned to the last key
+        "causal_in_cross": combine(ones.tril(), cross_mask(src_is_token, T)),
+        "causal_in_cross:aligned_end": combine(ones.tril(S - T), cross_mask(src_is_token, T)),
         "mask_polarity": ~cross_mask(src_is_token, T),
-        "padding_missing": torch.ones(T, S, dtype=torch.bool),
+        "padding_missing": ones,
+        "cross_uses_target_padding": cross_mask(tgt_is_token, T),  # (B, 1, T, T): recognised if S == T
     }
-    out["cross_uses_target_padding"] = cross_mask(
-        tgt_is_token, T
-    )  # (B, 1, T, T): recognised by value if S == T
-    return {k: v for k, v in out.items() if v is not None}
+    return out
 
 
 # --- exercise 7: Pre-LN vs Post-LN
@@ -300,6 +309,64 @@ def block_variants(block, x) -> dict[str, torch.Tensor]:
     h = block.ln1(x)
     h = h + block.attn(h)
     return {"pre_post_swapped": swapped(x), "norm_twice": h + block.mlp(block.ln2(h))}
+
+
+# === The exercise ramp (issue 12 §5): the MLP/attention ratio, exercise 7's placement probe and
+# === exercise 8's cached decoding step. Catalogue entries and variants of these exercises live here.
+CATALOGUE.update(
+    {
+        "ratio_with_biases": "the biases were counted in the ratio: compare weights only, as the "
+        "docstring asks (MHA attention then has exactly 4·d_model² weights).",
+        "placement_misread": "your probe named the wrong placement for this block. Ask what each "
+        "placement does to the size of its input: a Post-LN block re-normalises the stream, so its "
+        "output stays the same size however large the input; a Pre-LN block passes its input through "
+        "and adds an update of ordinary size.",
+        "gqa_heads_tiled": "the KV heads were tiled (`repeat`) instead of grouped: consecutive query "
+        "heads share a KV head — with g = H / H_kv query heads per group, query heads 0 … g − 1 read "
+        "KV head 0 (`repeat_interleave(g, dim=1)`).",
+        "decode_new_token_skipped": "the new token's own key and value were left out: its query attends "
+        "to the cached positions *and* to itself, so append k_new and v_new to the cache before "
+        "attending.",
+        "decode_causal_mask": "a causal mask was applied to the new query's single row: `tril` of a "
+        "(1, T + 1) score matrix keeps key 0 only. The new token is the last position: it may read "
+        "every cached key and itself, so no mask is needed.",
+        "decode_cache_order": "the new key/value went in front of the cache: the cache keeps positions "
+        "in order, so append the new position at the end of the time axis (dim=2).",
+        "decode_cache_not_updated": "the old cache was returned: return the keys and values with the "
+        "new position appended.",
+    }
+)
+
+
+def decode_variants(q, k_new, v_new, k_cache, v_cache) -> dict[str, torch.Tensor]:
+    """Outputs (B, H, 1, d_head) of one cached GQA decoding step as the usual mistakes compute it."""
+    k, v = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)
+    group = q.shape[-3] // k.shape[-3]
+    k_rep, v_rep = repeat_kv(k, group), repeat_kv(v, group)
+    out = {}
+    if k_cache.shape[-2]:  # with the new key alone, its weight is 1 whatever the scale or the mask
+        old_k, old_v = repeat_kv(k_cache, group), repeat_kv(v_cache, group)
+        out = {
+            "no_scale": scaled_dot_product_attention(q, k_rep, v_rep, scale=1.0)[0],
+            "scale_by_dk": scaled_dot_product_attention(q, k_rep, v_rep, scale=1.0 / q.shape[-1])[0],
+            "decode_causal_mask": v_rep[..., :1, :],
+            "decode_new_token_skipped": scaled_dot_product_attention(q, old_k, old_v)[0],
+        }
+    if 1 < group < q.shape[-3]:
+        tiled = (t.repeat(1, group, 1, 1) for t in (k, v))
+        out["gqa_heads_tiled"] = scaled_dot_product_attention(q, *tiled)[0]
+    return out
+
+
+def decode_cache_variants(new: torch.Tensor, cache: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The cache (B, H_kv, T + 1, d_head) a decoding step returns when it stores the new position wrongly."""
+    out = {"decode_cache_not_updated": cache}
+    if cache.shape[-2]:
+        out["decode_cache_order"] = torch.cat([new, cache], -2)
+    return out
+
+
+# === end of the exercise ramp's block
 
 
 def diagnosis_first(text: str) -> str:

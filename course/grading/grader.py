@@ -32,6 +32,7 @@ FORBIDDEN = {  # exercise: (what it asks for, torch functions its answer may not
     "ex02": ("build the causal mask and the masked softmax yourself", _ATTENTION),
     "ex03": ("split and merge the heads yourself", _ATTENTION),
     "ex06": ("compute LayerNorm and RMSNorm yourself", _NORMS),
+    "ex08": ("compute the decoding step's attention yourself", _ATTENTION),
     "ex11": ("write multi-head attention yourself", _ATTENTION),  # the capstone: the learner's own GPT
     "ex12": ("write the block yourself", _ATTENTION),
     "ex13": ("write the decoder yourself", _ATTENTION),

@@ -46,6 +46,7 @@ ref = types.SimpleNamespace(
                     "softmax_rows",
                     "split_heads",
                     "merge_heads",
+                    "repeat_kv",
                     "MultiHeadAttention",
                 ),
             ),
@@ -245,6 +246,44 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.
 def randn(*shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:
     """Test inputs from a private generator, so the learner's use of the global RNG never changes them."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def decode_reference(q, k_new, v_new, k_cache, v_cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exercise 8: (output, keys, values) of one cached decoding step — the new token's row of causal GQA
+    attention over the cached positions and itself, each KV head serving its group of query heads."""
+    k, v = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)  # (B, H_kv, T + 1, d_head)
+    group = q.shape[-3] // k.shape[-3]
+    mask = ref.causal_mask(1, k.shape[-2])  # the last position: every key allowed
+    out, _ = ref.scaled_dot_product_attention(q, ref.repeat_kv(k, group), ref.repeat_kv(v, group), mask=mask)
+    return out, k, v
+
+
+def decode_inputs(B: int, n_heads: int, n_kv_heads: int, T: int, d_head: int, *, seed: int):
+    """Exercise 8: (q, k_new, v_new, k_cache, v_cache) of one decoding step after T cached positions."""
+    return (
+        randn(B, n_heads, 1, d_head, seed=seed),
+        randn(B, n_kv_heads, 1, d_head, seed=seed + 1),
+        randn(B, n_kv_heads, 1, d_head, seed=seed + 2),
+        randn(B, n_kv_heads, T, d_head, seed=seed + 3),
+        randn(B, n_kv_heads, T, d_head, seed=seed + 4),
+    )
+
+
+class _Sealed(torch.nn.Module):
+    """A block the learner may call and measure (`d_model`), but not look inside."""
+
+    def __init__(self, block: torch.nn.Module, d_model: int):
+        super().__init__()
+        self.__dict__["_block"] = block  # not a child module: its parts never cross to the jail
+        self.d_model = d_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.__dict__["_block"](x)
+
+
+def sealed(block: torch.nn.Module, d_model: int) -> torch.nn.Module:
+    """Exercise 7: `block` as a callable of width `d_model` whose parts and settings stay hidden."""
+    return _Sealed(block, d_model)
 
 
 def expect_check(check, bug: str, **model_kwargs) -> None:

@@ -6,7 +6,7 @@ the channel FD until it closes:
     {"op": "call", "name", "args", "kwargs", "forbidden"}
         -> {"op": "result", "value"} | {"op": "result", "error"}
     {"op": "get", "name"}
-        -> the same, for a plain value (UNNORMALIZED, ...)
+        -> the same, for a plain value (MASKS_USED, ...)
 
 Arguments may hold handles to trusted objects (a suspect model, a LayerNorm); calling one sends a callback
 request back and waits for its result. Nothing here is trusted: the learner's code shares this process and may

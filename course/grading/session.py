@@ -3,7 +3,7 @@ callbacks.
 
     session = Session(cells, limits)          # cells: [(number in the submission, source)]
     value = session.call("attention", (q, k, v), exercise="ex01", forbidden=(...), budget_s=60)
-    value = session.get("UNNORMALIZED")
+    value = session.get("MASKS_USED")
 
 Only data comes back (`wire`), checked on arrival. A cell that hangs or kills the process is skipped and the
 jail restarted without it; a call that hangs or kills the process fails that call only (the next call restarts

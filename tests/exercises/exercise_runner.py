@@ -4,6 +4,7 @@ exercise's answer cell ran, so an answer that fails to define them scores nothin
 from __future__ import annotations
 
 import ast
+import copy
 import re
 
 import nbformat
@@ -54,6 +55,27 @@ def run(nb, exercise: str | None = None, mutant: str | None = None) -> dict[str,
                 cells.append((number, forget + mutant))
     outcome = grader.grade(cells, nb, LIMITS, exercises=None if exercise is None else {exercise})
     return {v.grade_id: (v.message or None) for v in outcome.verdicts}
+
+
+VISIBLE = "_visible"  # suffix of a test cell's visible-only copy
+
+
+def with_visible_copies(nb) -> nbformat.NotebookNode:
+    """`nb` with, after each test cell, a copy of its visible part alone (grade_id + VISIBLE): one grading run
+    then scores an answer on the visible tests and on all tests."""
+    from course.grading.check import HIDDEN
+
+    out = copy.deepcopy(nb)
+    cells = []
+    for cell in out.cells:
+        cells.append(cell)
+        if meta(cell).get("grade"):
+            visible = copy.deepcopy(cell)
+            visible.source = HIDDEN.sub("", cell.source)
+            visible.id = visible.metadata["nbgrader"]["grade_id"] = cell.id + VISIBLE
+            cells.append(visible)
+    out.cells = cells
+    return out
 
 
 def score(nb, results: dict[str, str | None], exercise: str) -> float:

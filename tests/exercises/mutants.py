@@ -2,6 +2,13 @@
 or None where only the score matters) and alternative right answers. Each snippet runs right after the
 exercise's solution cell, so it only redefines what it changes."""
 
+MASKS_USED_WRONG = """
+MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"},
+              "encoder-decoder": {"decoder_self", "cross"}}
+"""
+# Wrong answers only the hidden tests can catch: a visible test that caught them would print the answer.
+HIDDEN_ONLY = {MASKS_USED_WRONG}
+
 WRONG = {
     "ex01": [
         ("softmax_axis", """
@@ -121,7 +128,7 @@ def mlp_param_count(d_model, d_ff, kind="gelu", bias=True):
 def mlp_attention_ratio(d_model, d_ff, kind="gelu"):
     return (4 * d_model * d_model) / mlp_param_count(d_model, d_ff, kind, bias=False)
 """),
-        (None, """
+        ("ratio_with_biases", """
 def mlp_attention_ratio(d_model, d_ff, kind="gelu"):  # biases included
     return mlp_param_count(d_model, d_ff, kind, bias=True) / (4 * d_model * d_model + 4 * d_model)
 """),
@@ -167,7 +174,25 @@ def pre_ln_block(x, ln1, attn, ln2, mlp):
     x = x + attn(x)
     return x + mlp(ln2(x))
 """),
-        ("pre_post_swapped", 'UNNORMALIZED = "post"'),
+        ("placement_misread", """
+def placement_of(block):
+    return "pre"
+"""),
+        ("placement_misread", """
+def placement_of(block):  # a fixed size: "a Post-LN output is about unit size"
+    out = block(torch.randn(2, 5, block.d_model) * 100)
+    return "post" if out.std() < 10 else "pre"
+"""),
+        ("placement_misread", """
+def placement_of(block):  # "a Post-LN output has zero mean": not with a learned bias
+    out = block(torch.randn(2, 5, block.d_model) * 100)
+    return "post" if out.mean(-1).abs().max() < 1e-3 else "pre"
+"""),
+        ("placement_misread", """
+def placement_of(block):  # the right probe, read backwards
+    x = torch.randn(2, 5, block.d_model)
+    return "post" if ((block(1e4 * x) / 1e4 - x).norm() / x.norm()) < 0.1 else "pre"
+"""),
     ],
     "ex08": [
         ("kv_counted_once", """
@@ -188,6 +213,45 @@ def kv_cache_bytes(config, seq_len, batch_size, dtype):  # everything taken as f
 def kv_cache_bytes(config, seq_len, batch_size, dtype):
     size = torch.tensor([], dtype=dtype).element_size()
     return 2 * config.n_layers * seq_len * batch_size * config.n_heads * config.d_head * size
+"""),
+        ("gqa_heads_tiled", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):
+    k_cache, v_cache = torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+    group = q.shape[1] // k_cache.shape[1]
+    k, v = k_cache.repeat(1, group, 1, 1), v_cache.repeat(1, group, 1, 1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v, k_cache, v_cache
+"""),
+        ("decode_new_token_skipped", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):  # attends over the old cache, then appends
+    group = q.shape[1] // k_cache.shape[1]
+    k, v = k_cache.repeat_interleave(group, dim=1), v_cache.repeat_interleave(group, dim=1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v, torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+"""),
+        ("decode_causal_mask", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):
+    k_cache, v_cache = torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+    group = q.shape[1] // k_cache.shape[1]
+    k, v = k_cache.repeat_interleave(group, dim=1), v_cache.repeat_interleave(group, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, 1, T + 1)
+    causal = torch.ones(scores.shape[-2:], dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1) @ v, k_cache, v_cache
+"""),
+        ("decode_cache_order", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):
+    k_cache, v_cache = torch.cat([k_new, k_cache], dim=2), torch.cat([v_new, v_cache], dim=2)
+    group = q.shape[1] // k_cache.shape[1]
+    k, v = k_cache.repeat_interleave(group, dim=1), v_cache.repeat_interleave(group, dim=1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v, k_cache, v_cache
+"""),
+        ("no_scale", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):
+    k_cache, v_cache = torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+    group = q.shape[1] // k_cache.shape[1]
+    k, v = k_cache.repeat_interleave(group, dim=1), v_cache.repeat_interleave(group, dim=1)
+    return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v, k_cache, v_cache
 """),
     ],
     "ex09": [
@@ -219,10 +283,12 @@ def cross_attention_mask(src_is_token, tgt_is_token):
     T, S = tgt_is_token.shape[1], src_is_token.shape[1]
     return torch.ones(T, S, dtype=torch.bool).tril(S - T) & src_is_token[:, None, None, :]
 """),
-        (None, """
-MASKS_USED = {"encoder-only": {"encoder_self"}, "decoder-only": {"decoder_self"},
-              "encoder-decoder": {"decoder_self", "cross"}}
+        ("causal_in_cross", """
+def cross_attention_mask(src_is_token, tgt_is_token):  # the decoder's causal mask, reused
+    T, S = tgt_is_token.shape[1], src_is_token.shape[1]
+    return torch.ones(T, S, dtype=torch.bool).tril() & src_is_token[:, None, None, :]
 """),
+        (None, MASKS_USED_WRONG),
     ],
     "ex10": [
         (None, """
@@ -383,7 +449,15 @@ def post_ln_block(x, ln1, attn, ln2, mlp):
     return ln2(mlp(h) + h)
 
 
-UNNORMALIZED = "p" + "re"
+def placement_of(block):  # does the output grow with the input?
+    x = torch.randn(3, 4, block.d_model)
+    small, large = block(x).norm(), block(1000 * x).norm()
+    return "pre" if large > 100 * small else "post"
+""", """
+def placement_of(block):  # a Pre-LN update does not depend on the input's scale
+    x = torch.randn(1, 6, block.d_model)
+    update_1, update_2 = block(1e3 * x) - 1e3 * x, block(1e4 * x) - 1e4 * x
+    return "pre" if (update_1 - update_2).norm() < 0.1 * update_2.norm() else "post"
 """],
     "ex08": ["""
 BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1}
@@ -396,6 +470,25 @@ def kv_cache_bytes(config, seq_len, batch_size, dtype):
 def kv_cache_bytes(config, seq_len, batch_size, dtype):
     d_head = config.d_model // config.n_heads
     return int(2 * config.n_layers * seq_len * batch_size * config.n_kv_heads * d_head * dtype.itemsize)
+
+
+def decode_step(q, k_new, v_new, k_cache, v_cache):  # queries grouped per KV head: no copies of K and V
+    keys, values = torch.cat((k_cache, k_new), -2), torch.cat((v_cache, v_new), -2)
+    B, n_heads, _, d = q.shape
+    n_kv = keys.shape[1]
+    grouped = q.reshape(B, n_kv, n_heads // n_kv, d)  # (B, H_kv, g, d): consecutive query heads
+    weights = torch.softmax(torch.einsum("bkgd,bktd->bkgt", grouped, keys) / d ** 0.5, dim=-1)
+    return torch.einsum("bkgt,bktd->bkgd", weights, values).reshape(B, n_heads, 1, d), keys, values
+""", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):  # in float64, expanded heads, a list back
+    keys = torch.cat([k_cache, k_new], dim=-2).double()
+    values = torch.cat([v_cache, v_new], dim=-2).double()
+    B, n_kv, T, d = keys.shape
+    g = q.shape[1] // n_kv
+    k = keys[:, :, None].expand(B, n_kv, g, T, d).reshape(B, n_kv * g, T, d)
+    v = values[:, :, None].expand(B, n_kv, g, T, d).reshape(B, n_kv * g, T, d)
+    out = ((q.double() @ k.mT) * d ** -0.5).softmax(-1) @ v
+    return [out, keys.float(), values.float()]
 """],
     "ex09": ["""
 def encoder_self_mask(src_is_token):
@@ -660,6 +753,11 @@ from course.kv_cache import KVCache
 
 def kv_cache_bytes(config, seq_len, batch_size, dtype):
     return KVCache(config.n_layers, batch_size, config.n_kv_heads, seq_len, config.d_head, dtype, "meta").nbytes()
+"""),
+        ("called torch.nn.functional.scaled_dot_product_attention", """
+def decode_step(q, k_new, v_new, k_cache, v_cache):
+    k, v = torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True), k, v
 """),
         ("called course.costs.bytes_per_element", """
 from course.costs import bytes_per_element

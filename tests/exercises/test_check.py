@@ -2,7 +2,7 @@
 import nbformat
 import pytest
 from exercise_runner import grade_cells, load, meta
-from mutants import WRONG
+from mutants import MASKS_USED_WRONG, WRONG
 
 from course.cli import main
 from course.grading.check import _result, explain, report, visible_only
@@ -33,14 +33,15 @@ def test_explain_turns_exceptions_into_advice():
 
 @pytest.mark.slow
 def test_check_reports_points_and_diagnoses(tmp_path, capsys):
-    """ex01 answered with the softmax over the wrong axis fails with that diagnosis; ex02's NaN-row mistake only
-    shows in the hidden tests, so the visible check passes it; every other exercise passes."""
+    """ex01 answered with the softmax over the wrong axis fails with that diagnosis; a wrong MASKS_USED only shows
+    in the hidden tests (a visible test would print the answer), so the visible check passes ex09; every other
+    exercise passes."""
     nb = load(SOURCE)
     for cell in nb.cells:
         if cell.id == "ex01_solution":
             cell.source += "\n" + _mutant("ex01", "softmax_axis")
-        if cell.id == "ex02_solution":
-            cell.source += "\n" + _mutant("ex02", "nan_masked_rows")
+        if cell.id == "ex09_solution":
+            cell.source += "\n" + MASKS_USED_WRONG
     path = tmp_path / "exercises.ipynb"
     nbformat.write(nb, path)
     assert main(["check", str(path)]) == 1
@@ -53,14 +54,14 @@ def test_check_reports_points_and_diagnoses(tmp_path, capsys):
 
 def test_a_stubbed_exercise_reads_as_not_attempted():
     """A test cell failing with NameError because its answer cell still raises counts as not attempted."""
-    test_cell = nbformat.v4.new_code_cell("H.expect_value(UNNORMALIZED, 'pre', 'x')", metadata={"nbgrader": {
-        "grade": True, "grade_id": "ex07_unnormalized", "points": 1}})
-    test_cell.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'UNNORMALIZED' is not "
+    test_cell = nbformat.v4.new_code_cell("H.expect_value(MASKS_USED, {}, 'x')", metadata={"nbgrader": {
+        "grade": True, "grade_id": "ex09_which", "points": 1}})
+    test_cell.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'MASKS_USED' is not "
                                                 "defined", traceback=[])]
-    assert "not attempted" in _result(test_cell, {"ex07"}).message
+    assert "not attempted" in _result(test_cell, {"ex09"}).message
     assert "run the answer cell" in _result(test_cell, set()).message
-    assert report([_result(test_cell, {"ex07"})]).splitlines()[1] == "ex07  not attempted  0/1 points"
-    assert report([_result(test_cell, set())]).splitlines()[1] == "ex07  FAIL  0/1 points"
+    assert report([_result(test_cell, {"ex09"})]).splitlines()[1] == "ex09  not attempted  0/1 points"
+    assert report([_result(test_cell, set())]).splitlines()[1] == "ex09  FAIL  0/1 points"
 
 
 def test_report_puts_totals_first_and_marks_each_test():

@@ -166,3 +166,57 @@ def test_expect_check_requires_a_bool_verdict():
         planted.expect_check(lambda m: False, "scale")
     with pytest.raises(AssertionError, match="passed a model with a planted bug"):
         planted.expect_check(lambda m: True, "scale")
+
+
+@pytest.mark.parametrize(("n_heads", "n_kv_heads", "T"), [(4, 2, 3), (6, 1, 5), (3, 3, 0)])
+def test_decode_reference_is_the_last_row_of_torchs_causal_gqa_attention(n_heads, n_kv_heads, T):
+    """Exercise 8's reference against a real peer: torch's fused causal attention over all T + 1 positions."""
+    inputs = harness.decode_inputs(2, n_heads, n_kv_heads, T, 4, seed=9)
+    q, k_new, v_new, k_cache, v_cache = harness.f64(*inputs)
+    all_q = torch.cat([harness.randn(2, n_heads, T, 4, seed=99, dtype=torch.float64), q], -2)
+    k, v = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    peer = sdpa(all_q, k, v, is_causal=True, enable_gqa=True)[:, :, -1:]
+    out, keys, values = harness.decode_reference(q, k_new, v_new, k_cache, v_cache)
+    torch.testing.assert_close(out, peer)
+    assert torch.equal(keys, k) and torch.equal(values, v)
+    for key, wrong in diagnoses.decode_variants(q, k_new, v_new, k_cache, v_cache).items():
+        assert diagnoses.message(key) and not torch.allclose(wrong, out), key
+    for key, wrong in diagnoses.decode_cache_variants(k_new, k_cache).items():
+        assert diagnoses.message(key) and (wrong.shape != keys.shape or not torch.equal(wrong, keys)), key
+
+
+def test_a_sealed_block_crosses_to_the_jail_as_its_width_and_a_call():
+    """Exercise 7's blocks: the jail sees d_model and may call the block, never its parts or its placement."""
+    from course.grading import session, wire
+
+    block = harness.ref.Block(ModelConfig(d_model=16, n_heads=2, norm_placement="post"))
+    box = harness.sealed(block, 16)
+    handles = {}
+    enc = wire.Encoder()
+    tree = session._handle(box, handles, enc)
+    assert set(tree["attrs"]) == {"d_model"} and tree["methods"] == [] and tree["callable"]
+    x = torch.randn(2, 3, 16)
+    with torch.no_grad():
+        assert torch.equal(handles[tree["__handle__"]](x), block(x))
+
+
+def test_ratio_variants_name_counted_biases_and_differ_from_the_right_ratio():
+    mlp, attention = harness.ref.mlp_params(768, 3072, "gelu", False), harness.ref.attention_params(768, 12)
+    right = mlp / (attention - 4 * 768)  # weights only
+    variants = diagnoses.ratio_variants(768, 3072, "gelu")
+    assert {"ratio_inverted", "ratio_with_biases"} <= set(variants)
+    assert all(not math.isclose(wrong, right, rel_tol=1e-6) for wrong in variants.values())
+    with pytest.raises(AssertionError, match=re.escape(diagnoses.message("ratio_with_biases"))):
+        harness.expect_number((4718592 + 3072 + 768) / (4 * 768 * 768 + 4 * 768), right, "r", variants)
+
+
+def test_a_causal_cross_mask_is_diagnosed_whichever_way_its_diagonal_runs():
+    src = torch.tensor([[True, True, True], [True, True, False]])
+    tgt = torch.tensor([[True, True], [True, False]])
+    right = harness.ref.cross_mask(src, 2).expand(2, 1, 2, 3)
+    variants = diagnoses.cross_mask_variants(src, tgt)
+    for diagonal in (0, 1):  # tril() from the top left, or aligned to the last source token
+        wrong = torch.ones(2, 3, dtype=torch.bool).tril(diagonal) & src[:, None, None, :]
+        with pytest.raises(AssertionError, match=re.escape(diagnoses.message("causal_in_cross"))):
+            harness.expect_mask(wrong, right, "cross", variants)

@@ -1,15 +1,17 @@
 """Mutation catalogue: every known-wrong answer scores below full on its exercise (and, where the catalogue
-knows the mistake, the failure names it); every alternative right answer scores full; every right answer that
-calls what its exercise asks the learner to write scores below full, and the failures name the call."""
+knows the mistake, the failure names it), on the visible tests alone too unless they cannot show it without
+giving the answer away; every alternative right answer scores full; every right answer that calls what its
+exercise asks the learner to write scores below full, and the failures name the call."""
 import pytest
-from exercise_runner import load, points, run, score
-from mutants import LIBRARY, RIGHT, WRONG
+from exercise_runner import VISIBLE, load, points, run, score, with_visible_copies
+from mutants import HIDDEN_ONLY, LIBRARY, RIGHT, WRONG
 
 from course.grading import grader
 from course.grading.diagnoses import CATALOGUE
 from course.grading.release import EXERCISES, SOURCE
 
 NB = load(SOURCE)
+NB_VISIBLE_TOO = with_visible_copies(NB)
 CASES_WRONG = [(ex, key, code) for ex, cases in WRONG.items() for key, code in cases]
 CASES_RIGHT = [(ex, code) for ex, cases in RIGHT.items() for code in cases]
 # Known gaps of the advisory own-work check (it runs in the learner's process, on torch's public
@@ -31,8 +33,13 @@ def test_catalogue_covers_every_exercise():
 @pytest.mark.parametrize(("exercise", "mistake", "code"), CASES_WRONG,
                          ids=[f"{ex}-{key or 'other'}-{i}" for i, (ex, key, _) in enumerate(CASES_WRONG)])
 def test_wrong_answer_scores_below_full(exercise, mistake, code):
-    results = run(NB, exercise, code)
+    both = run(NB_VISIBLE_TOO, exercise, code)
+    results = {gid: m for gid, m in both.items() if not gid.endswith(VISIBLE)}
+    visible = {gid.removesuffix(VISIBLE): m for gid, m in both.items() if gid.endswith(VISIBLE)}
     assert score(NB, results, exercise) < points(NB, exercise), f"a wrong answer got full marks: {code}"
+    if code not in HIDDEN_ONLY:
+        assert score(NB, visible, exercise) < points(NB, exercise), (
+            f"the visible tests pass a wrong answer that grading catches: {code}")
     if mistake is not None:
         messages = [m for m in results.values() if m]
         assert any(CATALOGUE[mistake] in m for m in messages), (

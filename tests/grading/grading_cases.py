@@ -342,7 +342,8 @@ def _imports_course(b, folder, sid):
 
 def _surrogates(b, folder, sid):
     nb = b.notebook("all")
-    write(folder, sid, b.after(nb, LAST_TEST[0], "print('\\ud800 lone')\nUNNORMALIZED = 'pre\\udfff'"))
+    source = "print('\\ud800 lone')\nMASKS_USED['decoder-only'] = {'decoder_self\\udfff'}"
+    write(folder, sid, b.after(nb, LAST_TEST[0], source))
 
 
 def _odd_file_names(b, folder, sid):
@@ -417,7 +418,7 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         Case("oversized-notebook", _oversized_notebook, "invalid", lambda p: None, "larger than"),
         Case("oversized-extra-file", _oversized_extra, "graded", full),
         Case("odd-file-names", _odd_file_names, "graded", full),
-        Case("lone-surrogates", _surrogates, "graded", lambda p: p.max - 1),
+        Case("lone-surrogates", _surrogates, "graded", lambda p: p.max - p.of_test("ex09_which")),
         # reaching outside: nothing there to read or write, no network, nothing survives
         Case("read-secrets", at_end(READ_SECRETS.format(**fmt)), "graded", full),
         Case("write-outside", at_end(WRITE_OUTSIDE.format(**fmt)), "graded", full),
@@ -442,7 +443,12 @@ def cases(points: Points, token: str, repo: Path, solutions: Path, course_db: Pa
         Case("imports-course", _imports_course, "graded", lambda p: p.max - p.of("ex01")),
         # fairness: other right styles get full marks; subtle mistakes lose exactly their tests
         Case("fair-styles", _fair, "graded", full),
-        Case("subtle-mistakes", _subtle, "graded", lambda p: p.max - 2 - 2),
+        Case(
+            "subtle-mistakes",
+            _subtle,
+            "graded",
+            lambda p: p.max - p.of_test("ex07_pre") - p.of_test("ex06_layernorm"),
+        ),
         *(
             Case(sid, _classic, "graded", _classic_score(sid))
             for sid in sorted(set(MASK_AFTER_SOFTMAX + EPS_OUTSIDE_SQRT))
