@@ -28,3 +28,6 @@ if bash:
     c.ServerApp.terminado_settings = {
         "shell_command": [bash, "--rcfile", str(HERE / "terminal.bashrc"), "-i"]
     }
+# PNGs of the figures for readers without plotly (nbconvert, GitHub) are drawn at save time, by one Kaleido
+# browser in the server, never by a browser per kernel.
+c.FileContentsManager.pre_save_hook = "course.viz.static.save_hook"

@@ -5,11 +5,11 @@ shown), and connect controls with `self.on_change(control, handler)`. Handlers u
 `fig.batch_update()`; an exception in a handler is printed into `self.output` instead of vanishing.
 
 Displaying a widget (`w.show()` or leaving it last in a cell) emits two outputs: first the static fallback,
-`static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`); then the live view
-(widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its bundle, so
-the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view) hides that fallback
-output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No widget state is
-stored in notebooks.
+`static_figure()` as plotly JSON (a saved notebook gets its PNG at save time: `course.viz.static`); then the
+live view (widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its
+bundle, so the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view)
+hides that fallback output; a notebook reopened without a kernel cannot draw it, so the fallback stays
+visible. No widget state is stored in notebooks.
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ class CourseWidget:
             handle.update(self.fallback_bundle(), raw=True)
 
     def fallback_bundle(self) -> dict:
-        """The static output's bundle: plotly JSON of `static_figure()` and maybe a PNG of the current figure."""
-        bundle = static_bundle(self.static_figure(), png_fig=go.Figure(self.fig))
+        """The static output's bundle: plotly JSON of `static_figure()` (no PNG: a kernel starts no browser)."""
+        bundle = static_bundle(self.static_figure())
         bundle["text/plain"] = f"<{type(self).__name__}: static figure; run the notebook to use it>"
         return bundle
 

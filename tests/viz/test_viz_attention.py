@@ -241,16 +241,6 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
     json.dumps(fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
 
 
-def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
-    from course.viz.static import chromium_path
-
-    if chromium_path() is None:
-        pytest.skip("no Chromium: bundles carry plotly JSON only (the PNG needs Kaleido's browser)")
-    monkeypatch.setenv("COURSE_VIZ_PNG", "1")
-    png = __import__("base64").b64decode(explorer.fallback_bundle()["image/png"])
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
-
-
 def test_explorer_on_a_shipped_model():
     from course import pretrained
 
