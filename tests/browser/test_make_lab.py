@@ -1,6 +1,6 @@
 """`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), `course` is on
-PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment), and a saved
-notebook's figures get their PNGs from the server (kernels start no browser)."""
+PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment), and a
+saved notebook's figures get their PNGs from the server (kernels start no browser)."""
 
 import asyncio
 import concurrent.futures
