@@ -25,6 +25,7 @@ from .widget import CourseWidget
 
 SPLITS = {"correct": "view + transpose (split_heads)", "bug": "view(B, H, T, d_head) — no transpose (bug)"}
 TOKEN_SCALE = "Turbo"
+INTEGER_TICKS = dict(tickmode="linear", tick0=0, dtick=1)  # tokens and features are whole numbers
 
 
 @dataclass
@@ -60,7 +61,9 @@ class HeadSplitView(CourseWidget):
         self.T = widgets.IntSlider(T, min=1, max=12, description="T", continuous_update=False)
         self.D = widgets.Dropdown(options=[8, 12, 16, 24], value=D, description="D")
         self.H = widgets.Dropdown(options=self._divisors(D), value=H, description="H")
-        self.split = widgets.ToggleButtons(options=[(v, k) for k, v in SPLITS.items()], value="correct")
+        self.split = widgets.ToggleButtons(
+            options=[(v, k) for k, v in SPLITS.items()], value="correct", style={"button_width": "auto"}
+        )
         self.fig = go.FigureWidget()
         hover = "token %{customdata[0]}, feature %{customdata[1]}<extra></extra>"
         for axes in (("x", "y"), ("x2", "y2")):
@@ -76,9 +79,11 @@ class HeadSplitView(CourseWidget):
             width=900,
             height=520,
             plot_bgcolor="white",
-            xaxis=dict(domain=[0, 0.55], title="feature (D)"),
-            yaxis=dict(autorange="reversed", title="token (T)"),
-            xaxis2=dict(domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)"),
+            xaxis=dict(domain=[0, 0.55], title="feature (D)", **INTEGER_TICKS),
+            yaxis=dict(autorange="reversed", title="token (T)", **INTEGER_TICKS),
+            xaxis2=dict(
+                domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)", **INTEGER_TICKS
+            ),
             yaxis2=dict(anchor="x2", autorange="reversed", tickmode="array"),
         )
         self.refresh()

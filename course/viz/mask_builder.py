@@ -84,7 +84,10 @@ class MaskBuilder(CourseWidget):
     def __init__(self, kind: str = "decoder", T: int = 6, S: int = 8, pad: int = 2):
         super().__init__()
         self.kind = widgets.Dropdown(
-            options=[(v, k) for k, v in KINDS.items()], value=kind, description="mask"
+            options=[(v, k) for k, v in KINDS.items()],
+            value=kind,
+            description="mask",
+            layout=widgets.Layout(width="max-content"),  # the longest kind is not cut
         )
         self.T = widgets.IntSlider(T, min=1, max=16, description="T (target)", continuous_update=False)
         self.S = widgets.IntSlider(S, min=1, max=16, description="S (source)", continuous_update=False)

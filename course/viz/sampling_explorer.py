@@ -70,12 +70,13 @@ class SamplingExplorer(CourseWidget):
         if len(self.labels) != V:
             raise ValueError(f"got {len(self.labels)} labels for a vocabulary of {V}: expected one per token")
         self.show_n = min(show, V)
+        label = dict(continuous_update=False, style={"description_width": "initial"})  # labels never cut
         self.temperature = widgets.FloatSlider(
-            1.0, min=0, max=2, step=0.05, description="temperature", continuous_update=False
+            1.0, min=0, max=2, step=0.05, description="temperature", **label
         )
-        self.top_k = widgets.IntSlider(0, min=0, max=V, description="top-k (0 off)", continuous_update=False)
+        self.top_k = widgets.IntSlider(0, min=0, max=V, description="top-k (0 off)", **label)
         self.top_p = widgets.FloatSlider(
-            1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", continuous_update=False
+            1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", **label
         )
         self.fig = go.FigureWidget()
         hover = "'%{customdata}' (%{x}): %{y:.3f}<extra></extra>"

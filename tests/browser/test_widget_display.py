@@ -92,3 +92,47 @@ def test_static_copy_stays_until_the_live_figure_has_drawn(lab_server, page):
     assert outputs.count() == 2 and outputs.first.locator(f"{PLOT}, img").count() >= 1
     assert outputs.first.is_visible(), "the static copy was hidden although the live figure never drew"
     assert "Run this cell again" in note.inner_text()
+
+
+LAYOUT = {  # the widgets whose text was cut (issue 13 item 8); T=1 gave the head split view fractional ticks
+    "head split": "HeadSplitView(T=1, D=8, H=2)",
+    "mask builder": 'MaskBuilder(kind="cross")',
+    "sampling": "SamplingExplorer(torch.linspace(3, 0, 12))",
+}
+# Every label, button and dropdown whose text does not fit its box (the browser cuts it, often with "…").
+CUT_JS = """() => {
+  const cut = [], ctx = document.createElement('canvas').getContext('2d');
+  for (const e of document.querySelectorAll('.jp-OutputArea .widget-label, .jp-OutputArea button')) {
+    if (e.offsetParent !== null && e.scrollWidth > e.clientWidth) cut.push(e.textContent);
+  }
+  for (const s of document.querySelectorAll('.jp-OutputArea select')) {
+    const style = getComputedStyle(s);
+    ctx.font = `${style.fontSize} ${style.fontFamily}`;
+    const text = s.options[s.selectedIndex].text, room = s.clientWidth - parseFloat(style.paddingLeft)
+      - parseFloat(style.paddingRight);
+    if (ctx.measureText(text).width > room) cut.push(text);
+  }
+  return cut;
+}"""
+TICKS_JS = (
+    """gd => [...gd.querySelectorAll('.xtick text, .ytick text, .x2tick text')].map(t => t.textContent)"""
+)
+
+
+def test_widget_text_fits_and_ticks_are_whole_numbers(lab_server, page):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import torch\nfrom course.viz import *")]
+    nb.cells += [nbformat.v4.new_code_cell(code) for code in LAYOUT.values()]
+    nbformat.write(nb, lab_server.root / "layout.ipynb")
+    page.set_viewport_size({"width": 1440, "height": 900})
+    lab = Lab(page, lab_server)
+    lab.open("layout.ipynb")
+    lab.run_all()
+    page.wait_for_function(f"() => ({CELLS_JS})().every(c => c.drawn && !c.static_shown)")
+    assert page.evaluate(CUT_JS) == []
+    split = page.locator(".jp-CodeCell").nth(1).locator(f".jupyter-widgets {PLOT}").first
+    ticks = split.evaluate(TICKS_JS)
+    assert ticks and all(t.isdigit() for t in ticks), (
+        ticks
+    )  # tokens and features: 0, 1, 2…, never 0.5 or −0.5
