@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from .attention_view import STAGES, AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
 from .static import cells, grid
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 MAX_TILE = 32  # overview tiles are mean-pooled to at most 32×32 cells
 MAX_SAVED_CELLS = 40_000  # above L·H·T_q·T_k cells, a saved notebook keeps the current view, not every head
@@ -58,7 +58,7 @@ class AttentionExplorer(CourseWidget):
         self.mask = widgets.Checkbox(True, description="apply mask", indent=False)
         for control, n in ((self.layer, view.n_layers), (self.head, view.n_heads)):
             control.layout.display = None if n > 1 else "none"  # a 0–0 slider or one button changes nothing
-        self.fig = go.FigureWidget(self._figure())
+        self.fig = figure_widget(self._figure())
         for tiles in self.fig.data[2:]:  # a click on a masked (grey) cell selects its head too
             tiles.on_click(self.guarded(self._on_tile_click))
         for control in (self.layer, self.head, self.stage, self.mask):

@@ -21,7 +21,7 @@ import torch
 
 from ..attention import split_heads
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 SPLITS = {"correct": "view + transpose (split_heads)", "bug": "view(B, H, T, d_head) — no transpose (bug)"}
 TOKEN_SCALE = "Turbo"
@@ -64,7 +64,7 @@ class HeadSplitView(CourseWidget):
         self.split = widgets.ToggleButtons(
             options=[(v, k) for k, v in SPLITS.items()], value="correct", style={"button_width": "auto"}
         )
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         hover = "token %{customdata[0]}, feature %{customdata[1]}<extra></extra>"
         for axes in (("x", "y"), ("x2", "y2")):
             self.fig.add_heatmap(

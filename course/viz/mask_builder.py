@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from .. import masks
 from .heatmap import BACKGROUND, hover_grid, main_trace, overlay_trace, overlay_z, ticks
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 KINDS = {
     "causal": "causal (decoder-only)",
@@ -94,7 +94,7 @@ class MaskBuilder(CourseWidget):
         self.pad = widgets.IntSlider(pad, min=0, max=15, description="padding", continuous_update=False)
         mg = self._grid()
         custom = hover_grid(mg.q_labels, mg.k_labels)
-        self.fig = go.FigureWidget(
+        self.fig = figure_widget(
             [
                 main_trace(
                     cells(np.where(mg.allowed, 1.0, np.nan)),

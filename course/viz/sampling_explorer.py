@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..generation import next_token_probs
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 
 @dataclass
@@ -78,7 +78,7 @@ class SamplingExplorer(CourseWidget):
         self.top_p = widgets.FloatSlider(
             1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", **label
         )
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         hover = "'%{customdata}' (%{x}): %{y:.3f}<extra></extra>"
         self.fig.add_bar(name="model (T=1, no filter)", marker_color="#c4c4c4", hovertemplate=hover)
         self.fig.add_bar(name="sampler", marker_color="#3b75af", hovertemplate=hover)

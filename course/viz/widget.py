@@ -15,6 +15,7 @@ visible. No widget state is stored in notebooks.
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 
 import anywidget
@@ -22,6 +23,30 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from .static import static_bundle
+
+SHARED_BUNDLE = "COURSE_PLOTLY_BUNDLE"  # "1" under `make lab`, whose server serves plotly's widget bundle
+
+
+class SharedBundleFigureWidget(go.FigureWidget):
+    """A FigureWidget whose front end imports plotly's widget bundle from the server, once per page.
+
+    A plain FigureWidget carries the 5 MB bundle in its own state: every figure sends, parses and compiles it
+    again (a reload restores them all at once), and anywidget gives a model only 2 s to load it before it
+    drops the model's messages for good, which a busy machine misses. Here the state holds a short loader and
+    the browser imports one cached module, served by `make lab` (`course/lab/jupyter_lab_config.py`).
+    """
+
+    _esm = """
+    const config = JSON.parse(document.getElementById("jupyter-config-data")?.textContent ?? "{}");
+    const url = new URL(`${config.baseUrl ?? "/"}static/widgetbundle.js`, location.origin).href;
+    export default (await import(url)).default;
+    """
+
+
+def figure_widget(*args, **kwargs) -> go.FigureWidget:
+    """A FigureWidget: one that shares the server's plotly bundle under `make lab`, else plotly's own."""
+    cls = SharedBundleFigureWidget if os.environ.get(SHARED_BUNDLE) == "1" else go.FigureWidget
+    return cls(*args, **kwargs)
 
 
 class HideStaticCopy(anywidget.AnyWidget):

@@ -131,3 +131,9 @@ def test_saving_a_notebook_adds_pngs_of_its_figures(make_lab):
         assert reply.status in (200, 201)
     saved = json.loads((root / "saved.ipynb").read_text())["cells"][0]["outputs"][0]["data"]
     assert saved["image/png"].startswith("iVBORw0KGgo"), "no PNG in the saved figure output"  # base64 PNG
+
+
+def test_make_lab_serves_plotlys_widget_bundle_once_for_all_figures(make_lab):
+    url, _, _ = make_lab
+    with urllib.request.urlopen(f"{url}/static/widgetbundle.js", timeout=60) as reply:
+        assert reply.status == 200 and b"export{" in reply.read()  # the ES module figures import

@@ -57,6 +57,10 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
     lab.run_all()
     page.wait_for_function(CELLS_OK_JS, timeout=90_000)
     before = page.evaluate(CELLS_JS)
+    shared = (
+        "() => performance.getEntriesByType('resource').some(e => e.name.endsWith('static/widgetbundle.js'))"
+    )
+    assert page.evaluate(shared), "the figures did not import the server's plotly bundle"
     if before[0]["drawn"]:  # the mask builder: query 0 on top, axis titled
         assert before[0]["ytitle"] == "query" and before[0]["reversed"], before[0]
     lab.save()
