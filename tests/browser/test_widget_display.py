@@ -3,6 +3,7 @@ view has drawn its figure, and after a browser refresh with the kernel alive eve
 
 import nbformat
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .pages import PLOT, Lab
 
@@ -55,7 +56,7 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
     lab = Lab(page, lab_server)
     lab.open("widgets.ipynb")
     lab.run_all()
-    page.wait_for_function(CELLS_OK_JS, timeout=90_000)
+    wait_cells_ok(page)
     before = page.evaluate(CELLS_JS)
     shared = (
         "() => performance.getEntriesByType('resource').some(e => e.name.endsWith('static/widgetbundle.js'))"
@@ -69,11 +70,19 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
     page.wait_for_function("() => window.jupyterapp")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-OutputArea-child")
     lab.wait_kernel_idle()
-    page.wait_for_function(CELLS_OK_JS, timeout=90_000)
+    wait_cells_ok(page)
     after = page.evaluate(CELLS_JS)
     for name, b, a in zip(WIDGETS, before, after, strict=True):  # a restored live view draws what it drew
         if a["drawn"] and b["drawn"]:
             assert (a["ytitle"], a["reversed"]) == (b["ytitle"], b["reversed"]), (name, a, b)
+
+
+def wait_cells_ok(page, timeout: float = 90_000) -> None:
+    """Wait until every widget cell shows its figure and no error; else fail with what each cell shows."""
+    try:
+        page.wait_for_function(CELLS_OK_JS, timeout=timeout)
+    except PlaywrightTimeout:
+        pytest.fail(f"not every figure shows (live or static) without error: {page.evaluate(CELLS_JS)}")
 
 
 BROKEN = """import ipywidgets as widgets
