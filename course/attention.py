@@ -13,27 +13,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .masks import causal_mask, check_mask
 from .positional import apply_rope
+from .shapes import Bool, Float, Int, Tensor
 
 
-def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and positions."""
+def split_heads(x: Float[Tensor, "B T D"], n_heads: int) -> Float[Tensor, "B H T d_head"]:
+    """(B, T, H*d_head) -> (B, H, T, d_head). The transpose matters: a bare view would mix heads and
+    positions."""
     B, T, D = x.shape
     if D % n_heads:
         raise ValueError(f"cannot split d_model={D} into n_heads={n_heads} equal heads")
     return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
+def merge_heads(x: Float[Tensor, "B H T d_head"]) -> Float[Tensor, "B T D"]:
     """(B, H, T, d_head) -> (B, T, H*d_head), the inverse of `split_heads`."""
     B, H, T, d = x.shape
     return x.transpose(1, 2).reshape(B, T, H * d)
 
 
-def repeat_kv(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query heads."""
+def repeat_kv(x: Float[Tensor, "B H_kv T d"], group_size: int) -> Float[Tensor, "B H T d"]:
+    """(B, H_kv, T, d) -> (B, H_kv*group_size, T, d): each KV head serves `group_size` consecutive query
+    heads."""
     if group_size == 1:
         return x
     B, H_kv, T, d = x.shape
@@ -56,14 +59,15 @@ def attention_scores(q, k, mask=None, bias=None, scale=None) -> torch.Tensor:
     return _masked_scores(q @ k.transpose(-2, -1) * scale, mask, bias)
 
 
-def softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+def softmax_rows(scores: Float[Tensor, "*batch T_k"]) -> Float[Tensor, "*batch T_k"]:
     """Softmax over keys (the last axis) of scores of any leading shape (..., T_k): each row sums to 1.
 
-    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it adds
-    nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured on torch 2.13):
-    `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and `nn.MultiheadAttention` returns NaN
-    outputs; `F.scaled_dot_product_attention` gives a zero output row, as `fused_attention` here guarantees
-    whatever the version. Rows with at least one finite score are exactly `torch.softmax`'s.
+    A row that is entirely -inf (every key masked, e.g. a padding query) becomes all zeros, not NaN, so it
+    adds nothing downstream, and its gradient is zero rather than NaN. PyTorch differs by function (measured
+    on torch 2.13): `torch.softmax` gives NaN for such a row (exp(-inf - -inf) = 0/0), and
+    `nn.MultiheadAttention` returns NaN outputs; `F.scaled_dot_product_attention` gives a zero output row, as
+    `fused_attention` here guarantees whatever the version. Rows with at least one finite score are exactly
+    `torch.softmax`'s.
     """
     if scores.dim() < 1:
         raise ValueError("softmax_rows needs at least one (key) axis, got a 0-d tensor")
@@ -121,7 +125,8 @@ def fused_attention(q, k, v, mask=None, bias=None, is_causal=False):
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with n_kv_heads KV heads (MHA: = n_heads, GQA: fewer, MQA: 1).
 
-    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from context).
+    Self-attention when `context` is None, cross-attention otherwise (queries from x, keys/values from
+    context).
     """
 
     def __init__(self, config: ModelConfig, cross: bool = False):
@@ -134,7 +139,6 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(c.d_model, c.n_kv_heads * c.d_head, bias=c.bias)
         self.o_proj = nn.Linear(c.n_heads * c.d_head, c.d_model, bias=c.bias)
         self.rope_convention = c.rope_convention
-        self.head_mask: torch.Tensor | None = None  # (H,) multipliers for head ablation; None = all heads on
         for name in (
             "hook_q",
             "hook_k",
@@ -150,29 +154,38 @@ class MultiHeadAttention(nn.Module):
     def _capturing(self) -> bool:
         return self.hook_pattern.active or self.hook_attn_scores.active
 
-    def forward(self, x, mask=None, rope=None, bias=None, cache=None, context=None, is_causal=False):
+    def forward(
+        self,
+        x: Float[Tensor, "B T d_model"],
+        *,
+        mask: Bool[Tensor, "*#b #T T_k"] | None = None,
+        rope: tuple[Float[Tensor, "*#b T half"], Float[Tensor, "*#b T half"]] | None = None,
+        bias: Float[Tensor, "*#b #H #T T_k"] | None = None,
+        cache=None,
+        cache_pos: Int[Tensor, " T"] | None = None,
+        context: Float[Tensor, "B S d_model"] | None = None,
+        is_causal: bool = False,
+    ) -> Float[Tensor, "B T d_model"]:
         """x (B, T, d_model) -> (B, T, d_model).
 
-        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T, T_k)
-        float; cache: a `LayerKVCache` (self-attention only); is_causal: use the fused causal kernel when no
-        explicit mask is given and queries and keys are the same positions.
+        mask: bool (.., T, T_k), True = may attend; rope: (cos, sin) for these positions; bias: (.., H, T,
+        T_k) float; cache: one layer of a KV cache (self-attention only), written at slots cache_pos (T,);
+        is_causal: causal attention, bottom-right aligned when keys outnumber queries (a cache's prefix).
         """
-        T = x.shape[1]
         src = x if context is None else context
-        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))
-        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))
+        q = _per_head_hook(self.hook_q, split_heads(self.q_proj(x), self.n_heads))  # (B, H, T, d_head)
+        k = _per_head_hook(self.hook_k, split_heads(self.k_proj(src), self.n_kv_heads))  # (B, H_kv, T_k, d)
         v = _per_head_hook(self.hook_v, split_heads(self.v_proj(src), self.n_kv_heads))
         if rope is not None:
             q = _per_head_hook(self.hook_rot_q, apply_rope(q, *rope, self.rope_convention))
             k = _per_head_hook(self.hook_rot_k, apply_rope(k, *rope, self.rope_convention))
         if cache is not None:
-            k, v = cache.update(k, v)  # (B, H_kv, T_past + T, d_head)
-        group = self.n_heads // self.n_kv_heads
-        if is_causal and mask is None and T == 1 and bias is None:
-            is_causal = False  # one new query may read every cached key: no mask at all
-        if is_causal and mask is None and (k.shape[-2] != T or bias is not None or self._capturing()):
-            mask, is_causal = causal_mask(T, k.shape[-2], device=x.device), False  # bottom-right aligned
-        if self._capturing():
+            k, v = cache.update(cache_pos, k, v)  # (B, H_kv, T_k, d_head): the cache's keys
+        explicit = self._capturing()
+        needs_mask = bias is not None or explicit
+        mask, is_causal = resolve_mask(mask, is_causal, q.shape[-2], k.shape[-2], needs_mask, x.device)
+        if explicit:
+            group = self.n_heads // self.n_kv_heads
             k, v = repeat_kv(k, group), repeat_kv(v, group)
             scores = self.hook_attn_scores(attention_scores(q, k, mask, bias))
             weights = self.hook_pattern(softmax_rows(scores))
@@ -180,11 +193,23 @@ class MultiHeadAttention(nn.Module):
         else:
             out = fused_attention(q, k, v, mask, bias, is_causal=is_causal)
         out = _per_head_hook(self.hook_z, out)  # (B, H, T, d_head)
-        if self.head_mask is not None:
-            out = out * self.head_mask.to(out)[None, :, None, None]
         return self.o_proj(merge_heads(out))
 
 
+def resolve_mask(mask, is_causal: bool, T: int, T_k: int, needs_mask: bool, device=None):
+    """(mask, is_causal) for the kernels. Causality is dropped for a single query (it may read every key) and
+    becomes an explicit bottom-right mask (T, T_k) where the fused causal kernel cannot serve it: more keys
+    than queries (a cache's prefix), a bias, or the explicit path (`needs_mask`)."""
+    if not is_causal or mask is not None:
+        return mask, False
+    if T == 1:
+        return None, False
+    if T_k != T or needs_mask:
+        return causal_mask(T, T_k, device), False
+    return None, True
+
+
 def _per_head_hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
-    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when unhooked."""
+    """Show x (B, H, T, d_head) to a hook as (B, T, H, d_head), TransformerLens' layout; free when
+    unhooked."""
     return point(x.transpose(1, 2)).transpose(1, 2) if point.active else x

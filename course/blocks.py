@@ -6,12 +6,19 @@ import torch.nn as nn
 from .attention import MultiHeadAttention
 from .config import ModelConfig
 from .feedforward import make_mlp
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .norms import make_norm
+from .shapes import Bool, Float, Int, Tensor
+
+
+def dropout(drop: nn.Dropout, x):
+    """`drop(x)`, skipped (no module call) where it is the identity: eval mode or p = 0 (decode steps)."""
+    return drop(x) if drop.training and drop.p > 0 else x
 
 
 class Block(nn.Module):
-    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder block)."""
+    """Self-attention + MLP, optionally with cross-attention in between (an encoder-decoder's decoder
+    block)."""
 
     def __init__(self, config: ModelConfig, cross_attention: bool = False):
         super().__init__()
@@ -33,27 +40,37 @@ class Block(nn.Module):
 
     def _sublayer(self, x, norm, fn, hook):
         if self.pre_norm:
-            return x + self.drop(hook(fn(norm(x))))
-        return norm(x + self.drop(hook(fn(x))))
+            return x + dropout(self.drop, hook(fn(norm(x))))
+        return norm(x + dropout(self.drop, hook(fn(x))))
 
     def forward(
-        self, x, mask=None, rope=None, bias=None, cache=None, is_causal=False, context=None, context_mask=None
-    ):
-        """x (B, T, d_model) -> (B, T, d_model). `context` is the encoder output for cross-attention."""
+        self,
+        x: Float[Tensor, "B T d_model"],
+        *,
+        mask: Bool[Tensor, "*#b #T T_k"] | None = None,
+        rope: tuple[Float[Tensor, "*#b T half"], Float[Tensor, "*#b T half"]] | None = None,
+        bias: Float[Tensor, "*#b #H #T T_k"] | None = None,
+        cache=None,
+        cache_pos: Int[Tensor, " T"] | None = None,
+        is_causal: bool = False,
+        context: Float[Tensor, "B S d_model"] | None = None,
+        context_mask: Bool[Tensor, "*#b #T S"] | None = None,
+    ) -> Float[Tensor, "B T d_model"]:
+        """x (B, T, d_model) -> (B, T, d_model). The options are self-attention's (`MultiHeadAttention`);
+        `context` (B, S, d_model) is the encoder output for cross-attention, `context_mask` its padding."""
         x = self.hook_resid_pre(x)
-        x = self._sublayer(
-            x,
-            self.ln1,
-            lambda h: self.attn(h, mask, rope, bias, cache, is_causal=is_causal),
-            self.hook_attn_out,
-        )
-        x = self.hook_resid_mid(x)
-        if self.cross_attn is not None:
-            x = self._sublayer(
-                x,
-                self.ln_cross,
-                lambda h: self.cross_attn(h, context_mask, context=context),
-                self.hook_cross_out,
+
+        def self_attention(h):
+            return self.attn(
+                h, mask=mask, rope=rope, bias=bias, cache=cache, cache_pos=cache_pos, is_causal=is_causal
             )
+
+        x = self.hook_resid_mid(self._sublayer(x, self.ln1, self_attention, self.hook_attn_out))
+        if self.cross_attn is not None:
+
+            def cross_attention(h):
+                return self.cross_attn(h, mask=context_mask, context=context)
+
+            x = self._sublayer(x, self.ln_cross, cross_attention, self.hook_cross_out)
         x = self._sublayer(x, self.ln2, self.mlp, self.hook_mlp_out)
         return self.hook_resid_post(x)

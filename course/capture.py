@@ -10,6 +10,10 @@ Names (for a DecoderLM; EncoderLM likewise; an EncoderDecoder prefixes `encoder.
   blocks.{l}.attn.hook_pattern                        (B, H, T_q, T_k) softmax (fully masked rows are 0)
   blocks.{l}.attn.hook_z                              (B, T, H, d_head) per-head outputs
 Capturing scores or patterns switches that layer to the explicit attention path (the fused kernel keeps none).
+
+Reading: `run_with_cache(model, idx)` (or `with recording(model) as store:`). Editing, as TransformerLens
+does: `run_with_hooks(model, idx, fwd_hooks=[(name, fn)])` (or `with hooks(model, fwd_hooks):`), where
+`fn(activation, hook)` returns the activation to use instead (None keeps it), e.g. zeroing heads of `hook_z`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import contextlib
 
 import torch
 
-from .hooks import HookPoint
+from .hook_point import HookPoint
 
 ALIASES = {
     "pattern": "attn.hook_pattern",
@@ -38,7 +42,8 @@ ALIASES = {
 
 
 def hook_points(model) -> dict[str, HookPoint]:
-    """Every HookPoint under its stable name (the `transformer.` prefix of a decoder-only model is dropped)."""
+    """Every HookPoint under its stable name (the `transformer.` prefix of a decoder-only model is
+    dropped)."""
     points = {}
     for name, module in model.named_modules():
         if isinstance(module, HookPoint):
@@ -66,27 +71,52 @@ class ActivationCache(dict):
 
 
 @contextlib.contextmanager
-def hooks(model, names_filter=None, store: dict | None = None):
-    """Register read-only capture hooks; yields the dict that fills up during the forward pass."""
-    store = {} if store is None else store
+def hooks(model, fwd_hooks):
+    """Add forward hooks `[(name, fn)]` for the duration of the block; `fn(activation, hook)` returns the new
+    activation or None (keep it); `hook` is the HookPoint, its `name` set. Removed afterwards, even on
+    error."""
+    points = hook_points(model)
+    unknown = [name for name, _ in fwd_hooks if name not in points]
+    if unknown:
+        raise ValueError(f"no hook point named {unknown}; expected names like {next(iter(points), '')!r}")
     handles = []
-    for name, point in hook_points(model).items():
-        if names_filter is None or (names_filter(name) if callable(names_filter) else name in names_filter):
-            handles.append(
-                point.register_forward_hook(
-                    lambda module, args, out, name=name: store.__setitem__(name, out.detach())
-                )
-            )
     try:
-        yield store
+        for name, fn in fwd_hooks:
+            point = points[name]
+            point.name = name
+            handles.append(point.register_forward_hook(lambda module, args, out, fn=fn: fn(out, module)))
+        yield model
     finally:
         for h in handles:
             h.remove()
 
 
+def run_with_hooks(model, idx, fwd_hooks, **forward_kwargs):
+    """`model(idx, **forward_kwargs)` with `fwd_hooks` [(name, fn)] added for this one call."""
+    with hooks(model, fwd_hooks):
+        return model(idx, **forward_kwargs)
+
+
+@contextlib.contextmanager
+def recording(model, names_filter=None, store: dict | None = None):
+    """Record activations (detached) for the duration of the block; yields the dict that fills up."""
+    store = {} if store is None else store
+
+    def save(activation, hook):
+        store[hook.name] = activation.detach()
+
+    names = [n for n in hook_points(model) if _wanted(n, names_filter)]
+    with hooks(model, [(name, save) for name in names]):
+        yield store
+
+
+def _wanted(name: str, names_filter) -> bool:
+    return names_filter is None or (names_filter(name) if callable(names_filter) else name in names_filter)
+
+
 @torch.no_grad()
 def run_with_cache(model, idx, names_filter=None, **forward_kwargs):
     """Run `model(idx)` and return (logits, ActivationCache) with every (or every filtered) activation."""
-    with hooks(model, names_filter) as store:
+    with recording(model, names_filter) as store:
         logits = model(idx, **forward_kwargs)
     return logits, ActivationCache(store, len(model.blocks))

@@ -12,12 +12,12 @@ from . import extras
 
 COMMANDS = {  # name: (module, one-line help)
     "info": ("course.cli", "versions, the device found and the config presets"),
-    "train": ("course.training", "train a small model on a synthetic task and save it with its card"),
+    "train": ("course.recipes", "train a small model on a synthetic task and save it with its card"),
     "check": (
         "course.grading.check",
         "run the visible tests of your exercise notebook and diagnose failures",
     ),
-    "grade": ("course.grading.pipeline", "instructor pipeline: release, collect, autograde, feedback, CSV"),
+    "grade": ("course.grading.cli", "instructor pipeline: release, collect, autograde, feedback, CSV"),
     "explore": ("course.viz.app", "serve the attention explorer as a standalone app (Voila)"),
     "export-html": ("course.viz.export", "write a self-contained offline HTML attention explorer"),
     "bench": ("course.bench", "benchmarks: course vs Hugging Face, KV cache, fused attention, rooflines"),
@@ -36,6 +36,7 @@ def run(args) -> int:
     import torch
 
     from . import __version__
+    from .bench.hardware import cpu_name, gpu_peaks
     from .config import PRESETS, ModelConfig
     from .costs import param_count
 
@@ -47,11 +48,12 @@ def run(args) -> int:
         except importlib.metadata.PackageNotFoundError:
             print(f"  {name:<12} (not installed: pip install '{extras.DISTRIBUTION}{extra}')")
     if torch.cuda.is_available():
-        print(f"device: cuda — {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
+        name = torch.cuda.get_device_name()
+        peaks = gpu_peaks(name)
+        peak = f", {peaks[0] / 1e12:.0f} TFLOP/s bf16, {peaks[1] / 1e12:.2f} TB/s" if peaks else ""
+        print(f"device: cuda — {name} (bf16: {torch.cuda.is_bf16_supported()}{peak})")
     else:
-        print(
-            f"device: cpu — {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        )
+        print(f"device: cpu — {cpu_name()}, {torch.get_num_threads()} threads")
     print("presets:")
     for name in PRESETS:
         c = ModelConfig.from_preset(name)

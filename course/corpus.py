@@ -3,7 +3,8 @@
 Sources (nothing is downloaded):
   topics      `pydoc_data.topics`, the module behind `help("if")`, `help("assert")`, ... in every CPython
               install: about 80 sections of the Python Language and Library Reference (statements,
-              expressions, data model, ...), 0.46 MB of English prose with some grammar rules and code examples.
+              expressions, data model, ...), 0.46 MB of English prose with some grammar rules and code
+              examples.
   docstrings  the docstrings (of modules, classes and functions, over 80 characters) of the standard
               library's own .py files, read with `ast` (never imported), tests, idlelib, tkinter and
               turtledemo left out: about 1.35 MB more, which keeps a 1M-parameter model from memorising the
@@ -14,9 +15,9 @@ distributed under the PSF License Agreement (Python Software Foundation License 
 https://docs.python.org/3/license.html. The text differs between Python versions; `corpus_info()` records the
 version and a SHA-256.
 
-Many passages repeat (the "specialnames" topic repeats "attribute-access", "customization", ...: a fifth of the
-topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim copy
-of training text.
+Many passages repeat (the "specialnames" topic repeats "attribute-access", "customization", ...: a fifth of
+the topics). `corpus_text()` keeps only the first copy of each paragraph, so held-out text is never a verbatim
+copy of training text.
 
     text = corpus_text()                         # topics (sorted by name), then docstrings; repeats dropped
     train, held_out = split(text)                # deterministic: every 10th chunk of paragraphs is held out
@@ -109,7 +110,8 @@ def corpus_info(text: str | None = None) -> dict:
 
 
 def chunks(text: str, *, chunk_chars: int = 2000) -> list[str]:
-    """Consecutive paragraphs (split at blank lines) grouped into chunks of at least `chunk_chars` characters."""
+    """Consecutive paragraphs (split at blank lines) grouped into chunks of at least `chunk_chars`
+    characters."""
     if chunk_chars < 1:
         raise ValueError(f"chunk_chars={chunk_chars} must be >= 1")
     out, current = [], ""
@@ -131,15 +133,18 @@ def split(text: str, *, held_out_every: int = 10, chunk_chars: int = 2000) -> tu
         raise ValueError(f"held_out_every={held_out_every} must be >= 2")
     parts = chunks(text, chunk_chars=chunk_chars)
     held = [i % held_out_every == held_out_every - 1 for i in range(len(parts))]
-    return ("".join(p for p, h in zip(parts, held) if not h), "".join(p for p, h in zip(parts, held) if h))
+    return (
+        "".join(p for p, h in zip(parts, held, strict=True) if not h),
+        "".join(p for p, h in zip(parts, held, strict=True) if h),
+    )
 
 
 class TokenStream:
     """A long 1-D tensor of token ids served as windows of `context` inputs, like a course `Task`.
 
     `batch(B, generator)` -> (x, y, loss_mask), each (B, context): random windows, y = x shifted by one,
-    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for evaluation.
-    """
+    every position scored. `windows()` -> (x, y), each (N, context): the non-overlapping windows, for
+    evaluation."""
 
     name = "text"
 

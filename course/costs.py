@@ -41,7 +41,8 @@ def bytes_per_element(dtype) -> float:
     return BYTES_PER_ELEMENT[dtype]
 
 
-# --- parameters ----------------------------------------------------------------------------------------------
+# --- parameters
+# ----------------------------------------------------------------------------------------------
 def attention_params(d_model: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True) -> int:
     """Q, K, V and output projections. GQA/MQA shrink K and V to n_kv_heads·d_head outputs."""
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -97,8 +98,8 @@ def param_count(config: ModelConfig) -> dict:
 
 
 def measured_params(model: torch.nn.Module) -> int:
-    """Parameters actually allocated (shared tensors counted once): the one count `DecoderLM.num_params` and the
-    model cards use."""
+    """Parameters actually allocated (shared tensors counted once): the one count `DecoderLM.num_params` and
+    the model cards use."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -106,7 +107,8 @@ def measured_param_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-# --- KV cache ------------------------------------------------------------------------------------------------
+# --- KV cache
+# ------------------------------------------------------------------------------------------------
 def kv_cache_bytes(
     n_layers: int,
     seq_len: int,
@@ -140,7 +142,8 @@ def measured_cache_bytes(cache) -> int:
     return cache.nbytes()
 
 
-# --- FLOPs and activation memory -----------------------------------------------------------------------------
+# --- FLOPs and activation memory
+# -----------------------------------------------------------------------------
 def attention_flops(seq_len: int, d_model: int, n_kv_heads_ratio: float = 1.0) -> dict:
     """Forward FLOPs of one attention layer on T tokens (multiply-add = 2 FLOPs).
 

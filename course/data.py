@@ -101,7 +101,8 @@ def _positive(name: str, value, minimum: int = 1) -> None:
 
 
 class Task:
-    """A synthetic sequence task. Subclasses implement `sequences`; `batch` shifts them for next-token loss."""
+    """A synthetic sequence task. Subclasses implement `sequences`; `batch` shifts them for next-token
+    loss."""
 
     name = "task"
 
@@ -123,7 +124,8 @@ class Task:
         raise NotImplementedError
 
     def args(self) -> dict:
-        """Constructor arguments (for model cards): `make_task(task.name, **task.args())` rebuilds the task."""
+        """Constructor arguments (for model cards): `make_task(task.name, **task.args())` rebuilds the
+        task."""
         return {"length": self.length, "n_symbols": self.n_symbols}
 
     def sequences(self, batch_size: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,13 +210,13 @@ def repeated_tokens(
 
 
 class InductionTask(Task):
-    """`^ filler r r`: r has n distinct symbols, n drawn per row from [min_length, length]; filler (symbols not
-    in r) pads every row to the same length. Only the second copy of r is scored.
+    """`^ filler r r`: r has n distinct symbols, n drawn per row from [min_length, length]; filler (symbols
+    not in r) pads every row to the same length. Only the second copy of r is scored.
 
     Varying n moves the repeat to a different distance in every row, so the model cannot solve the task with
     positional attention ("look back exactly n") and must learn the content-based induction mechanism:
-    a previous-token head, then a head that attends to the token after the earlier occurrence of the current one.
-    """
+    a previous-token head, then a head that attends to the token after the earlier occurrence of the current
+    one."""
 
     name = "induction"
 
@@ -285,15 +287,15 @@ def mask_tokens(
     """Masked-LM inputs: choose a random `mask_prob` of the non-special tokens for the model to predict.
 
     BERT's rule (`split=(0.8, 0.1, 0.1)`, the default): of the chosen tokens, 80 % are replaced by `mask_id`,
-    10 % by a random symbol (uniform over ids [n_specials, vocab_size); it may happen to equal the original) and
-    10 % are left unchanged. All chosen tokens are scored, so the model cannot tell from the input which visible
-    tokens it will be asked about, and must keep a good representation of every token — `[MASK]` never occurs
-    at fine-tuning time. `split=None` (or `(1, 0, 0)`) hides every chosen token behind `mask_id`.
+    10 % by a random symbol (uniform over ids [n_specials, vocab_size); it may happen to equal the original)
+    and 10 % are left unchanged. All chosen tokens are scored, so the model cannot tell from the input which
+    visible tokens it will be asked about, and must keep a good representation of every token — `[MASK]` never
+    occurs at fine-tuning time. `split=None` (or `(1, 0, 0)`) hides every chosen token behind `mask_id`.
     `vocab_size` defaults to the largest id in `tokens` + 1; pass the real one (e.g. `task.vocab_size`).
 
     Returns (inputs, targets, loss_mask), each (B, T): targets are the original tokens *at the same positions*
-    (no shift: an encoder sees both sides), loss_mask marks the chosen ones. At least one token per row is chosen.
-    """
+    (no shift: an encoder sees both sides), loss_mask marks the chosen ones. At least one token per row is
+    chosen."""
     if not 0.0 < mask_prob <= 1.0:
         raise ValueError(f"mask_prob={mask_prob} must lie in (0, 1]")
     if tokens.dim() != 2:

@@ -8,7 +8,7 @@ future_attention         attention weight on future keys per layer/head (A_ij fo
 attention_entropy        how sharp or diffuse each head is
 residual_norms           stream norm per layer vs the size of each attention/MLP update
 gradient_norms           gradient norm per block (vanishing / exploding with depth)
-ablate_heads             context manager that switches heads off (MultiHeadAttention.head_mask)
+ablate_heads             context manager that switches heads off (a hook zeroing them in attn.hook_z)
 head_ablation_effects    loss increase when each head alone is switched off
 induction_scores         attention to the token after the previous occurrence of the current token
 previous_token_scores    attention to the previous position
@@ -16,13 +16,12 @@ previous_token_scores    attention to the previous position
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
-from .capture import run_with_cache
+from .capture import hooks, run_with_cache
 from .losses import lm_loss
 
 AXES = {
@@ -46,8 +45,8 @@ AXES = {
 def check_shape(x: torch.Tensor, spec: str, name: str = "tensor", **sizes: int) -> None:
     """Check `x` against a layout such as "B H T d_head" and the expected sizes given by keyword.
 
-    Raises ValueError naming the wrong axis: "q: axis 1 (heads H) has size 8, expected 4 in (B, H, T, d_head)".
-    Axes without a given size are only counted.
+    Raises ValueError naming the wrong axis: "q: axis 1 (heads H) has size 8, expected 4 in (B, H, T,
+    d_head)". Axes without a given size are only counted.
     """
     axes = spec.split()
     unknown = set(sizes) - set(axes)
@@ -146,11 +145,11 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
     """Perturb each position j of one sequence in turn; outputs at positions i < j must not move.
 
     `model` maps a batch of sequences to per-position outputs (B, T, ...): a course model on token ids
-    idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T, D)
-    (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`.
-    All T - 1 perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding
-    level); one that lets position i read j > i (no mask, mask after softmax, a head split without the
-    transpose) moves them. `tol` defaults to 1e-6 x the largest output (pass a larger one for bf16).
+    idx (T,) or (1, T) (token j becomes the next id), or any layer or function on vectors x (T, D) or (1, T,
+    D) (1 is added to vector j), e.g. `lambda x: scaled_dot_product_attention(x, x, x, mask)[0]`. All T - 1
+    perturbed copies run as one batch. A correct causal model gives changes of 0 (or float-rounding level);
+    one that lets position i read j > i (no mask, mask after softmax, a head split without the transpose)
+    moves them. `tol` defaults to 1e-6 x the largest output (pass a larger one for bf16).
     """
     tokens = not idx.is_floating_point()
     rank = 2 if tokens else 3  # (1, T) ids or (1, T, D) vectors
@@ -182,8 +181,8 @@ def causal_leak(model, idx: torch.Tensor, tol: float | None = None) -> LeakRepor
 def check_attention_weights(
     weights: torch.Tensor, mask: torch.Tensor | None = None, atol: float = 1e-5
 ) -> None:
-    """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero where
-    `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
+    """Raise ValueError unless weights (..., T_q, T_k) are a proper attention pattern: non-negative, zero
+    where `mask` (bool, True = may attend) forbids, and each row summing to 1 (a fully masked row: to 0).
 
     Catches a mask applied after the softmax (or by multiplying by zero): rows then sum to less than 1.
     """
@@ -221,7 +220,8 @@ def future_attention(model, idx: torch.Tensor) -> torch.Tensor:
 
 
 def attention_entropy(model, idx: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-    """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys): diffuse.
+    """(L, H) mean entropy (nats) of each head's attention rows. Near 0: a sharp head; near log(#keys):
+    diffuse.
 
     normalized=True divides each row by log(number of keys its mask shows it: i + 1 in a causal model, all T
     in an encoder), skipping rows that see one key, so 1.0 means uniform attention whatever the position.
@@ -273,8 +273,8 @@ def residual_norms(model, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean L2 norm per token of the residual stream and of each block's updates.
 
     "resid": (L + 1,) stream entering each block and leaving the last; "attn_update", "mlp_update": (L,) what
-    each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream in.
-    """
+    each sub-layer adds (Pre-LN) or feeds into the norm (Post-LN); "update_ratio": (L,) block update / stream
+    in."""
     _, cache = run_with_cache(
         model,
         idx,
@@ -322,33 +322,35 @@ def gradient_norms(
 # ----------------------------------------------------------------------------- ablations
 
 
-@contextlib.contextmanager
 def ablate_heads(model, heads: dict[int, list[int]] | list[tuple[int, int]]):
     """Switch heads off inside the block: `with ablate_heads(model, {1: [0, 2]}): ...` or `[(1, 0), (1, 2)]`.
 
-    An ablated head's output is multiplied by 0 before the output projection. Earlier head masks come back
-    afterwards, even on error.
+    A hook on `blocks.{l}.attn.hook_z` (B, T, H, d_head) zeroes the ablated heads' outputs before the output
+    projection (`course.capture.hooks`); it is removed afterwards, even on error.
     """
     pairs = list(heads.items()) if isinstance(heads, dict) else [(l, [h]) for l, h in heads]
     L, H = len(model.blocks), model.config.n_heads
-    saved = {}
+    off: dict[int, list[int]] = {}
     for layer, hs in pairs:
         if not -L <= layer < L:
             raise ValueError(f"layer={layer} out of range for a model with {L} layers")
         bad = [h for h in hs if not 0 <= h < H]
         if bad:
             raise ValueError(f"heads {bad} out of range [0, {H}) in layer {layer}")
-    try:
-        for layer, hs in pairs:
-            attn = model.blocks[layer].attn
-            saved.setdefault(layer % L, attn.head_mask)
-            mask = torch.ones(H) if attn.head_mask is None else attn.head_mask.clone()
-            mask[list(hs)] = 0.0
-            attn.head_mask = mask
-        yield model
-    finally:
-        for layer, previous in saved.items():
-            model.blocks[layer].attn.head_mask = previous
+        off.setdefault(layer % L, []).extend(hs)
+    prefix = "decoder." if hasattr(model, "decoder") else ""
+    return hooks(model, [(f"{prefix}blocks.{l}.attn.hook_z", zero_heads(hs)) for l, hs in off.items()])
+
+
+def zero_heads(heads: list[int]):
+    """A hook for `attn.hook_z` (B, T, H, d_head) that zeroes the given heads."""
+
+    def hook(z, point):
+        keep = torch.ones(z.shape[-2], dtype=z.dtype, device=z.device)
+        keep[list(heads)] = 0.0
+        return z * keep[:, None]  # (H, 1) broadcast over (B, T, H, d_head)
+
+    return hook
 
 
 @torch.no_grad()

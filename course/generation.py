@@ -1,10 +1,17 @@
-"""Decoding: greedy, temperature, top-k and top-p (nucleus) sampling, with or without the KV cache."""
+"""Decoding: one loop (`decode`) with a pluggable sampler — greedy, temperature, top-k, top-p (nucleus) —
+and a pluggable model step (KV cache, static cache, encoder-decoder, or recomputing everything).
+
+A step is `step(new (B, T_new), start) -> logits (B, V)`: run the model on the new tokens, which sit at
+positions start..start+T_new-1, and return the last one's next-token logits. A sampler maps (B, V) logits
+to (B, 1) ids.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from .kv_cache import KVCache
+from .shapes import Float, Int, Tensor
 
 
 def filter_logits(
@@ -38,7 +45,9 @@ def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None) -
     return filter_logits(logits, temperature, top_k, top_p).softmax(-1)
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> torch.Tensor:
+def sample_next(
+    logits: Float[Tensor, "B V"], temperature=1.0, top_k=None, top_p=None, generator=None
+) -> Int[Tensor, "B 1"]:
     """(B, V) logits -> (B, 1) next token ids."""
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0")
@@ -46,6 +55,45 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         return logits.argmax(-1, keepdim=True)
     probs = next_token_probs(logits.float(), temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator)
+
+
+def greedy(logits: Float[Tensor, "B V"]) -> Int[Tensor, "B 1"]:
+    """(B, V) logits -> (B, 1) argmax ids."""
+    return logits.argmax(-1, keepdim=True)
+
+
+def sampler(temperature=1.0, top_k=None, top_p=None, seed: int | None = None, device=None):
+    """A sampler: (B, V) logits -> (B, 1) ids, drawn with its own generator when `seed` is given."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0")
+    if temperature == 0:
+        return greedy
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    return lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
+
+
+def uncached_step(run):
+    """A step that recomputes the whole sequence: `run(tokens (B, T)) -> (B, V)` sees every token so far."""
+    seen = []
+
+    def step(new, start):
+        seen.append(new)
+        return run(torch.cat(seen, 1))
+
+    return step
+
+
+@torch.no_grad()
+def decode(step, prompt: Int[Tensor, "B T"], max_new_tokens: int, sample=greedy) -> Int[Tensor, "B T_out"]:
+    """The decode loop: prompt (B, T) -> (B, T + max_new_tokens). The first step is the prefill (the whole
+    prompt at start 0), each later one feeds back the token just sampled."""
+    tokens, new, start = [prompt], prompt, 0
+    for _ in range(max_new_tokens):
+        logits = step(new, start)  # (B, V)
+        start += new.shape[1]
+        new = sample(logits)  # (B, 1)
+        tokens.append(new)
+    return torch.cat(tokens, 1)
 
 
 @torch.no_grad()
@@ -69,15 +117,12 @@ def generate(
             f"prompt {T} + max_new_tokens {max_new_tokens} exceeds "
             f"context_length={model.config.context_length}"
         )
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
-    cache = KVCache.for_model(model, B, max_len=total) if use_cache else None
-    tokens = [idx]
-    step_input = idx
-    for step in range(max_new_tokens):
-        logits = model(step_input if use_cache else torch.cat(tokens, 1), cache=cache, last_only=True)[:, -1]
-        nxt = sample_next(logits, temperature, top_k, top_p, generator)
-        tokens.append(nxt)
-        step_input = nxt
-    return torch.cat(tokens, 1)
+    sample = sampler(temperature, top_k, top_p, seed, idx.device)
+    if not use_cache:
+        return decode(
+            uncached_step(lambda tokens: model(tokens, last_only=True)[:, -1]), idx, max_new_tokens, sample
+        )
+    cache = KVCache.for_model(model, B, max_len=total)
+    return decode(
+        lambda new, start: model(new, cache=cache, last_only=True)[:, -1], idx, max_new_tokens, sample
+    )

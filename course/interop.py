@@ -1,7 +1,7 @@
 """Hugging Face interop: convert a `GPT2LMHeadModel` or `LlamaForCausalLM` into a course `DecoderLM`.
 
-GPT-2 stores its four projections as Conv1D with weights (in, out): they are transposed into nn.Linear, and the
-fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`), the course default.
+GPT-2 stores its four projections as Conv1D with weights (in, out): they are transposed into nn.Linear, and
+the fused `c_attn` [q | k | v] is split. Llama's RoPE is split-half (`rotate_half`), the course default.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def _gpt2_state(sd: dict, config: ModelConfig) -> dict:
         h, b = f"transformer.h.{i}.", f"transformer.blocks.{i}."
         for src, dst in (("ln_1", "ln1"), ("ln_2", "ln2")):
             out[b + dst + ".weight"], out[b + dst + ".bias"] = sd[h + src + ".weight"], sd[h + src + ".bias"]
-        for name, w in zip("qkv", sd[h + "attn.c_attn.weight"].t().chunk(3, dim=0)):
+        for name, w in zip("qkv", sd[h + "attn.c_attn.weight"].t().chunk(3, dim=0), strict=True):
             out[b + f"attn.{name}_proj.weight"] = w
-        for name, bias in zip("qkv", sd[h + "attn.c_attn.bias"].chunk(3)):
+        for name, bias in zip("qkv", sd[h + "attn.c_attn.bias"].chunk(3), strict=True):
             out[b + f"attn.{name}_proj.bias"] = bias
         for src, dst in (("attn.c_proj", "attn.o_proj"), ("mlp.c_fc", "mlp.up"), ("mlp.c_proj", "mlp.down")):
             out[b + dst + ".weight"] = sd[h + src + ".weight"].t()

@@ -2,11 +2,12 @@
 
     masked_cross_entropy  mean cross-entropy (fp32) over the kept positions; any leading shape (..., vocab)
     lm_loss               next-token cross-entropy; targets are the inputs shifted by one (teacher forcing)
-    mlm_loss              masked-LM cross-entropy (encoder-only): predict the hidden tokens at their own positions
+    mlm_loss              masked-LM cross-entropy (encoder-only): predict the hidden tokens at their
+                          own positions
     accuracy              token accuracy and whole-row accuracy over the scored positions
 
-This module imports nothing else from the course, so `diagnostics` and `training` can both import it at the top.
-"""
+This module imports nothing else from the course, so `diagnostics` and `training` can both import it at the
+top."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 def _check_targets(
     logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None, sequences: bool = True
 ) -> None:
-    """logits (..., V) with targets (...) — or exactly (B, T, V) with (B, T) when `sequences` — and an optional
-    bool loss_mask of the targets' shape that keeps at least one position."""
+    """logits (..., V) with targets (...) — or exactly (B, T, V) with (B, T) when `sequences` — and an
+    optional bool loss_mask of the targets' shape that keeps at least one position."""
     if sequences and logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, vocab), got shape {tuple(logits.shape)}")
     if logits.dim() < 1:

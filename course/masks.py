@@ -1,8 +1,8 @@
 """Attention masks as boolean tensors. Polarity everywhere in the course: **True = may attend**.
 
 Shapes broadcast against scores `(B, H, T_q, T_k)`: a causal mask is `(T_q, T_k)`, a padding mask over keys is
-`(B, 1, 1, T_k)`. A query row with no True entry is *fully masked*: the course's attention returns zero weights
-and a zero output for it (never NaN) — see `course.attention`.
+`(B, 1, 1, T_k)`. A query row with no True entry is *fully masked*: the course's attention returns zero
+weights and a zero output for it (never NaN) — see `course.attention`.
 """
 
 from __future__ import annotations

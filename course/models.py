@@ -1,4 +1,5 @@
-"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style), encoder-decoder.
+"""Whole models: decoder-only LM (GPT/Llama style), encoder-only with an MLM head (BERT style),
+encoder-decoder.
 
 All three are built from one `TransformerStack`: embeddings (+ positions) -> blocks -> final norm (Pre-LN).
 """
@@ -10,14 +11,15 @@ import math
 import torch
 import torch.nn as nn
 
-from .blocks import Block
+from .blocks import Block, dropout
 from .config import ModelConfig
 from .costs import measured_params
-from .hooks import HookPoint
+from .hook_point import HookPoint
 from .kv_cache import KVCache
 from .masks import causal_mask, combine, padding_mask
 from .norms import make_norm
 from .positional import RelativePositionBias, alibi_bias, positions, rope_angles, sinusoidal_table
+from .shapes import Bool, Float, Int, Tensor
 
 
 class TransformerStack(nn.Module):
@@ -58,41 +60,79 @@ class TransformerStack(nn.Module):
                 f"sequence length {offset + idx.shape[1]} exceeds context_length={self.config.context_length}"
             )
 
-    def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        T, c = idx.shape[1], self.config
-        x = self.hook_embed(self.tok_emb(idx))
-        if self.pos_emb is not None:
-            x = x + self.hook_pos_embed(self.pos_emb(positions(T, offset, idx.device)))
-        elif c.positional == "sinusoidal":
-            x = x + self.hook_pos_embed(sinusoidal_table(T, c.d_model, offset).to(x))
-        return self.drop(x)
-
-    def position_inputs(self, T: int, T_k: int, device):
-        """(rope, bias) for queries that are the last T of T_k positions."""
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings plus absolute positions (learned / sinusoidal) at pos (T,) or (B, T), default
+        0..T-1."""
         c = self.config
-        rope = rope_angles(T, c.d_head, c.rope_theta, T_k - T, device) if c.positional == "rope" else None
-        bias = None
-        if c.positional == "alibi":
-            bias = alibi_bias(c.n_heads, T, T_k, device)[None]
-        elif c.positional == "relative":
-            bias = self.rel_bias(T, T_k)[None]
-        return rope, bias
+        pos = positions(idx.shape[1], 0, idx.device) if pos is None else pos
+        x = self.hook_embed(self.tok_emb(idx))  # (B, T, d_model)
+        if self.pos_emb is not None:
+            x = x + self.hook_pos_embed(self.pos_emb(pos))
+        elif c.positional == "sinusoidal":
+            x = x + self.hook_pos_embed(sinusoidal_table(pos, c.d_model).to(x))
+        return dropout(self.drop, x)
 
-    def forward(self, idx, is_token=None, cache: KVCache | None = None, context=None, context_mask=None):
-        """idx (B, T) -> hidden (B, T, d_model). `is_token` (B, T_k) bool marks real (non-padding) keys."""
-        offset = cache.length if cache is not None else 0
-        self._check_input(idx, offset)
+    def rope(self, pos: torch.Tensor):
+        """RoPE's (cos, sin) at token positions pos (T,) or (B, T); None for other schemes."""
+        c = self.config
+        return rope_angles(pos, c.d_head, c.rope_theta) if c.positional == "rope" else None
+
+    def distance_bias(self, q_pos: int | torch.Tensor, k_pos: int | torch.Tensor) -> torch.Tensor | None:
+        """ALiBi / T5 bias (.., H, T, T_k) for queries at q_pos reading keys at k_pos; None for other
+        schemes."""
+        c = self.config
+        if c.positional == "alibi":
+            return alibi_bias(c.n_heads, q_pos, k_pos, self.tok_emb.weight.device)
+        if c.positional == "relative":
+            return self.rel_bias(q_pos, k_pos)
+        return None
+
+    def self_attention_mask(self, T: int, T_k: int, cache_mask, is_token, device):
+        """(mask, is_causal) for every block: the cache's mask, causality, and `is_token` (B, T_k) padding."""
+        mask = cache_mask
+        if is_token is not None:
+            if self.causal and mask is None:
+                mask = causal_mask(T, T_k, device)
+            mask = combine(mask, padding_mask(is_token))
+        return mask, self.causal and mask is None
+
+    def forward(
+        self,
+        idx: Int[Tensor, "B T"],
+        *,
+        pos: Int[Tensor, "*#B T"] | None = None,
+        cache=None,
+        is_token: Bool[Tensor, "B T_k"] | None = None,
+        context: Float[Tensor, "B S d_model"] | None = None,
+        context_mask: Bool[Tensor, "*#b #T S"] | None = None,
+    ) -> Float[Tensor, "B T d_model"]:
+        """idx (B, T) at token positions pos ((T,) or (B, T); default: those after the cache's) -> hidden
+        (B, T, d_model). `cache`: a KV cache (`course.kv_cache`); `is_token` (B, T_k) bool marks real keys."""
         T = idx.shape[1]
-        T_k = offset + T
-        x = self.embed(idx, offset)
-        rope, bias = self.position_inputs(T, T_k, idx.device)
-        mask = None if is_token is None else padding_mask(is_token)
-        if self.causal and mask is not None:
-            mask = combine(causal_mask(T, T_k, idx.device), mask)
-        is_causal = self.causal and mask is None
+        slots = None if cache is None else cache.slots(T, pos)  # (T,) where this call's keys/values go
+        self._check_input(idx, cache.length if pos is None and cache is not None else 0)
+        if pos is None:
+            pos = positions(T, 0, idx.device) if slots is None else slots
+        T_k = T if cache is None else cache.n_keys(T)
+        x = self.embed(idx, pos)
+        rope = self.rope(pos)
+        # Distances within a sequence are the same in slots as in positions (left padding shifts both ends).
+        bias = self.distance_bias(pos, pos) if cache is None else self.distance_bias(slots, T_k)
+        mask, is_causal = self.self_attention_mask(
+            T, T_k, None if cache is None else cache.mask(slots), is_token, idx.device
+        )
         for i, block in enumerate(self.blocks):
-            layer_cache = cache.layer(i) if cache is not None else None
-            x = block(x, mask, rope, bias, layer_cache, is_causal, context, context_mask)
+            x = block(
+                x,
+                mask=mask,
+                rope=rope,
+                bias=bias,
+                cache=None if cache is None else cache.layer(i),
+                cache_pos=slots,
+                is_causal=is_causal,
+                context=context,
+                context_mask=context_mask,
+            )
         if cache is not None:
             cache.advance(T)
         return x if self.ln_f is None else self.ln_f(x)
@@ -118,7 +158,14 @@ def attach_lm_head(model: nn.Module, tok_emb: nn.Embedding) -> None:
         model.lm_head.weight = tok_emb.weight
 
 
-class DecoderLM(nn.Module):
+class CountedModule(nn.Module):
+    def num_params(self) -> int:
+        """Parameters allocated, a tied weight once (`course.costs.measured_params`); for a DecoderLM this
+        equals `course.costs.param_count(config)["total"]` (the tests pin it)."""
+        return measured_params(self)
+
+
+class DecoderLM(CountedModule):
     """Decoder-only language model (GPT-2 / Llama style): causal self-attention, next-token logits."""
 
     def __init__(self, config: ModelConfig):
@@ -132,11 +179,18 @@ class DecoderLM(nn.Module):
         return self.transformer.blocks
 
     def forward(
-        self, idx, cache: KVCache | None = None, is_token=None, last_only: bool = False
-    ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares
-        the LM head (the largest matmul) at the positions a decoder does not sample from."""
-        h = self.transformer(idx, is_token, cache)
+        self,
+        idx: Int[Tensor, "B T"],
+        *,
+        pos: Int[Tensor, "*#B T"] | None = None,
+        cache=None,
+        is_token: Bool[Tensor, "B T_k"] | None = None,
+        last_only: bool = False,
+    ) -> Float[Tensor, "B T_out vocab"]:
+        """idx (B, T) token ids at positions pos ((T,) or (B, T), default 0.. or after the cache's) -> logits
+        (B, T, vocab_size); (B, 1, vocab_size) with `last_only`, which spares the LM head (the largest matmul)
+        at the positions a decoder does not sample from. `cache`: a KV cache (`course.kv_cache`)."""
+        h = self.transformer(idx, pos=pos, cache=cache, is_token=is_token)
         return self.lm_head(h[:, -1:] if last_only else h)
 
     def generate(
@@ -154,13 +208,8 @@ class DecoderLM(nn.Module):
 
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, seed)
 
-    def num_params(self) -> int:
-        """Parameters allocated, a tied weight once: `course.costs.measured_params`, which equals
-        `course.costs.param_count(config)["total"]` (the tests pin it)."""
-        return measured_params(self)
 
-
-class EncoderLM(nn.Module):
+class EncoderLM(CountedModule):
     """Encoder-only model (BERT style): bidirectional self-attention and a masked-LM head."""
 
     def __init__(self, config: ModelConfig):
@@ -178,15 +227,16 @@ class EncoderLM(nn.Module):
 
     def encode(self, idx, is_token=None) -> torch.Tensor:
         """Contextual representations (B, T, d_model)."""
-        return self.transformer(idx, is_token)
+        return self.transformer(idx, is_token=is_token)
 
     def forward(self, idx, is_token=None) -> torch.Tensor:
         """idx (B, T) -> MLM logits (B, T, vocab_size) at every position."""
         return self.lm_head(self.mlm_transform(self.encode(idx, is_token)))
 
 
-class EncoderDecoder(nn.Module):
-    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal + cross-attention."""
+class EncoderDecoder(CountedModule):
+    """Encoder-decoder (the original Transformer): encoder self-attention, decoder causal +
+    cross-attention."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -202,11 +252,12 @@ class EncoderDecoder(nn.Module):
         return self.decoder.blocks
 
     def encode(self, src, src_is_token=None) -> torch.Tensor:
-        return self.encoder(src, src_is_token)
+        return self.encoder(src, is_token=src_is_token)
 
     def decode(self, tgt, memory, src_is_token=None, tgt_is_token=None, cache=None) -> torch.Tensor:
         context_mask = None if src_is_token is None else padding_mask(src_is_token)
-        return self.lm_head(self.decoder(tgt, tgt_is_token, cache, memory, context_mask))
+        h = self.decoder(tgt, cache=cache, is_token=tgt_is_token, context=memory, context_mask=context_mask)
+        return self.lm_head(h)
 
     def forward(self, src, tgt, src_is_token=None, tgt_is_token=None) -> torch.Tensor:
         """src (B, S), tgt (B, T) -> logits (B, T, vocab_size) for the next target token."""
@@ -215,19 +266,16 @@ class EncoderDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, src, bos_id: int, max_new_tokens: int, src_is_token=None, use_cache: bool = True):
         """Greedy decoding: (B, 1 + max_new_tokens) target ids starting with `bos_id`."""
+        from .generation import decode, greedy, uncached_step
+
         memory = self.encode(src, src_is_token)
-        B = src.shape[0]
-        tgt = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
-        c = self.config
-        cache = (
-            KVCache(c.n_layers, B, c.n_kv_heads, 1 + max_new_tokens, c.d_head, memory.dtype, memory.device)
-            if use_cache
-            else None
-        )
-        step_input = tgt
-        for _ in range(max_new_tokens):
-            logits = self.decode(step_input if use_cache else tgt, memory, src_is_token, cache=cache)
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
-            tgt = torch.cat((tgt, nxt), 1)
-            step_input = nxt
-        return tgt
+        B, c = src.shape[0], self.config
+        bos = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
+
+        def run(tgt, cache=None):
+            return self.decode(tgt, memory, src_is_token, cache=cache)[:, -1]
+
+        if not use_cache:
+            return decode(uncached_step(run), bos, max_new_tokens, greedy)
+        kv = KVCache(c.n_layers, B, c.n_kv_heads, 1 + max_new_tokens, c.d_head, memory.dtype, memory.device)
+        return decode(lambda new, start: run(new, kv), bos, max_new_tokens, greedy)

@@ -1,8 +1,8 @@
 """LayerNorm and RMSNorm written out. Both normalize each token over its features (the last axis).
 
-`layer_norm` and `rms_norm` are the reference: the formulas, op by op. The `LayerNorm` and `RMSNorm` modules the
-models use run PyTorch's fused kernels for speed; tests/test_masks_positional_norms.py pins both to the formulas.
-"""
+`layer_norm` and `rms_norm` are the reference: the formulas, op by op. The `LayerNorm` and `RMSNorm` modules
+the models use run PyTorch's fused kernels for speed; tests/test_masks_positional_norms.py pins both to the
+formulas."""
 
 import torch
 import torch.nn as nn

@@ -1,7 +1,8 @@
 """Positional information: learned absolute, sinusoidal, RoPE (two conventions), ALiBi, T5 relative bias.
 
-Every function takes an `offset`: the number of positions already processed (the KV-cache length), so a cached
-decode step sees the same positions as a full forward.
+Every function takes token positions: an int T means 0..T-1, a tensor gives any positions, (T,) shared by the
+batch or (B, T) per sequence (left-padded batches, packed sequences), so a cached decode step sees the same
+positions as a full forward. ALiBi and T5 biases depend on query-key distances only.
 """
 
 from __future__ import annotations
@@ -11,39 +12,55 @@ import math
 import torch
 import torch.nn as nn
 
+from .shapes import Float, Tensor
+
 
 def positions(T: int, offset: int = 0, device=None) -> torch.Tensor:
+    """(T,) positions offset..offset+T-1."""
     return torch.arange(offset, offset + T, device=device)
 
 
-# --- sinusoidal ----------------------------------------------------------------------------------------------
-def sinusoidal_table(T: int, d_model: int, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
-    """(T, d_model): PE(pos, 2i) = sin(pos / base^(2i/D)), PE(pos, 2i+1) = cos(pos / base^(2i/D))."""
+def as_positions(pos: int | torch.Tensor, device=None) -> torch.Tensor:
+    """An int T -> positions 0..T-1; a (T,) or (B, T) tensor of positions as it is."""
+    return positions(pos, 0, device) if isinstance(pos, int) else pos
+
+
+# --- sinusoidal ---------------------------------------------------------------------------------------------
+def sinusoidal_table(pos: int | torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """(..., T, d_model): PE(pos, 2i) = sin(pos / base^(2i/D)), PE(pos, 2i+1) = cos(pos / base^(2i/D))."""
     if d_model % 2:
         raise ValueError(f"sinusoidal positions need an even d_model, got {d_model}")
-    pos = positions(T, offset).float()[:, None]  # (T, 1)
-    inv_freq = base ** (-torch.arange(0, d_model, 2).float() / d_model)  # (D/2,)
-    table = torch.zeros(T, d_model)
-    table[:, 0::2] = torch.sin(pos * inv_freq)
-    table[:, 1::2] = torch.cos(pos * inv_freq)
-    return table
+    pos = as_positions(pos).float()[..., None]  # (..., T, 1)
+    inv_freq = base ** (-torch.arange(0, d_model, 2, device=pos.device).float() / d_model)  # (D/2,)
+    angles = pos * inv_freq  # (..., T, D/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # sin at 2i, cos at 2i+1
 
 
-# --- RoPE ----------------------------------------------------------------------------------------------------
-def rope_angles(T: int, d_head: int, theta: float = 10000.0, offset: int = 0, device=None):
-    """(cos, sin), each (T, d_head/2): angle(pos, i) = pos * theta^(-2i/d_head), computed in fp32."""
-    inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head)
-    angles = positions(T, offset, device).float()[:, None] * inv_freq[None, :]
+# --- RoPE ---------------------------------------------------------------------------------------------------
+def rope_angles(pos: int | torch.Tensor, d_head: int, theta: float = 10000.0, *, device=None):
+    """(cos, sin) of angle(pos, i) = pos * theta^(-2i/d_head), computed in fp32: each (T, d_head/2) for
+    positions (T,) or an int T; (B, 1, T, d_head/2) for per-sequence positions (B, T), to broadcast over
+    heads."""
+    pos = as_positions(pos, device)
+    inv_freq = theta ** (-torch.arange(0, d_head, 2, device=pos.device, dtype=torch.float32) / d_head)
+    angles = pos.float()[..., None] * inv_freq  # (..., T, d_head/2)
+    if angles.dim() == 3:
+        angles = angles[:, None]  # (B, 1, T, d_head/2)
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention: str = "split_half"):
+def apply_rope(
+    x: Float[Tensor, "*#B H T d_head"],
+    cos: Float[Tensor, "*#lead T half"],
+    sin: Float[Tensor, "*#lead T half"],
+    convention: str = "split_half",
+) -> Float[Tensor, "*#B H T d_head"]:
     """Rotate feature pairs of x (B, H, T, d_head) by position.
 
     split_half (Hugging Face Llama, GPT-NeoX): pair i is (x[i], x[i + d/2]).
     interleaved (RoFormer paper, Meta's Llama code): pair i is (x[2i], x[2i+1]).
-    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x), with
-    P the permutation that moves even features to the first half and odd features to the second
+    The two are the same rotation applied to a permuted feature order: interleaved(x) = P⁻¹ split_half(P x),
+    with P the permutation that moves even features to the first half and odd features to the second
     (`interleaved_to_split_half`). q·k scores are therefore identical when q and k are permuted alike.
     """
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -61,31 +78,41 @@ def interleaved_to_split_half(d_head: int) -> torch.Tensor:
     return torch.cat((torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)))
 
 
-# --- ALiBi ---------------------------------------------------------------------------------------------------
-def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next power's."""
+# --- ALiBi --------------------------------------------------------------------------------------------------
+def alibi_slopes(n_heads: int, device=None) -> torch.Tensor:
+    """Per-head slopes (Press et al.): 2^(-8/n), 2^(-16/n), ...; non powers of two interleave the next
+    power's. Computed on `device` (no host-to-device copy, so a CUDA graph can capture it)."""
 
-    def power_of_two(n):
-        start = 2 ** (-8 / n)
-        return [start ** (i + 1) for i in range(n)]
+    def power_of_two(n):  # (n,) float64: 2^(-8/n * (i + 1))
+        return 2.0 ** (-8.0 / n * torch.arange(1, n + 1, device=device, dtype=torch.float64))
 
     if math.log2(n_heads).is_integer():
-        return torch.tensor(power_of_two(n_heads))
+        return power_of_two(n_heads).float()
     closest = 2 ** math.floor(math.log2(n_heads))
     extra = power_of_two(2 * closest)[0::2][: n_heads - closest]
-    return torch.tensor(power_of_two(closest) + extra)
+    return torch.cat((power_of_two(closest), extra)).float()
 
 
-def alibi_bias(n_heads: int, T_q: int, T_k: int, device=None) -> torch.Tensor:
-    """(H, T_q, T_k) = -slope_h * |i - j|, with queries the last T_q of T_k positions."""
-    i = torch.arange(T_k - T_q, T_k, device=device)[:, None]
-    j = torch.arange(T_k, device=device)[None, :]
-    return -alibi_slopes(n_heads).to(device)[:, None, None] * (i - j).abs()
+def distances(q_pos: int | torch.Tensor, k_pos: int | torch.Tensor, device=None) -> torch.Tensor:
+    """(..., T_q, T_k) key position - query position. Ints: queries are the last T_q of T_k positions."""
+    if isinstance(q_pos, int):
+        q_pos = positions(q_pos, k_pos - q_pos, device)
+    k_pos = as_positions(k_pos, q_pos.device)
+    return k_pos[..., None, :] - q_pos[..., :, None]
 
 
-# --- T5 relative bias ----------------------------------------------------------------------------------------
+def alibi_bias(
+    n_heads: int, q_pos: int | torch.Tensor, k_pos: int | torch.Tensor, device=None
+) -> torch.Tensor:
+    """(..., H, T_q, T_k) = -slope_h * |i - j| for query positions i and key positions j."""
+    dist = distances(q_pos, k_pos, device)[..., None, :, :]  # (..., 1, T_q, T_k)
+    return -alibi_slopes(n_heads, dist.device)[:, None, None] * dist.abs()
+
+
+# --- T5 relative bias ---------------------------------------------------------------------------------------
 def relative_bucket(relative: torch.Tensor, bidirectional: bool, n_buckets: int, max_distance: int):
-    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to max_distance."""
+    """T5's bucketing of (key - query) distances: exact for small distances, logarithmic up to
+    max_distance."""
     bucket = torch.zeros_like(relative)
     if bidirectional:
         n_buckets //= 2
@@ -117,10 +144,8 @@ class RelativePositionBias(nn.Module):
         self.n_buckets, self.max_distance, self.bidirectional = n_buckets, max_distance, bidirectional
         self.embedding = nn.Embedding(n_buckets, n_heads)
 
-    def forward(self, T_q: int, T_k: int) -> torch.Tensor:
-        """(H, T_q, T_k) bias, queries being the last T_q of the T_k positions."""
-        device = self.embedding.weight.device
-        i = torch.arange(T_k - T_q, T_k, device=device)[:, None]
-        j = torch.arange(T_k, device=device)[None, :]
-        buckets = relative_bucket(j - i, self.bidirectional, self.n_buckets, self.max_distance)
-        return self.embedding(buckets).permute(2, 0, 1)
+    def forward(self, q_pos: int | torch.Tensor, k_pos: int | torch.Tensor) -> torch.Tensor:
+        """(..., H, T_q, T_k) bias for query and key positions (ints: queries are the last T_q of T_k)."""
+        dist = distances(q_pos, k_pos, self.embedding.weight.device)  # (..., T_q, T_k)
+        buckets = relative_bucket(dist, self.bidirectional, self.n_buckets, self.max_distance)
+        return self.embedding(buckets).movedim(-1, -3)

@@ -1,4 +1,5 @@
-"""The small trained models shipped in `course/weights/` (made by `course train <recipe> --out course/weights`).
+"""The small trained models shipped in `course/weights/` (made by `course train <recipe> --out
+course/weights`).
 
 names = available()                  # ["copy", "induction", "reverse", "sort"]
 model, card = load("induction")      # DecoderLM in eval mode; card: task, config, steps, loss, accuracy...
@@ -66,7 +67,8 @@ def load_weights(model, path, device="cpu") -> None:
 
 
 def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
-    """(model in eval mode, card dict) for a shipped model (or one written by `course train --out directory`)."""
+    """(model in eval mode, card dict) for a shipped model (or one written by `course train --out
+    directory`)."""
     card = load_card(name, directory)
     if card.get("model") not in MODEL_CLASSES:
         raise ValueError(
@@ -79,7 +81,7 @@ def load(name: str, directory: str | Path = WEIGHTS_DIR, device="cpu"):
 
 def load_curves(name: str = "norm-study", directory: str | Path = WEIGHTS_DIR) -> dict:
     """Recorded training curves shipped without weights, e.g. chapter 5's `norm-study.json` (made by
-    `course train norm-study --out course/weights`; `course.training.norm_study` recomputes them)."""
+    `course train norm-study --out course/weights`; `course.recipes.norm_study` recomputes them)."""
     path = Path(directory) / f"{name}.json"
     if not path.exists():
         raise ValueError(f"no recorded curves {name!r} in {directory}")
@@ -110,7 +112,8 @@ def load_tokenizer(name: str = "text", directory: str | Path = WEIGHTS_DIR):
 
 
 class LanguageModel(NamedTuple):
-    """A DecoderLM with the tokenizer it reads: `tokenizer.encode(str)` -> ids (T,), `tokenizer.decode(ids)`."""
+    """A DecoderLM with the tokenizer it reads: `tokenizer.encode(str)` -> ids (T,),
+    `tokenizer.decode(ids)`."""
 
     model: DecoderLM
     tokenizer: object
@@ -164,7 +167,8 @@ def gpt2(name: str = "gpt2", *, timeout: float = 3.0) -> LanguageModel:
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         where = " (huggingface.co is unreachable, so the cache only)" if local_only else ""
         print(
-            f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: {type(err).__name__}: "
+            f"course.pretrained.gpt2: could not load {name!r} from Hugging Face{where}: "
+            f"{type(err).__name__}: "
             f"{reason}\nUsing the offline text model instead: course.pretrained.load('text'), a "
             f"{load_card('text')['n_params']:,}-parameter GPT trained on Python's documentation."
         )

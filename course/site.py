@@ -1,9 +1,9 @@
 """`course site --out DIR`: execute every chapter and render it to static HTML that reads without Jupyter.
 
 No widget state is stored, so live widgets cannot draw on a static page: each widget output is replaced by the
-static fallback its bundle carries (a plotly figure, else a PNG). Plotly figures are drawn by one local copy of
-plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads from a
-CDN.
+static fallback its bundle carries (a plotly figure, else a PNG). Plotly figures are drawn by one local copy
+of plotly.js written beside the pages; MathJax, require.js and the widget manager are left out. Nothing loads
+from a CDN.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block extra_css -%}<style>.course-nav{margin:1em 2em;font-family:sans-serif}</style>{%- endblock extra_css -%}
+{%- block extra_css -%}
+<style>.course-nav{margin:1em 2em;font-family:sans-serif}</style>
+{%- endblock extra_css -%}
 {%- block body_header -%}{{ super() }}<nav class="course-nav">{{ resources.course_nav }}</nav>{%- endblock -%}
 {%- block body_footer -%}<nav class="course-nav">{{ resources.course_nav }}</nav>{{ super() }}{%- endblock -%}
 """.replace("PLOTLY_JS", PLOTLY_JS)
@@ -47,7 +49,8 @@ def add_arguments(parser) -> None:
 
 
 def chapters(only: list[str] | None = None, folder: Path = NOTEBOOKS) -> list[Path]:
-    """The notebooks to render, in course order; `only` keeps those whose name starts with one of its entries."""
+    """The notebooks to render, in course order; `only` keeps those whose name starts with one of its
+    entries."""
     paths = sorted(folder.glob("[0-9][0-9]-*.ipynb"))
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
@@ -161,7 +164,8 @@ def _page(args) -> tuple[str, float]:
 
 
 def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600, log=print) -> dict[str, float]:
-    """Execute and render `paths` into `out` (`jobs` at a time); return seconds spent executing each notebook."""
+    """Execute and render `paths` into `out` (`jobs` at a time); return seconds spent executing each
+    notebook."""
     import nbformat
     import plotly
 
@@ -171,7 +175,7 @@ def build(out: Path, paths: list[Path], jobs: int = 2, timeout: int = 600, log=p
     work = [(str(p), nav_html(pages, i), timeout) for i, p in enumerate(paths)]
     timings = {}
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for (href, _), path, (page, seconds) in zip(pages, paths, pool.map(_page, work)):
+        for (href, _), path, (page, seconds) in zip(pages, paths, pool.map(_page, work), strict=True):
             (out / href).write_text(page, encoding="utf-8")
             timings[path.name] = seconds
             log(f"  {path.name:<40} executed in {seconds:6.1f} s")

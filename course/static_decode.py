@@ -1,11 +1,12 @@
 """Fast decoding on a GPU: a static KV cache and a fixed-shape decode step that a CUDA graph can replay.
 
-The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs one
-kernel launch per op from Python. Here nothing changes shape between steps:
-  * the cache keeps all `max_len` slots; new keys/values are written at positions held in a device tensor
-    (`index_copy_`), and attention reads every slot, the slots after the query masked out (True = may attend);
-  * positions index precomputed tables (learned / sinusoidal / RoPE / ALiBi);
-  * the step is the model's own blocks, norms and head — nothing of the model is re-implemented.
+The eager `KVCache` returns keys sliced to the stored length, so every decode step has new shapes and costs
+one kernel launch per op from Python. Here nothing changes shape between steps:
+  * the cache keeps all `max_len` slots; new keys/values are written at the token positions, held in a device
+    tensor (`index_copy_`), and attention reads every slot, the slots after the query masked out (True = may
+    attend);
+  * the step is the model's own forward at those positions (`model(token, pos=pos, cache=cache)`) —
+    nothing of the model is re-implemented.
 So the step can be captured once in a CUDA graph (`mode="graph"`) or compiled with
 `torch.compile(mode="reduce-overhead")` (`mode="compile"`) and replayed for each token.
 """
@@ -14,36 +15,58 @@ from __future__ import annotations
 
 import torch
 
-from .generation import sample_next
-from .positional import alibi_bias, rope_angles, sinusoidal_table
+from .generation import decode, sampler
+from .shapes import Float, Int, Tensor
 
 MODES = ("eager", "graph", "compile")
 
 
 class StaticLayerCache:
-    """One layer's view of a `StaticKVCache`: writes at the decoder's current positions, returns every slot."""
+    """One layer's slice of a `StaticKVCache`."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor):
-        self.keys, self.values, self.pos = keys, values, pos
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
 
-    def update(self, k, v):
-        """k, v (B, H_kv, T_new, d_head) written at slots `pos` (T_new,); returns (B, H_kv, max_len, d_head)."""
-        self.keys.index_copy_(2, self.pos, k)
-        self.values.index_copy_(2, self.pos, v)
+    def update(
+        self, pos: Int[Tensor, " T"], k: Float[Tensor, "B H_kv T d_head"], v: Float[Tensor, "B H_kv T d_head"]
+    ) -> tuple[Float[Tensor, "B H_kv max_len d_head"], Float[Tensor, "B H_kv max_len d_head"]]:
+        """k, v (B, H_kv, T_new, d_head) written at slots pos (T_new,); returns (B, H_kv, max_len, d_head)."""
+        self.keys.index_copy_(2, pos, k)
+        self.values.index_copy_(2, pos, v)
         return self.keys, self.values
 
 
 class StaticKVCache:
-    """Keys and values of every layer, (B, n_kv_heads, max_len, d_head), at fixed addresses."""
+    """Keys and values of every layer, (B, n_kv_heads, max_len, d_head), at fixed addresses. The slots are the
+    token positions (shared by the batch); the interface is `course.kv_cache`'s."""
 
     def __init__(self, config, batch_size: int, max_len: int, dtype, device):
         shape = (batch_size, config.n_kv_heads, max_len, config.d_head)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
         self.max_len = max_len
+        self.key_slots = torch.arange(max_len, device=device)  # (max_len,)
 
-    def layer(self, i: int, pos: torch.Tensor) -> StaticLayerCache:
-        return StaticLayerCache(self.keys[i], self.values[i], pos)
+    def slots(self, T: int, pos: torch.Tensor | None) -> torch.Tensor:
+        if pos is None or pos.shape != (T,):
+            got = None if pos is None else tuple(pos.shape)
+            raise ValueError(
+                f"the static cache writes at the token positions: pass pos of shape ({T},), got {got}"
+            )
+        return pos
+
+    def n_keys(self, T: int) -> int:
+        return self.max_len
+
+    def mask(self, pos: torch.Tensor) -> torch.Tensor:
+        """(T, max_len): a query at position p sees the slots up to p."""
+        return self.key_slots[None, :] <= pos[:, None]
+
+    def layer(self, i: int) -> StaticLayerCache:
+        return StaticLayerCache(self.keys[i], self.values[i])
+
+    def advance(self, T: int) -> None:
+        """Nothing to count: the positions say where everything is."""
 
     def tensors(self) -> list[torch.Tensor]:
         return self.keys + self.values
@@ -62,11 +85,6 @@ class StaticDecoder:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
         c, w = model.config, next(model.parameters())
-        if c.positional == "relative":
-            raise ValueError(
-                "positional='relative' is not supported by the static decoder "
-                "(expected learned, sinusoidal, rope, alibi or none)"
-            )
         if mode == "graph" and w.device.type != "cuda":
             raise ValueError(f"mode='graph' needs the model on a CUDA device, got {w.device}")
         self.model, self.mode, self.batch_size = model, mode, batch_size
@@ -75,39 +93,14 @@ class StaticDecoder:
             raise ValueError(f"max_len={self.max_len} must lie in [1, context_length={c.context_length}]")
         device = w.device
         self.cache = StaticKVCache(c, batch_size, self.max_len, w.dtype, device)
-        self.slots = torch.arange(self.max_len, device=device)  # (max_len,)
         self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # decode-step input
         self.pos = torch.zeros(1, dtype=torch.long, device=device)  # its position
-        self.rope = (
-            rope_angles(self.max_len, c.d_head, c.rope_theta, 0, device) if c.positional == "rope" else None
-        )
-        self.sinusoid = (
-            sinusoidal_table(self.max_len, c.d_model).to(device=device, dtype=w.dtype)
-            if c.positional == "sinusoidal"
-            else None
-        )
-        self.alibi = (
-            alibi_bias(c.n_heads, self.max_len, self.max_len, device) if c.positional == "alibi" else None
-        )
         self._step_fn, self._graph, self._logits = None, None, None
 
-    # --- one forward at given positions: the model's own modules, fixed shapes -----------------------------
     @torch.no_grad()
     def forward_at(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """idx (B, T) at positions pos (T,) -> logits of the last position (B, vocab). Writes the cache."""
-        stack = self.model.transformer
-        x = stack.hook_embed(stack.tok_emb(idx))  # (B, T, d_model)
-        if stack.pos_emb is not None:
-            x = x + stack.hook_pos_embed(stack.pos_emb(pos))
-        elif self.sinusoid is not None:
-            x = x + stack.hook_pos_embed(self.sinusoid[pos])
-        rope = None if self.rope is None else (self.rope[0][pos], self.rope[1][pos])  # (T, d_head/2) each
-        bias = None if self.alibi is None else self.alibi[:, pos][None]  # (1, H, T, max_len)
-        mask = self.slots[None, :] <= pos[:, None]  # (T, max_len): a query sees the slots up to its position
-        for i, block in enumerate(stack.blocks):
-            x = block(x, mask, rope, bias, self.cache.layer(i, pos), False)
-        x = x[:, -1] if stack.ln_f is None else stack.ln_f(x[:, -1])  # (B, d_model)
-        return self.model.lm_head(x)
+        return self.model(idx, pos=pos, cache=self.cache, last_only=True)[:, -1]
 
     def _step(self) -> torch.Tensor:
         return self.forward_at(self.token, self.pos)
@@ -120,7 +113,7 @@ class StaticDecoder:
             for t in self.cache.tensors() + [self.token, self.pos]:
                 torch._dynamo.mark_static_address(t)
             fn = torch.compile(
-                self._step, mode="reduce-overhead" if self.slots.is_cuda else None, fullgraph=True
+                self._step, mode="reduce-overhead" if self.pos.is_cuda else None, fullgraph=True
             )
 
             def compiled():
@@ -169,7 +162,8 @@ class StaticDecoder:
         top_p=None,
         seed: int | None = None,
     ) -> torch.Tensor:
-        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps static."""
+        """Prompt (B, T) -> (B, T + max_new_tokens), as `DecoderLM.generate`; prefill eager, decode steps
+        static."""
         B, T = idx.shape
         if B != self.batch_size:
             raise ValueError(
@@ -177,14 +171,10 @@ class StaticDecoder:
             )
         if max_new_tokens < 0 or T + max_new_tokens > self.max_len:
             raise ValueError(f"prompt {T} + max_new_tokens {max_new_tokens} must fit max_len={self.max_len}")
-        generator = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
-        tokens = [idx]
-        if max_new_tokens == 0:
-            return idx
-        logits = self.forward_at(idx, self.slots[:T])  # prefill (eager, variable length)
-        for step in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            tokens.append(nxt)
-            if step + 1 < max_new_tokens:
-                logits = self.step(nxt, T + step)
-        return torch.cat(tokens, 1)
+
+        def step(new, start):
+            if start == 0:  # prefill (eager, variable length)
+                return self.forward_at(new, torch.arange(new.shape[1], device=new.device))
+            return self.step(new, start)
+
+        return decode(step, idx, max_new_tokens, sampler(temperature, top_k, top_p, seed, idx.device))

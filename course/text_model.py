@@ -1,14 +1,16 @@
-"""The text model: a small GPT trained on real English (`course train text`), and the measurements of its card.
+"""The text model: a small GPT trained on real English (`course train text`), and the measurements of its
+card.
 
     model, card, tokenizer = train_text(TextRecipe())   # what `course train text` runs
     heldout_loss(model, ids, tokenizer)     # loss (nats/token) and bits per byte on the held-out windows
     ngram_baselines(train_ids, held_ids, tokenizer, context=128)   # unigram and bigram on the same targets
     head_properties(model, held_ids)        # previous-token head, induction head, attention entropy per head
 
-Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train part
-(`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with `course.training.train`
-on random windows of the train tokens. Held-out figures use the non-overlapping windows of the held-out tokens;
-the baselines score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
+Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train
+part (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with
+`course.training.train` on random windows of the train tokens. Held-out figures use the non-overlapping
+windows of the held-out tokens; the baselines score exactly the same target tokens. Bits per byte = total nats
+/ ln 2 / UTF-8 bytes of the targets.
 """
 
 from __future__ import annotations
@@ -71,14 +73,15 @@ def _bits_per_byte(nats: float, n_bytes: float) -> float:
 def heldout_loss(
     model, ids: torch.Tensor, tokenizer: BPETokenizer, *, max_windows: int | None = None, batch_size: int = 32
 ) -> dict:
-    """Mean next-token loss (nats) and bits per byte of `model` on the non-overlapping windows of `ids` (T,)."""
+    """Mean next-token loss (nats) and bits per byte of `model` on the non-overlapping windows of `ids`
+    (T,)."""
     x, y = TokenStream(ids, model.config.context_length).windows()  # (N, context) each
     x, y = x[:max_windows], y[:max_windows]
     was_training = model.training
     model.eval()
     nats = sum(
         F.cross_entropy(model(xb).double().flatten(0, 1), yb.flatten(), reduction="sum").item()
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)
     )
     model.train(was_training)
     n_bytes = token_bytes(tokenizer)[y].sum().item()
@@ -134,8 +137,8 @@ def _best(scores: torch.Tensor) -> dict:
 @torch.no_grad()
 def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed: int = 0) -> dict:
     """Measured head roles: previous-token attention on held-out text, induction on repeated random tokens
-    (`[r r]`, r of context/2 distinct random ids; in-context learning shows as a lower loss on the second copy),
-    and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform)."""
+    (`[r r]`, r of context/2 distinct random ids; in-context learning shows as a lower loss on the second
+    copy), and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform)."""
     from .diagnostics import attention_entropy, induction_scores, max_causal_entropy, previous_token_scores
 
     context, V = model.config.context_length, model.config.vocab_size
@@ -163,7 +166,8 @@ def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed:
 
 
 def sample_texts(model, tokenizer: BPETokenizer, *, seed: int = 0, prompts=SAMPLE_PROMPTS) -> list[dict]:
-    """One seeded continuation per prompt (SAMPLE_SETTINGS), as text. A tiny context keeps the prompt's end."""
+    """One seeded continuation per prompt (SAMPLE_SETTINGS), as text. A tiny context keeps the prompt's
+    end."""
     out = []
     for prompt in prompts:
         ids = tokenizer.encode(prompt)[None, -(model.config.context_length // 2) :]  # (1, T)
@@ -210,7 +214,8 @@ def train_text(
 ):
     """Build the tokenizer and the model, train, measure. Returns (model in eval mode, card, tokenizer).
 
-    Every `curve_every` steps the held-out loss on its first CURVE_WINDOWS windows joins the card's "curve"."""
+    Every `curve_every` steps the held-out loss on its first CURVE_WINDOWS windows joins the card's
+    "curve"."""
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
@@ -255,7 +260,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         "model": type(model).__name__,
         "task": {"name": "text", "args": {}},
         "config": model.config.to_dict(),
-        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params": model.num_params(),
         "corpus": {
             **data["corpus"],
             "split": "chunks of >= 2000 characters of paragraphs; every 10th held out",
@@ -294,8 +299,9 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
 
 
 def recipe_from_args(args) -> TextRecipe:
-    """The text recipe with the command line's changes (--steps, --batch-size, --lr, --seed, --vocab-size, --set)."""
-    from .training import _parse_overrides
+    """The text recipe with the command line's changes (--steps, --batch-size, --lr, --seed, --vocab-size,
+    --set)."""
+    from .recipes import _parse_overrides
 
     unused = [
         flag
@@ -334,7 +340,7 @@ def save_text(model, card: dict, tokenizer: BPETokenizer, out_dir, name: str):
     """`<name>.safetensors`, the `<name>.json` card and `<name>.tokenizer.json` in `out_dir`."""
     from pathlib import Path
 
-    from .training import save
+    from .recipes import save
 
     weights, card_path = save(model, card, out_dir, name)
     tokenizer_path = Path(out_dir) / card["tokenizer"]["file"]

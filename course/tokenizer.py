@@ -123,5 +123,6 @@ class BPETokenizer:
 
 
 def word_pieces(tokenizer: BPETokenizer, words) -> dict[str, list[str]]:
-    """{word: its pieces} for a demo; each word is encoded with a leading space, as it appears mid-sentence."""
+    """{word: its pieces} for a demo; each word is encoded with a leading space, as it appears
+    mid-sentence."""
     return {w: tokenizer.pieces(" " + w) for w in words}

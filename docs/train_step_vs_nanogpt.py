@@ -1,4 +1,5 @@
-"""Training step of the course's DecoderLM against nanoGPT's model.py, same config and same weights (CPU, 1 thread).
+"""Training step of the course's DecoderLM against nanoGPT's model.py, same config and same weights (CPU, 1
+thread).
 
     python docs/train_step_vs_nanogpt.py                       # 4 layers x 256 wide, B=4, T=256, vocab 256
     python docs/train_step_vs_nanogpt.py --shape gpt2 --pairs 5  # GPT-2 124M, B=1, T=128
@@ -8,9 +9,10 @@
 One process; the contenders run in turn, the order reversed every pair (A B C, C B A, ...); each sample is one
 training step after one warm-up step; the figure is the median over pairs of the per-pair ratio of CPU times
 (`time.process_time`, steady on a shared machine). A step is: forward, cross-entropy, backward, gradient
-clipping at 1.0, AdamW (decay on matrices only), zero_grad — what nanoGPT's train.py does, without compile. Each
-side uses its own optimizer set-up: nanoGPT's configure_optimizers (fused AdamW on CUDA only, so foreach on CPU)
-and the course's make_optimizer; `--same-optimizer` gives every side nanoGPT's, to compare the models alone.
+clipping at 1.0, AdamW (decay on matrices only), zero_grad — what nanoGPT's train.py does, without compile.
+Each side uses its own optimizer set-up: nanoGPT's configure_optimizers (fused AdamW on CUDA only, so foreach
+on CPU) and the course's make_optimizer; `--same-optimizer` gives every side nanoGPT's, to compare the models
+alone.
 
 The nanoGPT model below is nanoGPT's model.py (https://github.com/karpathy/nanoGPT, MIT licence, Copyright (c)
 2022 Andrej Karpathy) cut to what a training step runs, with its GELU switched to the tanh form GPT-2 (and the
@@ -271,7 +273,7 @@ def measure(fns: dict, pairs: int) -> dict:
 
 
 def ratio(times, a, b) -> str:
-    r = sorted(x / y for x, y in zip(times[a], times[b]))
+    r = sorted(x / y for x, y in zip(times[a], times[b], strict=False))
     q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
     return f"{statistics.median(r):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
 

@@ -1,8 +1,8 @@
 """nbgrader configuration of the course rooted at the repository: source = solutions/, release = exercises/;
 submissions, graded copies, feedback and the gradebook live under graders/ (git-ignored).
 
-Run nbgrader from the repository root with `--config graders/nbgrader_config.py`, or let `course grade` build a
-throw-away course (the recommended path). Shared settings come from `course.grading.release.configure`.
+Run nbgrader from the repository root with `--config graders/nbgrader_config.py`, or let `course grade` build
+a throw-away course (the recommended path). Shared settings come from `course.grading.release.configure`.
 """
 
 import os

@@ -1,9 +1,9 @@
 """Measure each chapter's execution time: `python tests/notebook_times.py [PATTERN ...]`.
 
-Every notebook runs top to bottom in a fresh kernel (nbclient, as tests/test_notebooks.py does, one torch thread:
-COURSE_THREADS=1) in its own process. Printed per notebook: the kernel's CPU seconds (user + system, start-up
-and imports included — steady on a busy machine) and the wall-clock seconds of the execution. The course's
-budget is 30 s of CPU per chapter (issue 12); a chapter over it makes the script exit 1.
+Every notebook runs top to bottom in a fresh kernel (nbclient, as tests/test_notebooks.py does, one torch
+thread: COURSE_THREADS=1) in its own process. Printed per notebook: the kernel's CPU seconds (user + system,
+start-up and imports included — steady on a busy machine) and the wall-clock seconds of the execution. The
+course's budget is 30 s of CPU per chapter (issue 12); a chapter over it makes the script exit 1.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`course bench`: it runs and writes its keys. No performance figure is asserted (benchmarks are not gates)."""
+"""`course bench`: it runs and writes its keys. No performance figure is asserted (benchmarks are not
+gates)."""
 
 import json
 import math
@@ -36,8 +37,9 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
     assert result["hf"]["tiny"]["decode"]["tokens_match"] is True  # same weights, same greedy tokens as HF
     assert result["kv_speedup"] and all(int(c) > 0 and v > 0 for c, v in result["kv_speedup"].items())
-    for section in ("hf", "kv", "attention", "roofline", "gqa"):
+    for section in ("hf", "train", "kv", "attention", "roofline", "gqa"):
         assert f"[{section}]" in proc.stdout
+    assert result["train"]["tiny"]["median"] > 0 and result["train"]["tiny"]["n"] > 0
     gqa = result["gqa"]
     for name in ("MHA", "GQA", "MQA"):  # measured cache bytes equal the formula, and shrink with n_kv_heads
         assert gqa[name]["kv_bytes_measured"] == gqa[name]["kv_bytes_formula"]

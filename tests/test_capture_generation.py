@@ -67,9 +67,9 @@ def test_names_filter_and_hooks_removed():
 
 def test_encoder_decoder_capture_prefixes_and_cross_pattern():
     model = EncoderDecoder(ModelConfig(vocab_size=30, context_length=16, d_model=32, n_layers=1, n_heads=4))
-    from course.capture import hooks
+    from course.capture import recording
 
-    with hooks(model) as store:
+    with recording(model) as store:
         model(torch.randint(0, 30, (1, 6)), torch.randint(0, 30, (1, 4)))
     assert store["decoder.blocks.0.cross_attn.hook_pattern"].shape == (1, 4, 4, 6)
     assert store["encoder.blocks.0.attn.hook_pattern"].shape == (1, 4, 6, 6)
@@ -107,3 +107,27 @@ def test_seeded_generation_is_reproducible_and_sampler_errors():
         filter_logits(torch.zeros(1, 3), top_p=1.5)
     with pytest.raises(ValueError, match="temperature=-1"):
         sample_next(torch.zeros(1, 3), -1)
+
+
+def test_run_with_hooks_edits_activations_and_removes_its_hooks():
+    """Zeroing head 2 of layer 1 in hook_z equals zeroing that head's columns of the output projection."""
+    from course.capture import run_with_hooks
+
+    torch.manual_seed(0)
+    model = DecoderLM(ModelConfig(vocab_size=30, context_length=16, d_model=32, n_layers=2, n_heads=4)).eval()
+    idx = torch.randint(0, 30, (2, 7))
+    seen = {}
+
+    def zero_head_2(z, hook):
+        seen[hook.name] = z.shape
+        return z.index_fill(2, torch.tensor([2]), 0.0)  # (B, T, H, d_head)
+
+    edited = run_with_hooks(model, idx, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_2)])
+    assert seen == {"blocks.1.attn.hook_z": (2, 7, 4, 8)}
+    assert not model.blocks[1].attn.hook_z.active
+    with torch.no_grad():
+        model.blocks[1].attn.o_proj.weight[:, 16:24] = 0.0  # head 2's d_head=8 input columns
+        torch.testing.assert_close(edited, model(idx), atol=1e-6, rtol=1e-6)
+    assert torch.equal(run_with_hooks(model, idx, [("hook_embed", lambda x, hook: None)]), model(idx))
+    with pytest.raises(ValueError, match="blocks.9.attn.hook_z"):
+        run_with_hooks(model, idx, [("blocks.9.attn.hook_z", zero_head_2)])

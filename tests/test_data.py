@@ -1,4 +1,5 @@
-"""Tokenizers and synthetic tasks: the answers are checked with plain Python, independent of the tensor code."""
+"""Tokenizers and synthetic tasks: the answers are checked with plain Python, independent of the tensor
+code."""
 
 import random
 
@@ -105,7 +106,7 @@ def test_batches_are_reproducible_from_the_generator():
     a = task.batch(16, torch.Generator().manual_seed(5))
     b = task.batch(16, 5)  # an int seeds a generator the same way
     c = task.batch(16, 6)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])
 
 
@@ -197,6 +198,6 @@ def test_mask_tokens_split_none_is_the_old_rule_and_split_is_configurable():
     tokens, _ = task.sequences(64, 0)
     all_masked = mask_tokens(tokens, 0.3, generator=5, split=None)
     also = mask_tokens(tokens, 0.3, generator=5, split=(1, 0, 0))
-    assert all(torch.equal(a, b) for a, b in zip(all_masked, also))
+    assert all(torch.equal(a, b) for a, b in zip(all_masked, also, strict=True))
     inputs, _, chosen = mask_tokens(tokens, 0.3, generator=5, split=(0, 0, 1))  # choose but never change
     assert torch.equal(inputs, tokens) and torch.equal(chosen, all_masked[2])

@@ -282,19 +282,19 @@ def test_ablating_every_head_equals_zeroing_the_output_projection():
     with torch.no_grad():
         reference.blocks[1].attn.o_proj.weight.zero_()
     torch.testing.assert_close(ablated, reference(idx), atol=1e-5, rtol=1e-5)
-    assert model.blocks[1].attn.head_mask is None  # restored
+    assert not model.blocks[1].attn.hook_z.active  # the hook is gone
 
 
 def test_ablate_heads_changes_only_inside_and_restores_on_error():
     model, idx = sharp_model(), torch.randint(0, 64, (2, 8))
     before = model(idx)
     with ablate_heads(model, [(0, 2)]):
-        assert model.blocks[0].attn.head_mask.tolist() == [1.0, 1.0, 0.0, 1.0]
+        assert model.blocks[0].attn.hook_z.active and not model.blocks[1].attn.hook_z.active
         assert not torch.allclose(model(idx), before)
     torch.testing.assert_close(model(idx), before, atol=0, rtol=0)
     with pytest.raises(RuntimeError, match="boom"), ablate_heads(model, {-1: [1]}):
         raise RuntimeError("boom")
-    assert all(block.attn.head_mask is None for block in model.blocks)
+    assert not any(block.attn.hook_z.active for block in model.blocks)
     with pytest.raises(ValueError, match="layer=5"), ablate_heads(model, {5: [0]}):
         pass
     with pytest.raises(ValueError, match=r"heads \[4\]"), ablate_heads(model, {0: [4]}):

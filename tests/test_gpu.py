@@ -108,6 +108,6 @@ def test_static_decode_bf16_logits_match_fp32_forward(mode):
     with torch.no_grad():
         ref = model(tokens)[0]  # (T, V) fp32
     dec = StaticDecoder(model.to(torch.bfloat16), batch_size=1, max_len=32, mode=mode)
-    dec.forward_at(tokens[:, :8], dec.slots[:8])
+    dec.forward_at(tokens[:, :8], torch.arange(8, device="cuda"))
     steps = torch.stack([dec.step(tokens[:, t : t + 1], t)[0].clone() for t in range(8, 32)])
     assert _rel_err(steps, ref[8:]) < 1e-2

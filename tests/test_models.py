@@ -50,7 +50,7 @@ def test_chunked_prefill_equals_one_shot(chunk):
         cache = KVCache.for_model(model, 3, 17)
         chunks = [model(idx[:, s : s + chunk], cache=cache) for s in range(0, 17, chunk)]
     assert_close(torch.cat(chunks, 1), one_shot, rtol=1e-5, atol=1e-5)
-    for k_a, k_b in zip(one_shot_cache.keys, cache.keys):
+    for k_a, k_b in zip(one_shot_cache.keys, cache.keys, strict=True):
         assert_close(k_a, k_b, rtol=1e-5, atol=1e-6)
 
 
@@ -182,3 +182,9 @@ def test_activations_follow_their_formulas_and_build_models(name, formula):
     model = DecoderLM(tiny(mlp=name))
     assert model.num_params() == param_count(model.config)["total"]
     assert model(torch.randint(0, 50, (1, 5))).shape == (1, 5, 50)
+
+
+def test_every_model_counts_its_parameters_as_torch_does():
+    c = ModelConfig.from_preset("tiny", n_encoder_layers=2)
+    for model in (DecoderLM(c), EncoderLM(c), EncoderDecoder(c)):
+        assert model.num_params() == sum(p.numel() for p in model.parameters()), type(model).__name__

@@ -55,6 +55,15 @@ SUBSECTIONS = {
     ],
     10: ["Shape checks", "Mask tests", "Attention entropy", "Residual norms", "Ablations"],
     11: ["Prefill", "Decode", "KV cache", "Decoding strategies", "Compute-bound vs memory-bound"],
+    12: [
+        "Tokens to vectors",
+        "Assembling the stack",
+        "Final norm and tied head",
+        "The loss of an untrained model",
+        "Training",
+        "Decoding",
+        "Sampling",
+    ],
 }
 CHAPTERS = {n: f"{n:02d}" for n in SUBSECTIONS}
 
@@ -119,6 +128,43 @@ def test_committed_clean(path):
             assert cell.execution_count is None, f"{path.name}: cell {i} has an execution count"
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def figure_problems(fig: dict) -> list[str]:
+    """Legibility rules for a figure's JSON (issue 13): a log axis chooses its ticks (plotly's default labels
+    every digit of a short range, crowded; `course.viz.axes.log_axis`), and over bars the label of a reference
+    line sits in the margin, where no bar can cover it."""
+    layout, problems = fig.get("layout", {}), []
+    for name, axis in layout.items():
+        if name.startswith(("xaxis", "yaxis")) and axis.get("type") == "log":
+            if "dtick" not in axis and "tickvals" not in axis:
+                problems.append(f"{name}: a log axis with plotly's default (crowded) labels")
+    if any(trace.get("type") == "bar" for trace in fig.get("data", [])):
+        for note in layout.get("annotations", []):
+            inside = str(note.get("xref", "")).endswith(("domain", "paper")) and 0 <= note.get("x", 0) < 1
+            if inside or (note.get("x", 1) == 1 and note.get("xanchor") != "left"):
+                problems.append(f"annotation {note.get('text')!r} drawn over the bars")
+    return problems
+
+
+def test_figure_problems_can_fail():
+    crowded = {"layout": {"yaxis": {"type": "log"}}, "data": []}
+    over_bars = {
+        "data": [{"type": "bar"}],
+        "layout": {"annotations": [{"text": "chance", "x": 1, "xref": "x domain", "xanchor": "right"}]},
+    }
+    assert figure_problems(crowded) and figure_problems(over_bars)
+    fixed = {
+        "data": [{"type": "bar"}],
+        "layout": {
+            "yaxis": {"type": "log", "dtick": 1},
+            "annotations": [{"text": "chance", "x": 1, "xref": "x domain", "xanchor": "left"}],
+        },
+    }
+    assert figure_problems(fixed) == []
+
+
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_executes_without_errors_or_stderr(path):
     from nbclient import NotebookClient
@@ -132,8 +178,8 @@ def test_executes_without_errors_or_stderr(path):
         store_widget_state=False,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium start
-    # per kernel, ~20 s; the widgets' own tests cover it) unless COURSE_VIZ_PNG is set.
+    # One thread per kernel (two run side by side under -n 2); no Kaleido PNG beside each widget (a Chromium
+    # start per kernel, ~20 s; the widgets' own tests cover it) unless COURSE_VIZ_PNG is set.
     env = {
         **os.environ,
         "COURSE_THREADS": "1",
@@ -151,6 +197,8 @@ def test_executes_without_errors_or_stderr(path):
                 problems.append(f"cell {i}: {out.ename}: {out.evalue}")
             elif out.output_type == "stream" and out.name == "stderr":
                 problems.append(f"cell {i} wrote to stderr: {out.text[:500]}")
+            elif PLOTLY_MIME in out.get("data", {}):
+                problems += [f"cell {i}: {p}" for p in figure_problems(out["data"][PLOTLY_MIME])]
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
     assert "widgets" not in nb.metadata
 

@@ -11,7 +11,8 @@ from course import DecoderLM
 from course.data import BOS, SEP
 from course.diagnostics import ablate_heads, head_ablation_effects, induction_scores, previous_token_scores
 from course.pretrained import WEIGHTS_DIR, available, load, load_card, task_for
-from course.training import evaluate, lm_loss, save
+from course.recipes import save
+from course.training import evaluate, lm_loss
 
 SHIPPED = ["copy", "induction", "reverse", "sort"]
 

@@ -1,4 +1,5 @@
-"""`course site`: executed chapters rendered to static HTML that shows its figures offline (no CDN, no widget JS)."""
+"""`course site`: executed chapters rendered to static HTML that shows its figures offline (no CDN, no widget
+JS)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def test_only_filters_chapters_and_rejects_unknown_names():
 
 @pytest.mark.slow
 def test_course_site_renders_an_executed_chapter(tmp_path):
-    """The real command on one chapter: executed, every figure present, plotly.js local, nothing from a CDN."""
+    """The real command on one chapter: executed, every figure present, plotly.js local, nothing from a
+    CDN."""
     from course.cli import main
 
     assert main(["site", "--out", str(tmp_path), "--only", "06", "--jobs", "1"]) == 0

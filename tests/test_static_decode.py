@@ -16,6 +16,7 @@ CONFIGS = [
     ("tiny-llama", {}),  # RoPE, RMSNorm, SwiGLU, GQA
     ("tiny-llama", {"n_kv_heads": 1}),  # MQA
     ("tiny", {"positional": "alibi"}),
+    ("tiny", {"positional": "relative"}),
     ("tiny", {"positional": "sinusoidal", "norm_placement": "post"}),
     ("tiny", {"positional": "none", "tie_weights": False}),
 ]
@@ -44,7 +45,7 @@ def test_each_step_logits_equal_full_forward(preset, overrides):
     with torch.no_grad():
         full = model(tokens)  # (B, T + n, V)
         torch.testing.assert_close(
-            dec.forward_at(tokens[:, :T], dec.slots[:T]), full[:, T - 1], atol=1e-5, rtol=1e-5
+            dec.forward_at(tokens[:, :T], torch.arange(T)), full[:, T - 1], atol=1e-5, rtol=1e-5
         )
         for t in range(T, T + n):
             step = dec.step(tokens[:, t : t + 1], t)
@@ -80,8 +81,8 @@ def test_bad_input_raises_value_error():
         StaticDecoder(model, max_len=1000)
     with pytest.raises(ValueError, match="position=20"):
         StaticDecoder(model, batch_size=2, max_len=20).step(idx[:, :1], 20)
-    with pytest.raises(ValueError, match="relative"):
-        StaticDecoder(_model("tiny", 0, positional="relative"))
+    with pytest.raises(ValueError, match=r"pass pos of shape \(1,\)"):
+        model(idx[:, :1], cache=StaticDecoder(model, batch_size=2, max_len=20).cache)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             StaticDecoder(model, mode="graph")

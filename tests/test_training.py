@@ -15,21 +15,16 @@ from course import DecoderLM, EncoderDecoder, EncoderLM, ModelConfig
 from course.cli import main
 from course.data import make_task
 from course.pretrained import load_card
+from course.recipes import RECIPES, _recipes_from_args, add_arguments, build_model, setup, train_recipe
 from course.training import (
-    RECIPES,
-    _recipes_from_args,
     accuracy,
-    add_arguments,
-    build_model,
     clip_grad_norm,
     lm_loss,
     lr_at,
     make_optimizer,
     masked_cross_entropy,
     mlm_loss,
-    setup,
     train,
-    train_recipe,
 )
 
 
@@ -225,7 +220,7 @@ def test_clip_grad_norm_rescales_by_the_global_norm(max_norm):
     norm = clip_grad_norm(model, max_norm)
     assert isinstance(norm, float) and norm == pytest.approx(total, rel=1e-5)
     scale = min(1.0, max_norm / (total + 1e-6))
-    for g0, p in zip(before, model.parameters()):
+    for g0, p in zip(before, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g0 * scale)
     after = math.sqrt(sum(p.grad.pow(2).sum().item() for p in model.parameters()))
     assert after <= max_norm * (1 + 1e-5) or scale == 1.0
@@ -253,7 +248,8 @@ def test_train_is_deterministic_and_learns():
     model_b, _, log_b = small_run()
     assert log_a.losses == log_b.losses
     assert all(
-        torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True)
     )
     _, _, log_c = small_run(seed=1)
     assert log_c.losses != log_a.losses
@@ -330,7 +326,10 @@ def test_setup_builds_a_recipe_untrained():
     assert task.args() == RECIPES["induction"].task_args
     assert model.config.positional == "rope" and model.config.vocab_size == task.vocab_size
     again, _ = setup(RECIPES["induction"])
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         setup("nope")
 
@@ -401,7 +400,7 @@ def test_recipe_commands_and_cli_errors(capsys):
 
 
 def test_norm_study_run_records_losses_and_gradients():
-    from course.training import NormStudy, norm_study_run
+    from course.recipes import NormStudy, norm_study_run
 
     study = NormStudy(depths=(2,), steps=10, batch_size=8, grad_every=5)
     run = norm_study_run(2, "post", 0, study)

@@ -1,8 +1,8 @@
 """`course check [notebook]`: run the visible tests of an exercise notebook in a fresh kernel and print, per
 exercise, pass/fail, points and the likely mistake behind each failure.
 
-Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and the
-source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
+Hidden-test blocks (present only in the instructor's source) are stripped first, so a learner's release and
+the source are checked alike. The notebook's own last cell (`H.self_check()`) calls this command.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course.grading.diagnoses import diagnosis_first
-from course.grading.release import ASSIGNMENT, CELL_TIMEOUT_S, EXERCISES, NOTEBOOK, exercise_of
+from course.grading.release import ALL_EXERCISES, ASSIGNMENT, CELL_TIMEOUT_S, NOTEBOOK, exercise_of
 
 DEFAULT = Path("exercises") / ASSIGNMENT / NOTEBOOK
 HIDDEN = re.compile(
     r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL
 )
 SELF_CHECK = "self_check"
+SKIP = "skip-check"  # a cell for the learner only: course check does not run it
 
 
 @dataclass
@@ -56,8 +57,13 @@ def run(args) -> int:
 
 
 def visible_only(nb) -> None:
-    """Strip hidden-test blocks and the self-check cell from a notebook (in place)."""
-    nb.cells = [c for c in nb.cells if _meta(c).get("grade_id") != SELF_CHECK]
+    """Strip hidden-test blocks, the self-check cell and the cells tagged SKIP (the capstone's demo and
+    training cells) from a notebook (in place)."""
+    nb.cells = [
+        c
+        for c in nb.cells
+        if _meta(c).get("grade_id") != SELF_CHECK and SKIP not in c.get("metadata", {}).get("tags", ())
+    ]
     for cell in nb.cells:
         if _meta(cell).get("grade"):
             cell.source = HIDDEN.sub("", cell.source)
@@ -121,10 +127,10 @@ def explain(ename: str, evalue: str) -> str:
 
 
 def report(results: list[TestResult]) -> str:
-    """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗ with
-    the likely mistake first."""
+    """Totals first, then per exercise PASS / FAIL / not attempted with its points, and per test a ✓, or a ✗
+    with the likely mistake first."""
     lines, earned, possible = [], 0.0, 0.0
-    for ex in EXERCISES:
+    for ex in ALL_EXERCISES:
         mine = [r for r in results if r.exercise == ex]
         if not mine:
             continue

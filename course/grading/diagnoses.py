@@ -1,5 +1,5 @@
-"""Catalogue of known mistakes: each recognised by its signature (the known-wrong variant recomputed on the same
-inputs) and named in plain words. The harness compares a wrong answer against these variants on failure.
+"""Catalogue of known mistakes: each recognised by its signature (the known-wrong variant recomputed on the
+same inputs) and named in plain words. The harness compares a wrong answer against these variants on failure.
 
 Every `*_variants` function returns {catalogue key: the value that mistake would produce}. Variants are built
 from `course` functions with one thing changed, so the right answer is never re-implemented here.
@@ -17,18 +17,24 @@ from course.masks import causal_mask, combine, cross_mask, decoder_mask, encoder
 from course.norms import layer_norm, rms_norm
 
 CATALOGUE = {
-    "softmax_axis": "softmax was taken over the wrong axis: normalise over the keys (the last axis, dim=-1) so "
+    "softmax_axis": "softmax was taken over the wrong axis: normalise over the keys (the last "
+    "axis, dim=-1) so "
     "that each query's row of weights sums to 1.",
     "no_scale": "the scores were not divided by √d_k: compute q·kᵀ / sqrt(d_k), where d_k = q.shape[-1].",
     "scale_by_dk": "the scores were divided by d_k instead of √d_k.",
-    "weights_not_output": "the weights were returned where the output belongs (or vice versa): output = weights @ v.",
-    "mask_after_softmax": "the mask was applied after the softmax: blocked scores must be set to −∞ *before* the "
+    "weights_not_output": "the weights were returned where the output belongs (or vice versa): "
+    "output = weights @ v.",
+    "mask_after_softmax": "the mask was applied after the softmax: blocked scores must be set to "
+    "−∞ *before* the "
     "softmax, otherwise the remaining weights no longer sum to 1.",
-    "mask_zero_fill": "blocked scores were set to 0 (or multiplied by 0) instead of −∞: a score of 0 still gets "
+    "mask_zero_fill": "blocked scores were set to 0 (or multiplied by 0) instead of −∞: a score of "
+    "0 still gets "
     "weight exp(0) after the softmax.",
-    "nan_masked_rows": "a fully masked row produced NaN (softmax of a row of −∞): such rows must give all-zero "
+    "nan_masked_rows": "a fully masked row produced NaN (softmax of a row of −∞): such rows must "
+    "give all-zero "
     "weights, e.g. with `weights.nan_to_num(0.0)`.",
-    "masked_rows_uniform": "a fully masked row got uniform weights (a large negative number such as −1e9 instead of "
+    "masked_rows_uniform": "a fully masked row got uniform weights (a large negative number such "
+    "as −1e9 instead of "
     "−∞, or no special case): a query that may attend to nothing must get all-zero weights.",
     "mask_polarity": "the mask polarity is inverted: in this course True means 'may attend' and False means "
     "'blocked'.",
@@ -43,13 +49,15 @@ CATALOGUE = {
     "(B, H, T, d_head) mixes heads and positions.",
     "heads_interleaved": "the features were split the wrong way round: head h owns the contiguous slice "
     "h·d_head:(h+1)·d_head, i.e. view(B, T, H, d_head), not view(B, T, d_head, H).",
-    "merge_without_transpose": "the heads were merged with `reshape` alone: transpose (B, H, T, d_head) back to "
+    "merge_without_transpose": "the heads were merged with `reshape` alone: transpose (B, H, T, "
+    "d_head) back to "
     "(B, T, H, d_head) before flattening the last two axes.",
     "biases_miscounted": "the biases were miscounted: each linear layer with bias adds one bias per output "
     "feature (Q: d_model, K and V: n_kv_heads·d_head each, O: d_model).",
     "gqa_ignored": "grouped-query attention was ignored: K and V project to n_kv_heads·d_head features, not "
     "d_model.",
-    "kv_heads_times_dmodel": "K and V were sized n_kv_heads·d_model: each KV head has d_head = d_model / n_heads "
+    "kv_heads_times_dmodel": "K and V were sized n_kv_heads·d_model: each KV head has d_head = "
+    "d_model / n_heads "
     "features, so K and V project to n_kv_heads·d_head.",
     "swiglu_two_matrices": "SwiGLU has three matrices (gate, up, down), not two: 3·d_model·d_ff weights.",
     "ratio_inverted": "the ratio is inverted: divide the MLP's parameters by attention's.",
@@ -57,7 +65,8 @@ CATALOGUE = {
     "unbiased_variance": "the unbiased variance (divide by D − 1) was used: LayerNorm divides by D "
     "(`unbiased=False` / `correction=0`).",
     "no_mean_subtraction": "the mean was not subtracted: LayerNorm centres the vector before dividing.",
-    "rms_subtracts_mean": "RMSNorm subtracted the mean: RMSNorm only divides by sqrt(mean(x²) + ε); there is no "
+    "rms_subtracts_mean": "RMSNorm subtracted the mean: RMSNorm only divides by sqrt(mean(x²) + "
+    "ε); there is no "
     "centring (that is LayerNorm).",
     "affine_missing": "the learned scale (and bias) were not applied after normalising: y = x̂·weight + bias.",
     "pre_post_swapped": "Pre-LN and Post-LN are swapped: Pre-LN is x + F(LN(x)) (the stream itself is never "
@@ -66,17 +75,47 @@ CATALOGUE = {
     "kv_counted_once": "K and V were counted once: the cache stores both keys and values, a factor of 2.",
     "bytes_per_dtype": "the bytes per element are wrong: fp32 = 4, fp16/bf16 = 2, int8 = 1 byte (bits ÷ 8).",
     "bits_not_bytes": "bits were counted instead of bytes: divide the dtype's bits by 8.",
-    "heads_not_kv_heads": "the cache was sized with n_heads: under GQA/MQA only n_kv_heads K/V heads are cached.",
+    "heads_not_kv_heads": "the cache was sized with n_heads: under GQA/MQA only n_kv_heads K/V "
+    "heads are cached.",
     "causal_in_encoder": "the encoder's self-attention was made causal: an encoder is bidirectional; only "
     "padding keys are blocked.",
-    "causal_missing": "the decoder's self-attention is not causal: position i may only attend to keys j <= i.",
+    "causal_missing": "the decoder's self-attention is not causal: position i may only attend to "
+    "keys j <= i.",
     "padding_missing": "the padding was ignored: keys at padding positions must be blocked.",
-    "padding_on_queries": "padding was applied to the queries (rows) instead of the keys (columns): block the "
+    "padding_on_queries": "padding was applied to the queries (rows) instead of the keys "
+    "(columns): block the "
     "padded *keys*; padded query rows are ignored by the loss.",
-    "cross_uses_target_padding": "the cross-attention mask used the target's padding: decoder queries read the "
+    "cross_uses_target_padding": "the cross-attention mask used the target's padding: decoder "
+    "queries read the "
     "*encoder* outputs, so block the source's padded positions.",
     "causal_in_cross": "cross-attention was made causal: every decoder position may read every real source "
     "token.",
+    # the capstone (course.grading.capstone computes these signatures)
+    "kv_groups_interleaved": "the KV heads were shared the wrong way: query head h reads KV head h // group "
+    "(consecutive query heads share one KV head), so repeat each KV head with "
+    "`repeat_interleave(group, dim=1)`; `repeat(1, group, 1, 1)` gives query head h the KV head "
+    "h % n_kv_heads.",
+    "cache_mask_top_left": "with cached keys the causal mask must be shifted: new query i sits at position "
+    "T_past + i and may read keys 0 ... T_past + i (`tril(diagonal=T_k - T)`), not only keys 0 ... i.",
+    "gelu_exact": "the MLP used the exact GELU: GPT-2 (and the course's mlp='gelu_tanh') uses the tanh "
+    "approximation, `F.gelu(x, approximate='tanh')`.",
+    "final_norm_missing": "the final norm was forgotten: a Pre-LN stack normalises the last block's output "
+    "(ln_f) before the LM head.",
+    "head_not_tied": "the logits are a linear map of the right hidden states, but not through the token "
+    "embedding: with tie_weights the LM head *is* tok_emb.weight (`lm_head.weight = tok_emb.weight`), and "
+    "the checkpoint stores it once.",
+    "tied_when_untied": "the head was tied although config.tie_weights is False: this model has its own "
+    "lm_head.weight, separate from tok_emb.weight.",
+    "positions_not_offset": "the positions were not offset in decode: a token fed after T_past cached ones "
+    "sits at position T_past (RoPE angles or learned position embeddings start at the cache length).",
+    "temperature_after_softmax": "the temperature was applied after the softmax: divide the *logits* by the "
+    "temperature, then take the softmax.",
+    "top_k_ties": "top-k dropped tokens tied with the k-th largest logit: keep every token whose logit is "
+    ">= the k-th largest (`logits < kth` are removed), so ties survive together.",
+    "not_renormalised": "the filtered probabilities were not renormalised: set the removed *logits* to -inf "
+    "and take the softmax again (or divide by the kept mass), so they sum to 1.",
+    "top_p_boundary": "top-p kept the wrong boundary token: sort by probability and keep each token while "
+    "the mass ranked *above* it is < top_p, so the token that crosses top_p is kept and nothing after it.",
 }
 
 
@@ -85,7 +124,8 @@ def message(key: str) -> str:
     return CATALOGUE[key.split(":")[0]]
 
 
-# --- exercise 1: scaled dot-product attention ----------------------------------------------------------------
+# --- exercise 1: scaled dot-product attention
+# ----------------------------------------------------------------
 def sdpa_variants(q, k, v, part: int) -> dict[str, torch.Tensor]:
     """The output (part=0) or the weights (part=1) each known mistake produces."""
     scores = attention_scores(q, k)
@@ -101,7 +141,8 @@ def sdpa_variants(q, k, v, part: int) -> dict[str, torch.Tensor]:
     return {key: pair[part] for key, pair in out.items()}
 
 
-# --- exercise 2: causal mask and masked softmax --------------------------------------------------------------
+# --- exercise 2: causal mask and masked softmax
+# --------------------------------------------------------------
 def causal_mask_variants(T: int) -> dict[str, torch.Tensor]:
     ones = torch.ones(T, T, dtype=torch.bool)
     return {
@@ -123,7 +164,8 @@ def masked_weights_variants(scores: torch.Tensor, mask: torch.Tensor) -> dict[st
     }
 
 
-# --- exercise 3: heads ---------------------------------------------------------------------------------------
+# --- exercise 3: heads
+# ---------------------------------------------------------------------------------------
 def split_heads_variants(x: torch.Tensor, n_heads: int) -> dict[str, torch.Tensor]:
     B, T, D = x.shape
     return {
@@ -137,7 +179,8 @@ def merge_heads_variants(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"merge_without_transpose": x.reshape(B, T, H * d)}
 
 
-# --- exercises 4 and 5: parameter counts ---------------------------------------------------------------------
+# --- exercises 4 and 5: parameter counts
+# ---------------------------------------------------------------------
 def attention_params_variants(
     d_model: int, n_heads: int, n_kv_heads: int | None, bias: bool
 ) -> dict[str, int]:
@@ -171,7 +214,8 @@ def ratio_variants(mlp: int, attn: int) -> dict[str, float]:
     return {"ratio_inverted": attn / mlp}
 
 
-# --- exercise 6: norms ---------------------------------------------------------------------------------------
+# --- exercise 6: norms
+# ---------------------------------------------------------------------------------------
 def layer_norm_variants(x, weight, bias, eps) -> dict[str, torch.Tensor]:
     mean = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
@@ -194,7 +238,8 @@ def rms_norm_variants(x, weight, eps) -> dict[str, torch.Tensor]:
     }
 
 
-# --- exercise 8: KV cache ------------------------------------------------------------------------------------
+# --- exercise 8: KV cache
+# ------------------------------------------------------------------------------------
 def kv_cache_variants(n_layers, seq_len, n_heads, n_kv_heads, d_head, batch_size, dtype) -> dict[str, int]:
     b = bytes_per_element(dtype)
     right = kv_cache_bytes(n_layers, seq_len, n_kv_heads, d_head, batch_size, b)
@@ -210,7 +255,8 @@ def kv_cache_variants(n_layers, seq_len, n_heads, n_kv_heads, d_head, batch_size
     return out
 
 
-# --- exercise 9: masks of the three architectures ------------------------------------------------------------
+# --- exercise 9: masks of the three architectures
+# ------------------------------------------------------------
 def encoder_mask_variants(src_is_token) -> dict[str, torch.Tensor]:
     T = src_is_token.shape[1]
     return {
@@ -245,7 +291,8 @@ def cross_mask_variants(src_is_token, tgt_is_token) -> dict[str, torch.Tensor]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-# --- exercise 7: Pre-LN vs Post-LN ---------------------------------------------------------------------------
+# --- exercise 7: Pre-LN vs Post-LN
+# ---------------------------------------------------------------------------
 def block_variants(block, x) -> dict[str, torch.Tensor]:
     """Outputs of a `course.blocks.Block`'s parts wired the wrong way."""
     swapped = copy.deepcopy(block)
@@ -256,7 +303,8 @@ def block_variants(block, x) -> dict[str, torch.Tensor]:
 
 
 def diagnosis_first(text: str) -> str:
-    """'weights: differs ... Likely mistake: X' -> 'Likely mistake: X (weights: differs ...)': what to fix first."""
+    """'weights: differs ... Likely mistake: X' -> 'Likely mistake: X (weights: differs ...)': what to fix
+    first."""
     head, sep, diagnosis = text.partition(" Likely mistake: ")
     if not sep and text.startswith("Likely mistake: "):
         return text

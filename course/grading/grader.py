@@ -1,10 +1,11 @@
 """Grade one submission on the trusted side: the learner's cells run in the jail, the tests run here.
 
 Each test cell of the nbgrader source (visible part and hidden part) executes in this process, with the
-instructor's harness `H`, and with every answer name of the assignment bound to a proxy: calling `attention(q, k,
-v)` sends q, k, v to the jail, runs the learner's function there and brings back plain data, which `H.expect_*`
-compares with the reference. A test scores its points when its code raises nothing; no test source, hidden input
-or expected value ever enters the learner's process, and nothing that process says about itself is read.
+instructor's harness `H`, and with every answer name of the assignment bound to a proxy: calling `attention(q,
+k, v)` sends q, k, v to the jail, runs the learner's function there and brings back plain data, which
+`H.expect_*` compares with the reference. A test scores its points when its code raises nothing; no test
+source, hidden input or expected value ever enters the learner's process, and nothing that process says about
+itself is read.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ FORBIDDEN = {  # exercise: (what it asks for, torch functions its answer may not
     "ex02": ("build the causal mask and the masked softmax yourself", _ATTENTION),
     "ex03": ("split and merge the heads yourself", _ATTENTION),
     "ex06": ("compute LayerNorm and RMSNorm yourself", _NORMS),
+    "ex11": ("write multi-head attention yourself", _ATTENTION),  # the capstone: the learner's own GPT
+    "ex12": ("write the block yourself", _ATTENTION),
+    "ex13": ("write the decoder yourself", _ATTENTION),
 }
 
 

@@ -1,13 +1,14 @@
-"""Grading harness of the exercise notebook: a quiet, deterministic kernel, the references and the comparisons.
+"""Grading harness of the exercise notebook: a quiet, deterministic kernel, the references and the
+comparisons.
 
 The learner's notebook imports it for the visible tests (`course check`, Validate): its first locked cell runs
-`import torch; from course.grading import harness as H; H.setup()`. `course grade` imports it on the trusted side,
-where every test (visible and hidden) runs against values brought back from the jail; there it never shares a
-process with learner code.
-- `setup()` seeds every RNG, uses one CPU thread, silences warnings (and, in a kernel, sends stderr to stdout so
-  noise never costs points);
-- tests compare through `expect_close` / `expect_equal` / `expect_mask` / `expect_number` / `expect_value`, and
-  on failure name the likely mistake from `course.grading.diagnoses`;
+`import torch; from course.grading import harness as H; H.setup()`. `course grade` imports it on the trusted
+side, where every test (visible and hidden) runs against values brought back from the jail; there it never
+shares a process with learner code.
+- `setup()` seeds every RNG, uses one CPU thread, silences warnings (and, in a kernel, sends stderr to
+  stdout so noise never costs points);
+- tests compare through `expect_close` / `expect_equal` / `expect_mask` / `expect_number` /
+  `expect_value`, and on failure name the likely mistake from `course.grading.diagnoses`;
 - references come from `ref` (`course` functions), evaluated in float64.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from course import attention, blocks, config, costs, feedforward, masks, norms
-from course.grading import diagnoses, planted
+from course.grading import capstone, diagnoses, planted
 
 NAMESPACE = ("H", "torch")  # notebook globals the test cells use
 _MISSING = object()
@@ -69,6 +70,7 @@ ref = types.SimpleNamespace(
     }
 )
 diag = diagnoses
+cap = capstone  # the capstone's references and mistake signatures
 
 
 _allclose, _equal, _isnan = torch.allclose, torch.equal, torch.isnan
@@ -130,7 +132,8 @@ def unsaved_cells(path: str) -> list[str]:
     return [i for i, source in _ran.items() if i in saved and saved[i].strip() != source.strip()]
 
 
-# --- comparisons ---------------------------------------------------------------------------------------------
+# --- comparisons
+# ---------------------------------------------------------------------------------------------
 def _tensor(value, name: str) -> torch.Tensor:
     if _type(value) is torch.Tensor:
         return value
@@ -168,7 +171,8 @@ def _fail(name: str, what: str, actual, variants) -> None:
 def expect_close(
     actual, expected, name: str, variants: dict | None = None, atol: float = ATOL, rtol: float = RTOL
 ) -> None:
-    """Floating tensors: same shape, finite where the reference is, within tolerance of the float64 reference."""
+    """Floating tensors: same shape, finite where the reference is, within tolerance of the float64
+    reference."""
     actual, expected = _tensor(actual, name), _tensor(expected, f"{name} (reference)")
     if not actual.dtype.is_floating_point:
         raise AssertionError(f"{name}: expected a floating-point tensor, got dtype {actual.dtype}")
@@ -182,7 +186,8 @@ def expect_close(
         _fail(
             name,
             f"differs from the reference (max |error| {err.max().item():.3g} at index "
-            f"{tuple(int(i) for i in np.unravel_index(err.argmax().item(), tuple(a.shape)))}; tolerance atol={atol}, "
+            f"{tuple(int(i) for i in np.unravel_index(err.argmax().item(), tuple(a.shape)))}; "
+            f"tolerance atol={atol}, "
             f"rtol={rtol})",
             actual,
             variants,
@@ -190,7 +195,8 @@ def expect_close(
 
 
 def expect_mask(actual, expected, name: str, variants: dict | None = None) -> None:
-    """Boolean masks. `expected` has the full scores shape; `actual` may be any shape that broadcasts to it."""
+    """Boolean masks. `expected` has the full scores shape; `actual` may be any shape that broadcasts to
+    it."""
     actual, expected = _tensor(actual, name), _tensor(expected, f"{name} (reference)")
     if actual.dtype != torch.bool:
         raise AssertionError(

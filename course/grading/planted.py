@@ -38,7 +38,8 @@ BUGS = {  # bug: (the check that must catch it, what is wrong)
 
 
 # The planted bug lives outside the suspect (no attribute of the model names it), so a check has to find it by
-# testing the model; reaching into private names is also flagged by the grader's scan (`course.grading.tamper`).
+# testing the model; reaching into private names is also flagged by the grader's scan
+# (`course.grading.tamper`).
 _PLANTED: weakref.WeakKeyDictionary[nn.Module, str | None] = weakref.WeakKeyDictionary()
 
 

@@ -1,7 +1,10 @@
 """The student release: generated from the nbgrader source (`solutions/`) by nbgrader itself, in a throw-away
 course directory, and written to `exercises/`. Also the nbgrader settings every grading step shares.
 
-    python -m course.grading.release            # regenerate exercises/<ASSIGNMENT>/<NOTEBOOK>
+    python -m course.grading.release            # regenerate exercises/<assignment>/<notebook>, all of them
+
+Two assignments: "transformers" (exercises 1-10, exercises.ipynb) and "capstone" (exercises 11-14, the
+learner's own GPT, capstone.ipynb). Exercise numbers are unique across both, so a grade_id names its exercise.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ NOTEBOOK = "exercises.ipynb"
 EXERCISES = tuple(
     f"ex{i:02d}" for i in range(1, 11)
 )  # grade_ids are "<exercise>_<test>", e.g. "ex01_weights"
+ASSIGNMENTS = {  # name: (notebook, its exercises)
+    ASSIGNMENT: (NOTEBOOK, EXERCISES),
+    "capstone": ("capstone.ipynb", tuple(f"ex{i:02d}" for i in range(11, 15))),
+}
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "solutions" / ASSIGNMENT / NOTEBOOK
 RELEASE = ROOT / "exercises" / ASSIGNMENT / NOTEBOOK
@@ -25,11 +32,24 @@ CELL_TIMEOUT_S = 120  # per cell; importing torch alone can take 30 s on a cold 
 IGNORE_STDERR = r"[\s\S]"  # drop every stderr output before scoring: only an exception fails a test cell
 
 
+ALL_EXERCISES = tuple(ex for _, exercises in ASSIGNMENTS.values() for ex in exercises)
+
+
+def paths(assignment: str) -> tuple[Path, Path]:
+    """(source, release) notebook of `assignment`."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"unknown assignment {assignment!r}; expected one of {sorted(ASSIGNMENTS)}")
+    notebook = ASSIGNMENTS[assignment][0]
+    return ROOT / "solutions" / assignment / notebook, ROOT / "exercises" / assignment / notebook
+
+
 def exercise_of(grade_id: str) -> str:
     """'ex03_split' -> 'ex03'. Raises ValueError for a grade_id outside the exercises."""
     prefix = grade_id.split("_", 1)[0]
-    if prefix not in EXERCISES:
-        raise ValueError(f"grade_id {grade_id!r} does not start with one of {EXERCISES[0]}..{EXERCISES[-1]}")
+    if prefix not in ALL_EXERCISES:
+        raise ValueError(
+            f"grade_id {grade_id!r} does not start with one of {ALL_EXERCISES[0]}..{ALL_EXERCISES[-1]}"
+        )
     return prefix
 
 
@@ -48,8 +68,8 @@ def configure(c, root: str | os.PathLike) -> None:
 
 
 def nbgrader_env(home: str | os.PathLike) -> dict[str, str]:
-    """Environment for an nbgrader subprocess: private HOME and Jupyter config, this interpreter's bin/ on PATH
-    (gradebook creation runs `alembic`), warnings silenced (the kernel inherits it)."""
+    """Environment for an nbgrader subprocess: private HOME and Jupyter config, this interpreter's bin/ on
+    PATH (gradebook creation runs `alembic`), warnings silenced (the kernel inherits it)."""
     home = Path(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "NBGRADER_"))}
     env.update(
@@ -73,24 +93,31 @@ def write_config(course_dir: str | os.PathLike) -> Path:
     return path
 
 
-def generate(out: str | os.PathLike | None = None, source: str | os.PathLike | None = None) -> Path:
-    """Run `nbgrader generate_assignment` on `source` (default: solutions/) in a temporary course; write the
-    released notebook to `out` (default: exercises/<ASSIGNMENT>/<NOTEBOOK>) and return its path."""
-    source, out = Path(source or SOURCE), Path(out or RELEASE)
+def generate(
+    out: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
+    assignment: str = ASSIGNMENT,
+) -> Path:
+    """Run `nbgrader generate_assignment` on `source` (default: solutions/<assignment>/) in a temporary
+    course; write the released notebook to `out` (default: exercises/<assignment>/<notebook>); return its
+    path."""
+    default_source, default_out = paths(assignment)
+    source, out = Path(source or default_source), Path(out or default_out)
+    notebook = ASSIGNMENTS[assignment][0]
     with tempfile.TemporaryDirectory(prefix="course-release-") as tmp:
         course = Path(tmp) / "course"
-        (course / "source" / ASSIGNMENT).mkdir(parents=True)
-        shutil.copy(source, course / "source" / ASSIGNMENT / NOTEBOOK)
+        (course / "source" / assignment).mkdir(parents=True)
+        shutil.copy(source, course / "source" / assignment / notebook)
         write_config(course)
         done = subprocess.run(
-            [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
+            [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"],
             cwd=course,
             env=nbgrader_env(tmp),
             capture_output=True,
             text=True,
             check=False,
         )
-        released = course / "release" / ASSIGNMENT / NOTEBOOK
+        released = course / "release" / assignment / notebook
         if done.returncode or not released.exists():
             raise RuntimeError(
                 f"nbgrader generate_assignment failed ({done.returncode}):\n{done.stderr[-4000:]}"
@@ -101,4 +128,5 @@ def generate(out: str | os.PathLike | None = None, source: str | os.PathLike | N
 
 
 if __name__ == "__main__":
-    print(generate())
+    for name in ASSIGNMENTS:
+        print(generate(assignment=name))

@@ -3,8 +3,10 @@
 It executes the learner's cells (IPython syntax, so magics work), then serves the trusted grader's requests on
 the channel FD until it closes:
 
-    {"op": "call", "name", "args", "kwargs", "forbidden"} -> {"op": "result", "value"} | {"op": "result", "error"}
-    {"op": "get", "name"}                                  -> the same, for a plain value (UNNORMALIZED, ...)
+    {"op": "call", "name", "args", "kwargs", "forbidden"}
+        -> {"op": "result", "value"} | {"op": "result", "error"}
+    {"op": "get", "name"}
+        -> the same, for a plain value (UNNORMALIZED, ...)
 
 Arguments may hold handles to trusted objects (a suspect model, a LayerNorm); calling one sends a callback
 request back and waits for its result. Nothing here is trusted: the learner's code shares this process and may
@@ -58,7 +60,8 @@ class _Watch(TorchFunctionMode):
 
 
 class Remote:
-    """A trusted object the learner may call: attributes are plain values, methods and calls go to the grader."""
+    """A trusted object the learner may call: attributes are plain values, methods and calls go to the
+    grader."""
 
     def __init__(self, channel, tree: dict, decoder: wire.Decoder):
         self._channel, self._id = channel, tree["__handle__"]
@@ -210,7 +213,7 @@ def serve(channel: Channel, ns: dict) -> None:
             before = [t.clone() for t in inputs]
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), watch:
                 value = ns[name](*args, **kwargs)
-            modified = any(not torch.equal(a, b) for a, b in zip(before, inputs))
+            modified = any(not torch.equal(a, b) for a, b in zip(before, inputs, strict=False))
         except BaseException as e:  # noqa: BLE001 - the learner's function, whatever it raised
             channel.send({"op": "result", "error": f"{type(e).__name__}: {e}"[:2000]})
             continue

@@ -1,12 +1,13 @@
-"""The trusted end of one submission's jail: run the learner's cells, call the learner's functions, serve callbacks.
+"""The trusted end of one submission's jail: run the learner's cells, call the learner's functions, serve
+callbacks.
 
     session = Session(cells, limits)          # cells: [(number in the submission, source)]
     value = session.call("attention", (q, k, v), exercise="ex01", forbidden=(...), budget_s=60)
     value = session.get("UNNORMALIZED")
 
-Only data comes back (`wire`), checked on arrival. A cell that hangs or kills the process is skipped and the jail
-restarted without it; a call that hangs or kills the process fails that call only (the next call restarts the
-jail). Nothing the learner's process reports about itself decides anything but its own outputs.
+Only data comes back (`wire`), checked on arrival. A cell that hangs or kills the process is skipped and the
+jail restarted without it; a call that hangs or kills the process fails that call only (the next call restarts
+the jail). Nothing the learner's process reports about itself decides anything but its own outputs.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Session:
         self.runs: dict[int, CellRun] = {}
         self.proc, self.sock, self.starts = None, None, 0
 
-    # --- lifecycle ------------------------------------------------------------------------------------------------
+    # --- lifecycle
+    # ------------------------------------------------------------------------------------------------
     def _left(self, budget: float) -> float:
         return max(0.01, min(budget, self.deadline - time.monotonic()))
 
@@ -71,7 +73,8 @@ class Session:
                 return
 
     def _run_cells(self, todo) -> bool:
-        """True when every cell ran and the runner is ready; False after marking the cell that hung or crashed."""
+        """True when every cell ran and the runner is ready; False after marking the cell that hung or
+        crashed."""
         current, budget = None, STARTUP_S
         while True:
             try:
@@ -119,7 +122,8 @@ class Session:
         self.sock.settimeout(timeout)
         return wire.receive(self.sock)
 
-    # --- calls ----------------------------------------------------------------------------------------------------
+    # --- calls
+    # ----------------------------------------------------------------------------------------------------
     def get(self, name: str, *, budget_s: float = 30.0):
         return self._request({"op": "get", "name": name}, budget_s, what=name)
 
@@ -198,7 +202,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _methods(obj) -> set[str]:
-    """Public methods a learner may call on a trusted module: those its own classes define (not nn.Module's)."""
+    """Public methods a learner may call on a trusted module: those its own classes define (not
+    nn.Module's)."""
     names = set()
     for cls in type(obj).__mro__:
         if cls is nn.Module or cls is object:

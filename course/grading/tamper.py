@@ -1,5 +1,6 @@
-"""A review aid for the instructor: a static scan of the learner's cells for techniques that only an attempt on the
-grader needs (process exits, tracing hooks, torch dispatch overrides, IPython hooks, the interpreter's internals).
+"""A review aid for the instructor: a static scan of the learner's cells for techniques that only an attempt
+on the grader needs (process exits, tracing hooks, torch dispatch overrides, IPython hooks, the interpreter's
+internals).
 
     scan_cell(source) -> ["line 3: uses sys.settrace", ...]   # empty: nothing to review
 

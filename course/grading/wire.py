@@ -3,8 +3,8 @@
 This file runs on both sides of the jail and imports nothing from `course` (inside the jail it is a lone file
 next to `runner.py`). Only data crosses: None, bool, int, float, str, list, tuple, set, dict, torch dtypes,
 tensors (dtype, shape and the raw little-endian bytes, like safetensors) and, from the trusted side only,
-read-only records (`ModelConfig`) and handles to trusted objects (a suspect model, a LayerNorm) that the jail can
-only call. No pickle, no Python objects: whatever the learner's process sends is checked on arrival.
+read-only records (`ModelConfig`) and handles to trusted objects (a suspect model, a LayerNorm) that the jail
+can only call. No pickle, no Python objects: whatever the learner's process sends is checked on arrival.
 
     frame = u32 json_len | u32 n_blobs | json | (u64 blob_len | blob)*
 """
@@ -43,7 +43,8 @@ class WireError(ValueError):
     """A frame or a value that is not what the protocol allows."""
 
 
-# --- frames ------------------------------------------------------------------------------------------------------
+# --- frames
+# ------------------------------------------------------------------------------------------------------
 def send(sock: socket.socket, message: dict, blobs: list[bytes] = ()) -> None:
     body = json.dumps(message, allow_nan=True, ensure_ascii=True).encode("ascii")
     parts = [struct.pack("<II", len(body), len(blobs)), body]
@@ -63,8 +64,8 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def receive(sock: socket.socket, max_bytes: int = MAX_FRAME) -> tuple[dict, list[bytes]]:
-    """One frame: (message, blobs). Raises EOFError when the peer is gone, WireError when the frame is malformed
-    or larger than `max_bytes`."""
+    """One frame: (message, blobs). Raises EOFError when the peer is gone, WireError when the frame is
+    malformed or larger than `max_bytes`."""
     size, count = struct.unpack("<II", _exactly(sock, 8))
     if size > max_bytes or count > MAX_ITEMS:
         raise WireError(f"frame too large ({size} bytes of JSON, {count} blobs)")
@@ -84,10 +85,11 @@ def receive(sock: socket.socket, max_bytes: int = MAX_FRAME) -> tuple[dict, list
     return message, blobs
 
 
-# --- values ------------------------------------------------------------------------------------------------------
+# --- values
+# ------------------------------------------------------------------------------------------------------
 class Encoder:
-    """value -> (JSON-able tree, blobs). `handle(obj)` turns objects the codec does not know into a tagged dict
-    (the trusted side registers handles; the jail side marks them unsupported)."""
+    """value -> (JSON-able tree, blobs). `handle(obj)` turns objects the codec does not know into a tagged
+    dict (the trusted side registers handles; the jail side marks them unsupported)."""
 
     def __init__(self, handle=None):
         self.blobs: list[bytes] = []
@@ -129,8 +131,9 @@ class Encoder:
 
 
 class Decoder:
-    """(JSON tree, blobs) -> value, checking every tag, dtype, shape and size. `handle(tree)` builds the object
-    for a handle tag (jail side); without it, handles are refused (trusted side). `record(tree)` likewise."""
+    """(JSON tree, blobs) -> value, checking every tag, dtype, shape and size. `handle(tree)` builds the
+    object for a handle tag (jail side); without it, handles are refused (trusted side). `record(tree)`
+    likewise."""
 
     def __init__(self, blobs: list[bytes], *, handle=None, record=None, max_numel: int = 1 << 24):
         self.blobs, self.handle, self.record, self.max_numel, self.items = blobs, handle, record, max_numel, 0

@@ -2,10 +2,10 @@
 
 * Opens the start page. `ServerApp.default_url` is overridden by JupyterLab's own default (the Launcher);
   `LabApp.default_url` is the one that counts, and the URL Jupyter prints then opens this page too.
-* Lab's terminal finds `course`. Left to itself, the server runs a *login* shell when it has no terminal of its
-  own (the usual case), and /etc/profile resets PATH, dropping the virtual environment's bin folder. The
-  terminal starts bash with `terminal.bashrc`, which reads the learner's ~/.bashrc and then puts this Python's
-  bin folder (`course`, `jupyter`, `python`) first on PATH.
+* Lab's terminal finds `course`. Left to itself, the server runs a *login* shell when it has no terminal
+  of its own (the usual case), and /etc/profile resets PATH, dropping the virtual environment's bin
+  folder. The terminal starts bash with `terminal.bashrc`, which reads the learner's ~/.bashrc and then puts
+  this Python's bin folder (`course`, `jupyter`, `python`) first on PATH.
 Command-line options after `--config` override these settings.
 """
 

@@ -5,19 +5,26 @@
 
 | widget | usage (see each module's docstring) |
 |---|---|
-| AttentionExplorer  | `AttentionExplorer(model, tokens, labels).show()` — layers × heads, stages, mask, overview |
-| MaskBuilder        | `MaskBuilder(kind="decoder", T=6, S=8, pad=2).show()` — causal/padding/encoder/decoder/cross |
-| HeadSplitView      | `HeadSplitView(T=6, D=12, H=3).show()` — (B,T,D) -> (B,H,T,d_head), the transpose pitfall |
+| AttentionExplorer  | `AttentionExplorer(model, tokens, labels).show()` — layers × heads, stages, mask,
+overview |
+| MaskBuilder        | `MaskBuilder(kind="decoder", T=6, S=8, pad=2).show()` —
+causal/padding/encoder/decoder/cross |
+| HeadSplitView      | `HeadSplitView(T=6, D=12, H=3).show()` — (B,T,D) -> (B,H,T,d_head), the transpose
+pitfall |
 | PositionalExplorer | `PositionalExplorer(mode="rope").show()` — sinusoidal, RoPE (i − j), ALiBi |
 | NormExplorer       | `NormExplorer([0.5, 2, -1, 3]).show()` — LayerNorm vs RMSNorm under shift and scale |
-| KVCacheCalculator  | `KVCacheCalculator(preset="llama2-70b").show()` — presets, sliders, predicted vs measured |
-| SamplingExplorer   | `SamplingExplorer.from_model(model, tokens, vocab_labels).show()` — temperature, top-k, top-p |
-| TrainingView       | `v = TrainingView(model, probe); v.show(); v.train(task, steps=300)` — loss + pattern, live |
+| KVCacheCalculator  | `KVCacheCalculator(preset="llama2-70b").show()` — presets, sliders, predicted vs
+measured |
+| SamplingExplorer   | `SamplingExplorer.from_model(model, tokens, vocab_labels).show()` — temperature, top-k,
+top-p |
+| TrainingView       | `v = TrainingView(model, probe); v.show(); v.train(task, steps=300)` — loss + pattern,
+live |
 
 Every widget: state -> figure logic in a pure view model (unit-tested without a browser), one FigureWidget
-created once and updated in place (each costs ~5 MB of JavaScript: a handful per chapter), callback errors shown
-in an Output under the figure, `to_static()` -> a plain `go.Figure`, and a display bundle that still shows the
-figure without a kernel (`course.viz.static`; PNGs are added when `make lab`'s server saves the notebook).
+created once and updated in place (each costs ~5 MB of JavaScript: a handful per chapter), callback errors
+shown in an Output under the figure, `to_static()` -> a plain `go.Figure`, and a display bundle that still
+shows the figure without a kernel (`course.viz.static`; PNGs are added when `make lab`'s server saves the
+notebook).
 """
 
 from .attention_explorer import AttentionExplorer

@@ -4,12 +4,12 @@
     course explore --model sort --prompt "^hbdafcge|abcdefgh" --port 8866
 
 Voilà serves a one-cell notebook written to a temporary folder; it shows the widget and hides the code.
-`explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a kernel.
-For the text model a prompt is any text, split by its BPE tokenizer (labels: the token pieces); the default
-repeats a phrase, to show whether a head looks back to its first occurrence (its card: none does yet). For the
-synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front when
-missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen twice).
-"""
+`explorer(model, prompt)` is the same explorer in any notebook; `course export-html` draws it without a
+kernel. For the text model a prompt is any text, split by its BPE tokenizer (labels: the token pieces); the
+default repeats a phrase, to show whether a head looks back to its first occurrence (its card: none does yet).
+For the synthetic models, prompts are text in the model's alphabet (card: `task`), '^' (BOS) is added in front
+when missing; the default prompt is a seeded example of the model's task (induction: `^ r r`, a random r seen
+twice)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..data import BOS, SPECIALS
-from ..training import RECIPES
+from ..recipes import RECIPES
 
 DEFAULT_MODEL = "text"
 MODELS = sorted([*RECIPES, "text"])
@@ -149,8 +149,8 @@ def serve(cmd: list[str], env: dict, cwd: str, grace_s: float = 20) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    # SIGINT too: a process started with SIGINT ignored (a background job, a pytest-xdist worker's child) would
-    # otherwise never see Ctrl-C's KeyboardInterrupt.
+    # SIGINT too: a process started with SIGINT ignored (a background job, a pytest-xdist worker's child)
+    # would otherwise never see Ctrl-C's KeyboardInterrupt.
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()

@@ -1,16 +1,17 @@
 """Attention explorer: every layer and head of a course model on your tokens, stage by stage.
 
     from course.viz import AttentionExplorer
-    AttentionExplorer(model, tokens, labels).show()   # model: DecoderLM / EncoderLM; tokens: ids (T,); labels: T str
+    AttentionExplorer(model, tokens, labels).show()   # model: DecoderLM / EncoderLM; tokens: ids (T,);
+    labels: T str
 
-Controls: layer slider, head buttons, stage (scores -> masked -> softmax), "apply mask" (off shows what attention
-would do without the mask). Left: the selected head — keys on x, queries on y, hover "query 'tok' (i) -> key
-'tok' (j): 0.193"; masked cells are grey "N/A" (their score is -inf, their weight 0: never drawn as 0). Right: all
-layers × heads as one heatmap (with the mask or without it, like the left; masked cells grey); click a tile to
-select that (layer, head). A model with one layer or one head shows no layer slider or head buttons. `to_static()` is a plain `go.Figure`
-with layer/head dropdowns (softmax weights), usable offline. From arrays instead of a model:
-`AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One figure widget per explorer (~5 MB of
-JavaScript each): reuse one explorer rather than creating many.
+Controls: layer slider, head buttons, stage (scores -> masked -> softmax), "apply mask" (off shows what
+attention would do without the mask). Left: the selected head — keys on x, queries on y, hover "query 'tok'
+(i) -> key 'tok' (j): 0.193"; masked cells are grey "N/A" (their score is -inf, their weight 0: never drawn as
+0). Right: all layers × heads as one heatmap (with the mask or without it, like the left; masked cells grey);
+click a tile to select that (layer, head). A model with one layer or one head shows no layer slider or head
+buttons. `to_static()` is a plain `go.Figure` with layer/head dropdowns (softmax weights), usable offline.
+From arrays instead of a model: `AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One
+figure widget per explorer (~5 MB of JavaScript each): reuse one explorer rather than creating many.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class AttentionExplorer(CourseWidget):
         v = self.attention
         return v.in_tiles(MAX_TILE) & np.isnan(v.overview(MAX_TILE, masked))
 
-    # --- callbacks ---------------------------------------------------------------------------------------------
+    # --- callbacks
     def select(self, layer: int, head: int) -> None:
         """Show (layer, head): sets both controls, redraws once."""
         self.attention.check(layer, head)
@@ -189,7 +190,8 @@ class AttentionExplorer(CourseWidget):
             self.fig.layout.title.text = hm.title
             self.fig.layout.shapes[0].update(x0=x0, x1=x1, y0=y0, y1=y1)
 
-    # --- static ------------------------------------------------------------------------------------------------
+    # --- static
+    # ------------------------------------------------------------------------------------------------
     def static_figure(self) -> go.Figure:
         """Every head with dropdowns when small (< MAX_SAVED_CELLS cells), else the current view only."""
         v = self.attention

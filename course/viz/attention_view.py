@@ -51,8 +51,9 @@ def _as_ids(tokens) -> torch.Tensor:
 
 
 def unmasked_scores(model, cache, T: int) -> torch.Tensor:
-    """(L, H, T, T) scores before masking, recomputed from the captured q, k (after RoPE) and the model's bias."""
-    _, bias = model.transformer.position_inputs(T, T, cache["q", 0].device)
+    """(L, H, T, T) scores before masking, recomputed from the captured q, k (after RoPE) and the model's
+    bias."""
+    bias = model.transformer.distance_bias(T, T)  # (H, T, T) or None
     out = []
     for layer in range(len(model.blocks)):
         name = "attn.hook_rot_{}" if f"blocks.{layer}.attn.hook_rot_q" in cache else "attn.hook_{}"
@@ -106,7 +107,8 @@ class AttentionView:
         allowed = torch.isfinite(cache.stack("attn_scores")[:, 0])  # (L, H, T, T): -inf marks masked cells
         return cls(unmasked_scores(model, cache, T).cpu(), allowed.cpu(), labels)
 
-    # --- one head ----------------------------------------------------------------------------------------------
+    # --- one head
+    # ----------------------------------------------------------------------------------------------
     def check(self, layer: int, head: int) -> None:
         if not 0 <= layer < self.n_layers:
             raise ValueError(f"layer={layer} is out of range: expected 0..{self.n_layers - 1}")
@@ -137,15 +139,17 @@ class AttentionView:
         title = f"Layer {layer} · head {head} · {STAGES[stage]}" + ("" if masked else " · mask OFF")
         return Heatmap(z, ~hidden, zmin, zmax, scale, title)
 
-    # --- overview of every (layer, head) -----------------------------------------------------------------------
+    # --- overview of every (layer, head)
+    # -----------------------------------------------------------------------
     def tile_shape(self, max_tile: int) -> tuple[int, int, int]:
-        """(pool factor, tile rows, tile cols): tiles are the patterns mean-pooled to at most max_tile cells."""
+        """(pool factor, tile rows, tile cols): tiles are the patterns mean-pooled to at most max_tile
+        cells."""
         f = max(1, math.ceil(max(self.T_q, self.T_k) / max_tile))
         return f, math.ceil(self.T_q / f), math.ceil(self.T_k / f)
 
     def overview(self, max_tile: int = 32, masked: bool = True) -> np.ndarray:
-        """(L·tq + L-1, H·tk + H-1) softmax patterns of all heads, tiles separated by NaN gutters; masked cells
-        NaN, or (masked=False) the weights attention would compute without the mask."""
+        """(L·tq + L-1, H·tk + H-1) softmax patterns of all heads, tiles separated by NaN gutters; masked
+        cells NaN, or (masked=False) the weights attention would compute without the mask."""
         f, tq, tk = self.tile_shape(max_tile)
         w = self.weights(masked)
         w = (w.masked_fill(~self.allowed, float("nan")) if masked else w).numpy()

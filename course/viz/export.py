@@ -1,4 +1,5 @@
-"""`course export-html`: one self-contained HTML page of a shipped model's attention, for any browser, offline.
+"""`course export-html`: one self-contained HTML page of a shipped model's attention, for any browser,
+offline.
 
     course export-html --out attention.html [--model induction] [--prompt "^uvwxyzabcdefgabcdefg"]
 

@@ -5,9 +5,10 @@
 
 Left: the input x (T, D); each cell is coloured by the token it belongs to. Right: the H heads stacked
 top to bottom, each (T, d_head), every cell coloured by the token it came from (hover: token and feature).
-`course.attention.split_heads` (view to (B, T, H, d_head), then transpose) gives every head all T tokens, one per
-row, and d_head consecutive features of each. The bug `x.view(B, H, T, d_head)` (no transpose) fills head 0 with
-the first T/H tokens' features instead: row i of a head is no longer token i. `split_grid(T, D, H, correct)` is the pure view model.
+`course.attention.split_heads` (view to (B, T, H, d_head), then transpose) gives every head all T tokens, one
+per row, and d_head consecutive features of each. The bug `x.view(B, H, T, d_head)` (no transpose) fills head
+0 with the first T/H tokens' features instead: row i of a head is no longer token i. `split_grid(T, D, H,
+correct)` is the pure view model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..attention import split_heads
@@ -106,8 +106,8 @@ class HeadSplitView(CourseWidget):
         sg = split_grid(T, D, H, self.split.value == "correct")
         t_in, f_in = np.divmod(np.arange(T * D).reshape(T, D), D)
         heads_custom = [
-            [None if np.isnan(t) else [int(t), int(f)] for t, f in zip(*rows)]
-            for rows in zip(sg.token, sg.feature)
+            [None if np.isnan(t) else [int(t), int(f)] for t, f in zip(*rows, strict=True)]
+            for rows in zip(sg.token, sg.feature, strict=True)
         ]
         with self.fig.batch_update():
             self.fig.data[0].update(

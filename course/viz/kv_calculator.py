@@ -1,13 +1,14 @@
 """KV-cache calculator: bytes of the cache for a model preset or your own shape, and a check on a real cache.
 
     from course.viz import KVCacheCalculator
-    KVCacheCalculator().show()                     # or KVCacheCalculator(model=my_decoder_lm, preset="llama2-70b")
+    KVCacheCalculator().show()                     # or KVCacheCalculator(model=my_decoder_lm,
+    preset="llama2-70b")
 
 bytes = 2 (K and V) × layers × positions × KV heads × d_head × batch × bytes per element
-(`course.costs.kv_cache_bytes`). Pick a preset (`course.ModelConfig.from_preset`) or move the sliders; the curve
-shows bytes against sequence length for this shape and for the same model with one KV head per query head (MHA).
-Below the figure: the formula's bytes for a real course model (a random `tiny-llama` unless `model` is given)
-next to what `KVCache.for_model(model, batch, T, dtype).nbytes()` actually allocates.
+(`course.costs.kv_cache_bytes`). Pick a preset (`course.ModelConfig.from_preset`) or move the sliders; the
+curve shows bytes against sequence length for this shape and for the same model with one KV head per query
+head (MHA). Below the figure: the formula's bytes for a real course model (a random `tiny-llama` unless
+`model` is given) next to what `KVCache.for_model(model, batch, T, dtype).nbytes()` actually allocates.
 `kv_figures(shape)` and `predicted_vs_measured(model, batch, seq_len, dtype)` are the pure view model.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 
 from .. import costs
@@ -157,8 +157,8 @@ class KVCacheCalculator(CourseWidget):
             width=860,
             height=430,
             title_font_size=13,
-            xaxis=dict(type="log", title="sequence length (tokens)"),
-            yaxis=dict(type="log", title="KV cache (GiB)"),
+            xaxis=dict(type="log", dtick=1, title="sequence length (tokens)"),  # one label per decade
+            yaxis=dict(type="log", dtick=1, exponentformat="power", title="KV cache (GiB)"),
             legend=dict(x=0.01, y=0.99),
         )
         self.refresh()

@@ -4,8 +4,8 @@
     MaskBuilder().show()                      # or MaskBuilder(kind="cross", T=4, S=6, pad=2)
 
 Kinds: causal (decoder-only), padding (keys at the end of the sequence are padding), encoder (bidirectional,
-padding), decoder (causal + target padding), cross (decoder queries read the encoder's real tokens). Queries on
-rows, keys on columns; a blue cell may attend, a grey "N/A" cell is masked (its score becomes -inf).
+padding), decoder (causal + target padding), cross (decoder queries read the encoder's real tokens). Queries
+on rows, keys on columns; a blue cell may attend, a grey "N/A" cell is masked (its score becomes -inf).
 `mask_grid(kind, T, S, pad)` is the pure view model.
 """
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 
 from .. import masks
 from .heatmap import BACKGROUND, hover_grid, main_trace, overlay_trace, overlay_z, ticks

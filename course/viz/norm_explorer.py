@@ -3,10 +3,10 @@
     from course.viz import NormExplorer
     NormExplorer().show()                      # or NormExplorer([0.5, 2.0, -1.0, 3.0])
 
-Bars per feature: the input a·x + b, `course.norms.layer_norm` of it and `course.norms.rms_norm` of it (no learned
-weight). Both outputs ignore the scale a; only LayerNorm also ignores the shift b (it subtracts the mean), so
-RMSNorm's output moves when you shift the input. `norm_bars(x, shift, scale)` is the pure view model.
-"""
+Bars per feature: the input a·x + b, `course.norms.layer_norm` of it and `course.norms.rms_norm` of it (no
+learned weight). Both outputs ignore the scale a; only LayerNorm also ignores the shift b (it subtracts the
+mean), so RMSNorm's output moves when you shift the input. `norm_bars(x, shift, scale)` is the pure view
+model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..norms import layer_norm, rms_norm
@@ -48,7 +47,8 @@ def norm_bars(x, shift: float = 0.0, scale: float = 1.0, eps: float = 1e-5) -> N
     ln, rms = layer_norm(v, eps=eps), rms_norm(v, eps=eps)
     title = (
         f"input: mean {v.mean():.2f}, rms {v.pow(2).mean().sqrt():.2f} → LayerNorm: mean {ln.mean():.2f}, "
-        f"std {ln.std(unbiased=False):.2f} · RMSNorm: mean {rms.mean():.2f}, rms {rms.pow(2).mean().sqrt():.2f}"
+        f"std {ln.std(unbiased=False):.2f} · RMSNorm: mean {rms.mean():.2f}, rms "
+        f"{rms.pow(2).mean().sqrt():.2f}"
     )
     return NormBars(v.numpy(), ln.numpy(), rms.numpy(), title)
 
@@ -89,6 +89,6 @@ class NormExplorer(CourseWidget):
     def refresh(self) -> None:
         bars = norm_bars(parse_vector(self.vector.value), self.shift.value, self.scale.value)
         with self.fig.batch_update():
-            for trace, values in zip(self.fig.data, (bars.x, bars.ln, bars.rms)):
+            for trace, values in zip(self.fig.data, (bars.x, bars.ln, bars.rms), strict=False):
                 trace.update(x=list(range(len(values))), y=np.round(values, 4).tolist())
             self.fig.layout.title.text = bars.title

@@ -4,7 +4,8 @@
     PositionalExplorer().show()               # or PositionalExplorer(mode="rope", T=32, d=16)
 
 Modes (everything computed by `course.positional`):
-  sinusoidal  heatmap of the table (positions × dims); PE(p)·PE(j) against j; one pair's sin/cos against position
+  sinusoidal  heatmap of the table (positions × dims); PE(p)·PE(j) against j; one pair's sin/cos
+              against position
   rope        cos(position·θ_i) per pair; pair i of a vector rotated to each position (a circle);
               RoPE(q, i)·RoPE(k, j) against i − j: every (i, j) with the same i − j gives the same score
   alibi       the bias −slope_h·|i − j| of head h; the slope of every head; the bias against distance
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from .. import positional as pos

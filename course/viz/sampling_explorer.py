@@ -6,8 +6,8 @@
 
 Grey bars: the model's distribution (temperature 1, no filter); blue bars: what the sampler draws from
 (`course.generation.next_token_probs`); a cross marks tokens the filters removed (probability exactly 0).
-Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. The `show` most likely tokens are drawn.
-`sampling_bars(logits, temperature, top_k, top_p)` is the pure view model.
+Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. The `show` most likely tokens are
+drawn. `sampling_bars(logits, temperature, top_k, top_p)` is the pure view model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..generation import next_token_probs
@@ -107,7 +106,8 @@ class SamplingExplorer(CourseWidget):
     @classmethod
     @torch.no_grad()
     def from_model(cls, model, tokens, labels=None, show: int = 20) -> SamplingExplorer:
-        """Explore the distribution of the token that follows `tokens` (ids (T,)); labels: one per vocab entry."""
+        """Explore the distribution of the token that follows `tokens` (ids (T,)); labels: one per vocab
+        entry."""
         idx = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1).to(next(model.parameters()).device)
         was_training = model.training
         model.eval()

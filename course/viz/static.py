@@ -1,4 +1,5 @@
-"""Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the site).
+"""Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the
+site).
 
 A widget displays its fallback as its own output, just before the live view (`course.viz.widget`); it holds
   application/vnd.plotly.v1+json  the figure as JSON: JupyterLab draws it (hover, zoom) when the widget can't.

@@ -10,8 +10,8 @@
     view.show()
     view.train(task, steps=300, callback_every=25)  # course.training.train(..., callback=view.callback)
 
-`view.callback(step, loss, model)` is the `course.training.train` callback: it appends the loss and redraws the
-pattern of the selected (layer, head) on the probe tokens (an induction probe `^ r r` shows the induction
+`view.callback(step, loss, model)` is the `course.training.train` callback: it appends the loss and redraws
+the pattern of the selected (layer, head) on the probe tokens (an induction probe `^ r r` shows the induction
 stripe appear). The layer and head controls redraw the pattern from the model as it is now. The figure is
 updated in place, so it animates while the training cell runs; keep runs short (a few hundred steps).
 """
@@ -19,7 +19,6 @@ updated in place, so it animates while the training cell runs; keep runs short (
 from __future__ import annotations
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from .attention_view import AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
@@ -103,7 +102,8 @@ class TrainingView(CourseWidget):
         self.guarded(self.refresh)()
 
     def train(self, task, steps: int, callback_every: int = 25, **train_kwargs):
-        """Train `self.model` on `task` with `course.training.train`, redrawing every `callback_every` steps."""
+        """Train `self.model` on `task` with `course.training.train`, redrawing every `callback_every`
+        steps."""
         from ..training import train
 
         log = train(

@@ -1,4 +1,5 @@
-"""The base of every course widget: one FigureWidget updated in place, controls, an error Output, a static fallback.
+"""The base of every course widget: one FigureWidget updated in place, controls, an error Output, a static
+fallback.
 
 Subclasses build `self.fig` (a `go.FigureWidget`, created once), their controls and `self.view` (the container
 shown), and connect controls with `self.on_change(control, handler)`. Handlers update the figure inside
@@ -106,9 +107,11 @@ class CourseWidget:
         self._muted = False
         self._live = None  # the view plus its HideStaticCopy, built at the first display
 
-    # --- callbacks ---------------------------------------------------------------------------------------------
+    # --- callbacks
+    # ---------------------------------------------------------------------------------------------
     def guarded(self, fn):
-        """Wrap a callback so that its exceptions are shown in `self.output` (Voila and Lab hide them otherwise).
+        """Wrap a callback so that its exceptions are shown in `self.output` (Voila and Lab hide them
+        otherwise).
 
         A ValueError (bad input) shows its message only, anything else the full traceback; the next call that
         succeeds clears it.
@@ -151,12 +154,12 @@ class CourseWidget:
     def _keep_state_current(self) -> None:
         """Point the figure's synced state at its current data and layout, without sending anything.
 
-        FigureWidget sends updates as restyle/relayout messages and leaves `_widget_data` / `_widget_layout` as
-        they were when it was created; a front end that restores the widget from the kernel (a page reload with
-        the kernel alive) would draw that stale state (a layout set after creation lost: query 0 at the bottom,
-        no axis titles). The front end already holds the current figure, so nothing needs sending: the trait
-        values are set directly (no change notification, no message), and `get_state()` reads them at restore.
-        """
+        FigureWidget sends updates as restyle/relayout messages and leaves `_widget_data` / `_widget_layout`
+        as they were when it was created; a front end that restores the widget from the kernel (a page reload
+        with the kernel alive) would draw that stale state (a layout set after creation lost: query 0 at the
+        bottom, no axis titles). The front end already holds the current figure, so nothing needs sending: the
+        trait values are set directly (no change notification, no message), and `get_state()` reads them at
+        restore."""
         fig = getattr(self, "fig", None)
         if isinstance(fig, go.FigureWidget):
             fig._trait_values["_widget_data"] = fig._data
@@ -166,7 +169,8 @@ class CourseWidget:
         """Redraw the figure from the controls' current values (in place, inside `fig.batch_update()`)."""
         raise NotImplementedError
 
-    # --- display -----------------------------------------------------------------------------------------------
+    # --- display
+    # -----------------------------------------------------------------------------------------------
     def to_static(self) -> go.Figure:
         """A plain `go.Figure` of what the widget shows now (no kernel needed to view it)."""
         return go.Figure(self.fig)
@@ -176,7 +180,8 @@ class CourseWidget:
         return self.to_static()
 
     def show(self) -> None:
-        """Display the static fallback, then the live view; `update_static()` later refreshes that fallback."""
+        """Display the static fallback, then the live view; `update_static()` later refreshes that
+        fallback."""
         from IPython.display import display
 
         self._display = display(self.fallback_bundle(), raw=True, display_id=True)
@@ -192,7 +197,7 @@ class CourseWidget:
             handle.update(self.fallback_bundle(), raw=True)
 
     def fallback_bundle(self) -> dict:
-        """The static output's bundle: plotly JSON of `static_figure()` (no PNG: a kernel starts no browser)."""
+        """The static output's bundle: plotly JSON of `static_figure()` (no PNG: kernels start no browser)."""
         bundle = static_bundle(self.static_figure())
         bundle["text/plain"] = f"<{type(self).__name__}: static figure; run the notebook to use it>"
         return bundle

@@ -1,1 +1,2 @@
-"""Real-browser tests (pytest -m browser): JupyterLab chapters, nbgrader, `course explore`, `course export-html`."""
+"""Real-browser tests (pytest -m browser): JupyterLab chapters, nbgrader, `course explore`, `course
+export-html`."""

@@ -112,7 +112,8 @@ def stop(proc: subprocess.Popen, log: Path) -> None:
 
 class Server:
     """A running server: `url` (no trailing slash), `root` (its root dir), `env`, `log` (a file) and, for
-    JupyterLab, `exchange` (nbgrader's exchange dir; course settings from `course.grading.release.configure`)."""
+    JupyterLab, `exchange` (nbgrader's exchange dir; course settings from
+    `course.grading.release.configure`)."""
 
     def __init__(self, url: str, root: Path, env: dict, log: Path, exchange: Path | None = None):
         self.url, self.root, self.env, self.log, self.exchange = url, root, env, log, exchange
@@ -189,7 +190,8 @@ def lab_server(tmp_path_factory):
         c.ServerApp.port = {port}
         c.ServerApp.root_dir = {str(root)!r}
         c.LabApp.user_settings_dir = {str(base / "settings")!r}
-        # as `make lab` (course/lab/jupyter_lab_config.py): plotly's widget bundle served once, for all figures
+        # as `make lab` (course/lab/jupyter_lab_config.py): plotly's widget bundle served once, for all
+        # figures
         c.ServerApp.extra_static_paths = [{str(Path(plotly.__file__).parent / "package_data")!r}]
     """)
     )

@@ -23,7 +23,8 @@ class Lab:
         self.page, self.server = page, server
 
     def start(self, url_path: str = "lab") -> None:
-        """Load Lab in a reset workspace (no tab restored) and wait until it has finished restoring its layout."""
+        """Load Lab in a reset workspace (no tab restored) and wait until it has finished restoring its
+        layout."""
         self.page.goto(f"{self.server.url}/{url_path}?reset")
         self.page.wait_for_function("() => window.jupyterapp")
         self.page.evaluate("() => jupyterapp.restored.then(() => true)")
@@ -73,7 +74,8 @@ class Lab:
 PLOT = ".js-plotly-plot"
 FIGURE_JS = """gd => ({
   data: gd.data.map(t => ({type: t.type, name: t.name ?? null, visible: t.visible ?? true,
-                           z: t.z ?? null, x: t.x ?? null, y: t.y ?? null, customdata: t.customdata ?? null})),
+                           z: t.z ?? null, x: t.x ?? null, y: t.y ?? null,
+                           customdata: t.customdata ?? null})),
   title: gd._fullLayout.title?.text ?? '',
   plot_bgcolor: gd._fullLayout.plot_bgcolor,
 })"""

@@ -1,6 +1,6 @@
-"""`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown; the
-heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query, key
-and weight, masked cells are empty in the data and drawn grey."""
+"""`course explore`: Voilà serves the attention explorer of a chosen shipped model and prompt, no code shown;
+the heatmap draws the view model's weights, the layer slider and head buttons switch them, hover reads query,
+key and weight, masked cells are empty in the data and drawn grey."""
 
 import os
 import signal
@@ -140,7 +140,8 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_explore_stops_cleanly_on_a_signal(tmp_path, sig):
-    """SIGTERM / SIGINT to `course explore` ends the Voilà server and the kernel it started, not just itself."""
+    """SIGTERM / SIGINT to `course explore` ends the Voilà server and the kernel it started, not just
+    itself."""
     env, port, log = throwaway_env(tmp_path), free_port(), tmp_path / "course-explore.log"
     proc = start(
         [

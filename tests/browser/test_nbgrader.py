@@ -19,7 +19,8 @@ ROW_STATE_JS = """name => {
   const item = [...document.querySelectorAll('#fetched_assignments_list .list_item')]
     .find(i => i.querySelector('.assignment-notebooks-link')?.innerText.trim() === name);
   const link = item?.querySelector('.assignment-notebooks-link'), rows = item?.querySelector('.collapse');
-  if (!link || !rows || !link.querySelector('i.fa')) return null;  // not rendered, or its toggle not wired yet
+  // not rendered, or its toggle not wired yet
+  if (!link || !rows || !link.querySelector('i.fa')) return null;
   return rows.classList.contains('in') ? 'expanded' : 'collapsed';
 }"""
 

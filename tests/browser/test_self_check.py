@@ -1,5 +1,5 @@
-"""The exercise notebook's self-check cell checks the saved file: after a change that was run but not saved, it
-says so (save, then run it again) instead of reporting the saved file's old result."""
+"""The exercise notebook's self-check cell checks the saved file: after a change that was run but not saved,
+it says so (save, then run it again) instead of reporting the saved file's old result."""
 
 import nbformat
 import pytest

@@ -22,7 +22,8 @@ CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].
   const live = outs.find(o => o.querySelector('.jupyter-widgets, .jp-RenderedText'));
   const plots = live ? [...live.querySelectorAll('.js-plotly-plot')] : [];
   const drawn = plots.length > 0 && plots.every(g => (g.data || []).length > 0 && g._fullLayout);
-  return {drawn, static_shown: outs.length > 1 && shown(outs[0]) && !!outs[0].querySelector('.js-plotly-plot, img'),
+  return {drawn,
+          static_shown: outs.length > 1 && shown(outs[0]) && !!outs[0].querySelector('.js-plotly-plot, img'),
           ytitle: drawn ? plots[0]._fullLayout.yaxis.title.text : null,
           reversed: drawn ? plots[0]._fullLayout.yaxis.range[0] > plots[0]._fullLayout.yaxis.range[1] : null,
           text: cell.querySelector('.jp-OutputArea').innerText};

@@ -1,4 +1,5 @@
-"""Synthetic submissions built from the generated release and the solution source (never hand-written copies)."""
+"""Synthetic submissions built from the generated release and the solution source (never hand-written
+copies)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ class Builder:
         self.solutions = solutions_by_id(source)
 
     def notebook(self, answered=(), code: dict[str, str] | None = None) -> nbformat.NotebookNode:
-        """Release with the solution cells in `answered` (exercise prefixes or grade_ids; "all") solved, and the
-        cells in `code` (grade_id -> source) replaced."""
+        """Release with the solution cells in `answered` (exercise prefixes or grade_ids; "all") solved, and
+        the cells in `code` (grade_id -> source) replaced."""
         nb = copy.deepcopy(self.release)
         for cell in nb.cells:
             g = gid(cell)

@@ -1,6 +1,6 @@
-"""The batch: 30 submissions (the issue-3 five, right and wrong answers, the hostile corpus, a rostered student
-who submitted nothing), each with its expected status, score and reason, all built from the release and the
-solution source. Scores are expressed through the release's points, never typed in."""
+"""The batch: 30 submissions (the issue-3 five, right and wrong answers, the hostile corpus, a rostered
+student who submitted nothing), each with its expected status, score and reason, all built from the release
+and the solution source. Scores are expressed through the release's points, never typed in."""
 
 from __future__ import annotations
 
@@ -176,8 +176,9 @@ def _bad_id(b, folder, sid):
 READ_SECRETS = """
 import glob, os
 hits = []
-for path in ['{solutions}', '{course_db}', '{repo}/.git/config', '{repo}/solutions', os.path.expanduser('~/.bashrc'),
-             '/root/.bashrc', '/root/.ssh', '/etc/passwd', '/home', *glob.glob('/tmp/course-grade-*/**/gradebook.db', recursive=True),
+for path in ['{solutions}', '{course_db}', '{repo}/.git/config', '{repo}/solutions',
+             os.path.expanduser('~/.bashrc'), '/root/.bashrc', '/root/.ssh', '/etc/passwd', '/home',
+             *glob.glob('/tmp/course-grade-*/**/gradebook.db', recursive=True),
              *glob.glob('/run/**/*.sock', recursive=True)]:
     try:
         os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(10)
@@ -208,7 +209,8 @@ except OSError as e:
 """
 SPAWN = """
 import subprocess, sys
-subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', 'orphan-{token}'], start_new_session=True)
+subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', 'orphan-{token}'],
+                 start_new_session=True)
 print('spawned')
 """
 PATCH = "torch.allclose = lambda *a, **k: True\ntorch.testing.assert_close = lambda *a, **k: None"
@@ -282,15 +284,21 @@ def _hostile(attack: str):
 
 
 def _fair(b, folder, sid):
-    """Right answers in other styles than the solution's: einsum, where, reshape/permute, var(unbiased=False)."""
+    """Right answers in other styles than the solution's: einsum, where, reshape/permute,
+    var(unbiased=False)."""
     code = {
-        "ex01_solution": "def attention(q, k, v):\n    s = torch.einsum('...qd,...kd->...qk', q, k) * q.shape[-1] ** -0.5\n"
-        "    w = s.exp() / s.exp().sum(-1, keepdim=True)\n    return torch.einsum('...qk,...kd->...qd', w, v), w",
-        "ex03_solution": "def split_heads(x, n_heads):\n    B, T, D = x.shape\n    return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)\n\n"
+        "ex01_solution": "def attention(q, k, v):\n    s = torch.einsum('...qd,...kd->...qk', q, "
+        "k) * q.shape[-1] ** -0.5\n"
+        "    w = s.exp() / s.exp().sum(-1, keepdim=True)\n    return "
+        "torch.einsum('...qk,...kd->...qd', w, v), w",
+        "ex03_solution": "def split_heads(x, n_heads):\n    B, T, D = x.shape\n    return "
+        "x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)\n\n"
         "def merge_heads(x):\n    return torch.cat(x.unbind(1), dim=-1)",
-        "ex06_solution": "def layer_norm(x, weight, bias, eps=1e-5):\n    v = x.var(-1, unbiased=False, keepdim=True)\n"
+        "ex06_solution": "def layer_norm(x, weight, bias, eps=1e-5):\n    v = x.var(-1, "
+        "unbiased=False, keepdim=True)\n"
         "    return weight * (x - x.mean(-1, keepdim=True)) * torch.rsqrt(v + eps) + bias\n\n"
-        "def rms_norm(x, weight, eps=1e-6):\n    return weight * x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()",
+        "def rms_norm(x, weight, eps=1e-6):\n    return weight * x * (x.pow(2).mean(-1, "
+        "keepdim=True) + eps).rsqrt()",
     }
     write(folder, sid, b.notebook("all", code=code))
 
@@ -305,13 +313,15 @@ def _subtle(b, folder, sid):
     )
     ex06 = b.solutions["ex06_solution"].replace(
         "def layer_norm(x, weight, bias, eps=1e-5):",
-        "def layer_norm(x, weight, bias, eps=1e-5):\n    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)",
+        "def layer_norm(x, weight, bias, eps=1e-5):\n    return torch.nn.functional.layer_norm(x, "
+        "x.shape[-1:], weight, bias, eps)",
     )
     write(folder, sid, b.notebook("all", code={"ex07_solution": pre, "ex06_solution": ex06}))
 
 
 def _stuck_exercise(b, folder, sid):
-    """Exercise 3 loops forever on the hidden tests' head counts, exercise 4 kills the process on a hidden size."""
+    """Exercise 3 loops forever on the hidden tests' head counts, exercise 4 kills the process on a hidden
+    size."""
     ex03 = b.solutions["ex03_solution"].replace(
         "    B, T, D = x.shape\n", "    B, T, D = x.shape\n    while n_heads == 3:\n        pass\n", 1
     )

@@ -21,7 +21,8 @@ import pytest
 from grading_builders import Builder, hidden_lines
 from grading_cases import DUE, Points, cases
 
-from course.grading import pipeline, release
+from course.grading import collect, release
+from course.grading.course_dir import Course, course_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-batch")]
 LIMITS = [
@@ -43,7 +44,7 @@ LIMITS = [
 
 
 def csv_id(sid: str) -> str:
-    return sid if pipeline.STUDENT_ID.match(sid) else pipeline._bad_id(sid)
+    return sid if collect.STUDENT_ID.match(sid) else collect.bad_id(sid)
 
 
 def grade(*args, cwd=release.ROOT) -> subprocess.CompletedProcess:
@@ -81,7 +82,7 @@ def batch(tmp_path_factory):
             for case in table:
                 case.make(builder, subs, case.sid)
             (tmp / "roster.txt").write_text(
-                "\n".join(c.sid for c in table if pipeline.STUDENT_ID.match(c.sid))
+                "\n".join(c.sid for c in table if collect.STUDENT_ID.match(c.sid))
             )
             done = grade(
                 subs, "--out", out, "--course", course, "--roster", tmp / "roster.txt", "--due", DUE, *LIMITS
@@ -98,7 +99,7 @@ def batch(tmp_path_factory):
         "rows": rows,
         "table": table,
         "points": points,
-        "course": pipeline.Course(course),
+        "course": Course(course),
         "out": out,
         "tmp": tmp,
         "token": state["token"],
@@ -145,16 +146,16 @@ def test_gradebook_matches_the_csv(batch):
     from nbgrader.api import Gradebook, MissingEntry
 
     course = batch["course"]
-    with Gradebook(f"sqlite:///{course.db}", course_id=pipeline._course_id()) as gb:
+    with Gradebook(f"sqlite:///{course.db}", course_id=course_id()) as gb:
         for sid, row in batch["rows"].items():
             if (
-                not pipeline.STUDENT_ID.match(sid)
+                not collect.STUDENT_ID.match(sid)
                 or row["status"] == "missing"
                 and row["reason"] == "no submission"
             ):
                 continue
             try:
-                sub = gb.find_submission(pipeline.ASSIGNMENT, sid)
+                sub = gb.find_submission(course.assignment.name, sid)
             except MissingEntry:
                 sub = None
             if row["score"] == "":
@@ -180,7 +181,7 @@ def test_feedback_never_shows_hidden_tests_or_tracebacks(batch):
         assert not leaked, (page, sorted(leaked)[:3])
 
 
-def _cell_output(course: pipeline.Course, sid: str, marker: str) -> str:
+def _cell_output(course: Course, sid: str, marker: str) -> str:
     nb = nbformat.read(course.autograded(sid), as_version=4)
     cell = next(c for c in nb.cells if marker in c.source)
     return "".join(str(o.get("text", "")) for o in cell.get("outputs", []))
@@ -227,7 +228,7 @@ def test_feedback_puts_the_score_table_and_diagnosis_first(batch):
 
 
 def test_rerunning_steps_is_idempotent(batch, tmp_path):
-    course = pipeline.Course(tmp_path / "course")  # a copy: other tests read the batch's course meanwhile
+    course = Course(tmp_path / "course")  # a copy: other tests read the batch's course meanwhile
     shutil.copytree(batch["course"].root, course.root)
     again = tmp_path / "again.csv"
     done = grade(

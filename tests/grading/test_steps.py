@@ -1,5 +1,6 @@
-"""The pipeline's pieces without a kernel: the notebook actually graded (sanitize), collecting from a folder, from
-LMS zip files and from nbgrader's exchange, and the contract's throw-away run on submissions that cannot be graded."""
+"""The pipeline's pieces without a kernel: the notebook actually graded (sanitize), collecting from a folder,
+from LMS zip files and from nbgrader's exchange, and the contract's throw-away run on submissions that cannot
+be graded."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import nbformat
 import pytest
 from grading_builders import Builder, gid, write
 
-from course.grading import pipeline, release
+from course.grading import collect, release
+from course.grading.course_dir import course_id
+from course.grading.sanitize import Reference, learner_cells, sanitize
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def builder():
 
 @pytest.fixture(scope="module")
 def ref():
-    return pipeline.Reference.read(release.RELEASE)
+    return Reference.read(release.RELEASE)
 
 
 def test_sanitize_restores_the_locked_skeleton(builder, ref):
@@ -46,7 +49,7 @@ def test_sanitize_restores_the_locked_skeleton(builder, ref):
         },
     )
     nb.cells.insert(0, fake)  # forged grade cell before setup
-    out = pipeline.sanitize(nb, ref)
+    out = sanitize(nb, ref)
     ids = [gid(c) for c in out.cells if gid(c)]
     assert ids.count("ex06_solution") == 1 and "bonus" not in ids
     assert [g for g in ids if g in ref.tests] == list(ref.tests)  # every test, once, in order
@@ -60,7 +63,7 @@ def test_learner_cells_are_the_editable_code_cells_only(builder, ref):
     nb = builder.after(builder.notebook("all"), "ex01_solution", "extra = 1")
     test = builder.index(nb, "ex02_mask")
     nb.cells[test].source = "print('my own version of the test')"  # an edited test cell is restored, not run
-    cells = pipeline.learner_cells(pipeline.sanitize(nb, ref), ref)
+    cells = learner_cells(sanitize(nb, ref), ref)
     sources = [s for _, s in cells]
     assert "extra = 1" in sources and not any("my own version" in s or "H.expect" in s for s in sources)
     assert len(cells) == len([c for c in ref.nb.cells if c.metadata.get("nbgrader", {}).get("solution")]) + 1
@@ -70,9 +73,9 @@ def test_learner_cells_are_the_editable_code_cells_only(builder, ref):
 
 def test_odd_folder_names_get_unique_stable_ids(tmp_path):
     names = [os.fsdecode(b"caf\xe9"), "caf?", "caf_", "a b"]
-    ids = [pipeline._bad_id(n) for n in names]
-    assert len(set(ids)) == len(ids) and ids == [pipeline._bad_id(n) for n in names]
-    assert all(pipeline.STUDENT_ID.match(i) for i in ids)
+    ids = [collect.bad_id(n) for n in names]
+    assert len(set(ids)) == len(ids) and ids == [collect.bad_id(n) for n in names]
+    assert all(collect.STUDENT_ID.match(i) for i in ids)
 
 
 def _grade(*args, **env) -> subprocess.CompletedProcess:
@@ -133,8 +136,8 @@ def test_collect_from_folder_zip_and_exchange(tmp_path, builder):
         assert (course / "submitted" / sid / "transformers" / "exercises.ipynb").read_text() == nb_text
 
     exchange = tmp_path / "exchange"
-    course_id = pipeline._course_id()
-    inbound = exchange / course_id / "inbound" / "dave+transformers+2026-02-01 10:00:00.000000 UTC+abc"
+    cid = course_id()
+    inbound = exchange / cid / "inbound" / "dave+transformers+2026-02-01 10:00:00.000000 UTC+abc"
     inbound.mkdir(parents=True)
     (inbound / "exercises.ipynb").write_text(nb_text)
     (inbound / "timestamp.txt").write_text("2026-02-01 10:00:00.000000 UTC")

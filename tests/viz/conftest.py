@@ -1,4 +1,5 @@
-"""Fixtures for the widget tests: no PNG by default (Kaleido is slow), a comm that records what it would send."""
+"""Fixtures for the widget tests: no PNG by default (Kaleido is slow), a comm that records what it would
+send."""
 
 from __future__ import annotations
 

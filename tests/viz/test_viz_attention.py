@@ -67,7 +67,7 @@ def test_stages_masked_cells_are_nan_and_rows_sum_to_one(make_model, tokens, T):
     assert raw.zmax >= np.abs(view.scores.numpy()).max() - 1e-12
     # masked cells travel as None, never as 0
     z = grid(soft.z)
-    assert all(z[i][j] is None for i, j in zip(*np.nonzero(future)))
+    assert all(z[i][j] is None for i, j in zip(*np.nonzero(future), strict=True))
     # mask off: every key gets weight, rows still sum to 1 — the leak the mask prevents
     leak = view.heatmap(layer, head, "softmax", masked=False)
     assert np.isfinite(leak.z).all() and (leak.z[future] > 0).all() and "mask OFF" in leak.title
@@ -138,7 +138,8 @@ def test_bad_input_is_a_clear_value_error(make_model):
             call()
 
 
-# --- the widget ------------------------------------------------------------------------------------------------
+# --- the widget
+# ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def explorer(make_model, tokens):
     model = make_model("tiny", n_layers=3)

@@ -36,7 +36,8 @@ def z_of(trace) -> list:
     return [list(row) for row in trace.z]
 
 
-# --- mask builder --------------------------------------------------------------------------------------------
+# --- mask builder
+# --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("T,S,pad", [(1, 1, 0), (5, 7, 2), (9, 4, 3)])
 def test_mask_grid_matches_the_definitions(T, S, pad):
     i, j = np.arange(T)[:, None], np.arange(T)[None, :]
@@ -80,7 +81,8 @@ def test_mask_builder_widget_updates_in_place():
     assert w.output.outputs == () and sum(v == 1 for v in z_of(w.fig.data[0])[0]) == 1
 
 
-# --- head split ----------------------------------------------------------------------------------------------
+# --- head split
+# ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("T,D,H", [(1, 4, 2), (5, 12, 3), (6, 16, 4), (3, 8, 8)])
 def test_split_heads_gives_every_head_every_token(T, D, H):
     d = D // H
@@ -113,7 +115,8 @@ def test_head_split_widget():
     assert w.fig.model_id == model_id and w.output.outputs == ()
 
 
-# --- positional ----------------------------------------------------------------------------------------------
+# --- positional
+# ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("T,d", [(9, 8), (16, 32)])
 def test_positional_panels(T, d):
     sin = positional_panels("sinusoidal", T, d, index=1)
@@ -172,7 +175,8 @@ def test_alibi_explorer_created_in_alibi_mode():
     assert w.fig.data[0].zmin == pytest.approx(positional_panels("alibi", 16, 8, 7).z.min())
 
 
-# --- norms ---------------------------------------------------------------------------------------------------
+# --- norms
+# ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("D", [2, 5, 64])
 def test_layernorm_ignores_shift_rmsnorm_does_not(D):
     x = torch.randn(D, dtype=torch.float64) + 1.0
@@ -196,7 +200,8 @@ def test_norm_widget_shows_bad_input_then_recovers():
     np.testing.assert_allclose(w.fig.data[1].y, np.round(norm_bars([4, 0, -2, 6]).ln, 4))
 
 
-# --- KV cache ------------------------------------------------------------------------------------------------
+# --- KV cache
+# ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", ["gpt2-small", "llama2-70b", "llama3-8b"])
 def test_kv_bytes_equal_the_formula(preset):
     c = ModelConfig.from_preset(preset)
@@ -244,18 +249,20 @@ def test_kv_widget_presets_and_sliders(comm_log):
 
 
 def test_kv_seq_len_slider_steps_in_powers_of_two():
-    """One arrow key doubles or halves the length (a linear slider stepped 8192 -> 8193); 4096 sits mid-way."""
+    """One arrow key doubles or halves the length (a linear slider stepped 8192 -> 8193); 4096 sits
+    mid-way."""
     w = KVCacheCalculator(preset="llama2-70b")
     lengths = [t for _, t in w.seq_len.options]
     assert w.seq_len.value == 4096 and lengths[0] == 1 and lengths[-1] == 131072
-    assert all(b == 2 * a for a, b in zip(lengths, lengths[1:]))
+    assert all(b == 2 * a for a, b in zip(lengths, lengths[1:], strict=False))
     assert 0.4 < lengths.index(4096) / (len(lengths) - 1) < 0.8
     w.seq_len.set_state({"index": w.seq_len.index + 1})  # what the front end sends for one arrow-key press
     assert w.seq_len.value == 8192 and "8,192 tokens" in w.fig.layout.title.text
     assert [round(v) for v in w.fig.data[2].x] == [8192]
 
 
-# --- sampling ------------------------------------------------------------------------------------------------
+# --- sampling
+# ------------------------------------------------------------------------------------------------
 def test_sampling_filters_keep_the_right_tokens():
     V = 50
     logits = torch.randn(V, dtype=torch.float64) * 2
@@ -289,7 +296,8 @@ def test_sampling_widget(make_model, tokens):
         SamplingExplorer(w.logits, labels=["a", "b", "c"])
 
 
-# --- training view -------------------------------------------------------------------------------------------
+# --- training view
+# -------------------------------------------------------------------------------------------
 def test_training_view_callback_redraws_loss_and_pattern(make_model, tokens):
     model = make_model("tiny")
     probe = tokens(model, 8)
@@ -308,7 +316,8 @@ def test_training_view_callback_redraws_loss_and_pattern(make_model, tokens):
     assert w.fig.layout.title.text.startswith("step 20, loss 2.2500") and w.fig.model_id == model_id
 
 
-# --- every widget: static fallback, no NaN ---------------------------------------------------------------------
+# --- every widget: static fallback, no NaN
+# ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make",
     [

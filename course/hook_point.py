@@ -1,4 +1,4 @@
-"""HookPoint: an identity module whose forward hooks let `course.capture` read (or edit) activations."""
+"""HookPoint: an identity module whose forward hooks let `course.capture` read or edit activations."""
 
 import torch.nn as nn
 
@@ -11,5 +11,6 @@ class HookPoint(nn.Identity):
         return bool(self._forward_hooks or self._forward_pre_hooks)
 
     def __call__(self, x):
-        # Fast path: an unhooked HookPoint costs one attribute check, not a module call (decode is launch-bound).
+        # Fast path: an unhooked HookPoint costs one attribute check, not a module call (decode is
+        # launch-bound).
         return super().__call__(x) if self.active else x

@@ -1,19 +1,8 @@
-"""`course bench`: the course model measured against Hugging Face and against the hardware's own limits.
-
-Method (see docs/benchmarks.md): every comparison is a ratio measured in one process, the two sides alternated
-(A→B, then B→A), one warm-up each, the median of the per-pair ratios reported with its quartiles; one thread
-on CPU. Rooflines (copy bandwidth, GEMM FLOP/s) are measured in the same run, paired with what they bound.
-Benchmarks are never gates: tests only check that the command runs and writes its keys.
-"""
+"""The sections of `course bench`: course vs Hugging Face, KV cache, attention, rooflines, GQA, GPU."""
 
 from __future__ import annotations
 
-import datetime
 import itertools
-import json
-import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,115 +11,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import costs
-from .attention import fused_attention, scaled_dot_product_attention
-from .config import ModelConfig
-from .kv_cache import KVCache
-from .masks import causal_mask
-from .models import DecoderLM
-
-SECTIONS = ("hf", "kv", "attention", "roofline", "gqa", "gpu")
-
-# Dense bf16 tensor-core peak FLOP/s and memory bandwidth (bytes/s) by device name; the first fragment found in
-# `torch.cuda.get_device_name()` wins, so specific names come first (datasheets; no sparsity).
-GPU_PEAKS = (
-    ("GH200", 989e12, 4.0e12),
-    ("H200", 989e12, 4.8e12),
-    ("H100 NVL", 835e12, 3.9e12),
-    ("H100 PCIe", 756e12, 2.0e12),
-    ("H100", 989e12, 3.35e12),  # SXM5, "NVIDIA H100 80GB HBM3"
-    ("H800", 989e12, 3.35e12),
-    ("A100-SXM4-40GB", 312e12, 1.555e12),
-    ("A100-PCIE-40GB", 312e12, 1.555e12),
-    ("A100", 312e12, 2.0e12),
-    ("L40S", 362e12, 0.864e12),
-    ("L4", 121e12, 0.3e12),
-    ("A10", 125e12, 0.6e12),
-    ("RTX 4090", 165e12, 1.008e12),
-    ("RTX 3090", 71e12, 0.936e12),
-)
+from .. import costs
+from ..attention import fused_attention, scaled_dot_product_attention
+from ..config import ModelConfig
+from ..generation import decode, greedy
+from ..kv_cache import KVCache
+from ..masks import causal_mask
+from ..models import DecoderLM
+from .hardware import gpu_peaks
+from .timing import Clock, fmt, paired, paired_share
 
 
-def gpu_peaks(name: str) -> tuple[float, float] | None:
-    """(bf16 FLOP/s, bytes/s) from the datasheet table for a device name, or None when it is not listed."""
-    for fragment, flops, bandwidth in GPU_PEAKS:
-        if fragment.lower() in name.lower():
-            return flops, bandwidth
-    return None
-
-
-# --- timing ---------------------------------------------------------------------------------------------------
-class Clock:
-    """Time of a callable: on CUDA wall time with the GPU synchronized around the region; on CPU the process's
-    CPU time, so that other processes sharing the machine's cores do not enter the figures."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.now = time.perf_counter if self.cuda else time.process_time
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def time(self, fn, reps: int = 1) -> float:
-        """Seconds per call of fn, averaged over `reps` back-to-back calls."""
-        self.sync()
-        start = self.now()
-        for _ in range(reps):
-            fn()
-        self.sync()
-        return (self.now() - start) / reps
-
-    def reps_for(self, fn, min_time: float) -> int:
-        """Warm fn up once, then how many calls make one sample last about `min_time` seconds."""
-        fn()
-        return max(1, math.ceil(min_time / max(self.time(fn), 1e-7)))
-
-
-def summarize(values: list[float]) -> dict:
-    """Median and quartiles (inclusive method) of per-pair values."""
-    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return {"median": med, "q1": q1, "q3": q3, "n": len(values)}
-
-
-def paired(clock: Clock, a, b, pairs: int, min_time: float) -> dict:
-    """time(a) / time(b): a and b alternated, the order flipped every pair; median ratio, quartiles, times."""
-    ra, rb = clock.reps_for(a, min_time), clock.reps_for(b, min_time)
-    ta, tb = [], []
-    for i in range(pairs):
-        if i % 2 == 0:
-            ta.append(clock.time(a, ra))
-            tb.append(clock.time(b, rb))
-        else:
-            tb.append(clock.time(b, rb))
-            ta.append(clock.time(a, ra))
-    out = summarize([x / y for x, y in zip(ta, tb)])
-    out.update(a_ms=1e3 * statistics.median(ta), b_ms=1e3 * statistics.median(tb))
-    return out
-
-
-def paired_share(clock: Clock, work, limit, pairs: int, min_time: float) -> dict:
-    """Per pair: rate(work) / rate(limit), each measured next to the other; `work`/`limit` are
-    (fn, units per call) and the share is (units/s of work) / (units/s of limit)."""
-    (fw, uw), (fl, ul) = work, limit
-    r = paired(clock, fw, fl, pairs, min_time)
-    # rate_w / rate_l = (uw / tw) / (ul / tl) = (uw / ul) / (tw / tl): the share from each pair's time ratio.
-    shares = [(uw / ul) / x for x in (r["q3"], r["median"], r["q1"])]
-    return {
-        "median": shares[1],
-        "q1": shares[0],
-        "q3": shares[2],
-        "n": r["n"],
-        "work_ms": r["a_ms"],
-        "limit_ms": r["b_ms"],
-    }
-
-
-def _fmt(r: dict, unit: str = "×") -> str:
-    return f"{r['median']:.3f}{unit} (IQR {r['q1']:.3f}–{r['q3']:.3f})"
-
-
-# --- models ---------------------------------------------------------------------------------------------------
+# --- models -------------------------------------------------------------------------------------------------
 def _hf_gpt2(config: ModelConfig):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -170,15 +62,64 @@ class Bench:
     def log(self, text: str) -> None:
         print(text, flush=True)
 
-    def models(self, preset: str):
+    def models(self, preset: str, **overrides):
         """A HF GPT-2 with random weights and the course model converted from it (identical weights)."""
-        from .interop import from_hf
+        from ..interop import from_hf
 
         torch.manual_seed(0)
-        hf = _hf_gpt2(ModelConfig.from_preset(preset)).to(self.device).eval()
+        hf = _hf_gpt2(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
         return hf, from_hf(hf)
 
-    # --- 1. course vs Hugging Face -----------------------------------------------------------------------------
+    # --- training step against HF GPT-2 at the two shapes of docs/train_step_vs_nanogpt.py ---------------
+    def train(self) -> None:
+        """One training step (forward, cross-entropy, backward, clip at 1.0, AdamW, zero_grad), course / HF
+        time, both sides with the course's `make_optimizer` (fused AdamW, no decay on 1-D tensors): the models
+        alone."""
+        from ..training import clip_grad_norm, make_optimizer
+
+        shapes = {  # name: (preset, overrides, B, T)
+            "4x256": (
+                "gpt2-small",
+                dict(n_layers=4, d_model=256, n_heads=4, vocab_size=256, context_length=256),
+                4,
+                256,
+            ),
+            "gpt2-small": ("gpt2-small", {}, 1, 128),
+        }
+        if self.quick:
+            shapes = {"tiny": ("tiny", {}, 4, 64)}
+        self.results["train"] = {}
+        for name, (preset, overrides, B, T) in shapes.items():
+            hf, course = self.models(preset, **overrides)
+            V = course.config.vocab_size
+            idx, targets = self.randint(V, B, T), self.randint(V, B, T)
+
+            def step(model, logits_of, idx=idx, targets=targets):
+                opt = make_optimizer(model, 1e-4)
+                model.train()
+
+                def fn():
+                    with self._autocast():
+                        logits = logits_of(model(idx))
+                        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+                    loss.backward()
+                    clip_grad_norm(model, 1.0)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+
+                return fn
+
+            r = paired(
+                self.clock, step(course, lambda x: x), step(hf, lambda x: x.logits), self.pairs, self.min_time
+            )
+            self.results["train"][name] = {**r, "shape": f"{name} B={B} T={T} AdamW"}
+            self.log(
+                f"  train {name:<10} course/HF time {fmt(r)}   course {r['a_ms']:.1f} ms, "
+                f"HF {r['b_ms']:.1f} ms  B={B} T={T}"
+            )
+            del hf, course
+
+    # --- 1. course vs Hugging Face --------------------------------------------------------------------------
     def hf(self) -> None:
         shapes = ("tiny",) if self.quick else ("gpt2-small", "tiny")
         self.results["hf"] = {}
@@ -193,7 +134,7 @@ class Bench:
             self.results["hf"][preset] = r
             for name, v in r.items():
                 self.log(
-                    f"  hf {preset:<10} {name:<8} course/HF time {_fmt(v)}   "
+                    f"  hf {preset:<10} {name:<8} course/HF time {fmt(v)}   "
                     f"course {v['a_ms']:.2f} ms, HF {v['b_ms']:.2f} ms  {v.get('shape', '')}"
                 )
             del hf, course
@@ -249,7 +190,7 @@ class Bench:
         )
         course.eval(), hf.eval()
         del opt_c, opt_h
-        for m, state in zip((course, hf), saved):
+        for m, state in zip((course, hf), saved, strict=True):
             m.load_state_dict(state)
         return {**r, "shape": f"B={B} T={T} AdamW"}
 
@@ -284,7 +225,7 @@ class Bench:
             "tokens_match": torch.equal(out["course"], out["hf"]),
         }
 
-    # --- 2. KV cache vs recompute ------------------------------------------------------------------------------
+    # --- 2. KV cache vs recompute ---------------------------------------------------------------------------
     def decoder(self, preset: str, dtype=None, **overrides) -> DecoderLM:
         torch.manual_seed(0)
         model = DecoderLM(ModelConfig.from_preset(preset, **overrides)).to(self.device).eval()
@@ -314,13 +255,13 @@ class Bench:
             r = paired(self.clock, recompute, self._cached_step(model, cache, idx), self.pairs, self.min_time)
             out[str(c)] = r
             self.log(
-                f"  kv context {c:<5} recompute/cached {_fmt(r)}   cached {r['b_ms']:.2f} ms, "
+                f"  kv context {c:<5} recompute/cached {fmt(r)}   cached {r['b_ms']:.2f} ms, "
                 f"recompute {r['a_ms']:.2f} ms"
             )
         self.results["kv"] = {"model": "tiny" if self.quick else "gpt2-small", **out}
         self.results["kv_speedup"] = {c: r["median"] for c, r in out.items()}
 
-    # --- 3. fused vs explicit attention ------------------------------------------------------------------------
+    # --- 3. fused vs explicit attention ---------------------------------------------------------------------
     def attention(self) -> None:
         lengths = (
             (256, 512) if self.quick else (256, 512, 1024, 2048, 4096) + ((8192, 16384) if self.cuda else ())
@@ -350,8 +291,9 @@ class Bench:
                 "score_bytes_formula": costs.score_memory_bytes(1, H, T, costs.bytes_per_element(dtype)),
             }
             self.log(
-                f"  attention T={T:<5} explicit/fused time {_fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
-                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs {mem['fused'] / 1e6:.1f} MB"
+                f"  attention T={T:<5} explicit/fused time {fmt(r)}   explicit {r['a_ms']:.1f} ms, fused "
+                f"{r['b_ms']:.1f} ms; extra peak {mem['explicit'] / 1e6:.1f} MB vs "
+                f"{mem['fused'] / 1e6:.1f} MB"
             )
         keys = list(rows)
         for small, large in itertools.pairwise(keys):
@@ -369,11 +311,11 @@ class Bench:
         self.results["attention"] = {"heads": H, "d_head": d, "dtype": str(dtype), "by_length": rows}
 
     def attention_peaks(self, lengths, H: int, d: int, dtype) -> dict:
-        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or on
-        CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
+        """Extra peak bytes of one attention call per (kind, T): the GPU allocator's peak over the inputs, or
+        on CPU a fresh process per point (run side by side, before any timing) reporting VmHWM − VmRSS."""
         points = [(kind, T) for T in lengths for kind in ("explicit", "fused")]
         if not self.cuda:
-            code = "from course.bench import attention_peak_child as f; f({!r}, {}, {}, {})"
+            code = "from course.bench.sections import attention_peak_child as f; f({!r}, {}, {}, {})"
             procs = {
                 p: subprocess.Popen(
                     [sys.executable, "-c", code.format(*p, H, d)], stdout=subprocess.PIPE, text=True
@@ -394,9 +336,10 @@ class Bench:
             out[kind, T] = torch.cuda.max_memory_allocated() - base
         return out
 
-    # --- 4. rooflines ------------------------------------------------------------------------------------------
+    # --- 4. rooflines ---------------------------------------------------------------------------------------
     def roofline(self) -> None:
-        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM FLOP/s."""
+        """Decode tokens/s as a share of bandwidth / bytes-per-token; a training step as a share of GEMM
+        FLOP/s."""
         preset = "tiny" if self.quick else "gpt2-small"
         dtype = torch.bfloat16 if self.cuda else torch.float32
         bw = self.bandwidth_probe(dtype)
@@ -409,17 +352,18 @@ class Bench:
         self.results["decode_bandwidth_share"] = r["decode"]["median"]
         self.results["train_flops_share"] = r["train"]["median"]
         self.log(
-            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, {r['bandwidth']['read_GBps']:.1f}"
+            f"  roofline bandwidth {r['bandwidth']['copy_GBps']:.1f} GB/s copy, "
+            f"{r['bandwidth']['read_GBps']:.1f}"
             f" GB/s read; GEMM {r['gemm']['TFLOPs'] * 1e3:.1f} GFLOP/s ({r['gemm']['dtype']})"
         )
         d, t = r["decode"], r["train"]
         self.log(
             f"  roofline decode {d['tokens_per_s']:.1f} tok/s, {d['bytes_per_token'] / 1e6:.1f} MB/token: "
-            f"{_fmt(d, '')} of the bandwidth bound"
+            f"{fmt(d, '')} of the bandwidth bound"
         )
         self.log(
             f"  roofline train {t['tokens_per_s']:.1f} tok/s, {t['flops_per_token'] / 1e6:.1f} MFLOP/token: "
-            f"{_fmt(t, '')} of the GEMM rate"
+            f"{fmt(t, '')} of the GEMM rate"
         )
 
     def bandwidth_probe(self, dtype):
@@ -453,7 +397,8 @@ class Bench:
         return {"TFLOPs": flops / seconds / 1e12, "dtype": dtype, "n": n}
 
     def decode_share(self, model, probe) -> dict:
-        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth probes."""
+        """Cached greedy decode steps after a prompt, paired with the faster of the copy/read bandwidth
+        probes."""
         c = model.config
         P, n = (32, 16) if self.quick else (128, 32)
         bpe = next(model.parameters()).element_size()
@@ -461,18 +406,16 @@ class Bench:
         prompt = self.randint(c.vocab_size, 1, P)
         cache = KVCache.for_model(model, 1, P + n)
         with torch.inference_mode():
-            first = model(prompt, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+            first = greedy(model(prompt, cache=cache, last_only=True)[:, -1])  # (1, 1)
 
-        def decode():
+        def run():
             cache.length = P
-            tok = first
             with torch.inference_mode():
-                for _ in range(n):
-                    tok = model(tok, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+                decode(lambda new, start: model(new, cache=cache, last_only=True)[:, -1], first, n)
 
         bws = self.measure_bandwidth(probe)
         limit = probe["copy"] if bws["copy_GBps"] >= bws["read_GBps"] else probe["read"]
-        r = paired_share(self.clock, (decode, n * nbytes), limit, self.pairs, self.min_time)
+        r = paired_share(self.clock, (run, n * nbytes), limit, self.pairs, self.min_time)
         return {
             **r,
             "tokens_per_s": n / (r["work_ms"] / 1e3),
@@ -506,7 +449,7 @@ class Bench:
             "shape": f"B={B} T={T}",
         }
 
-    # --- 5. GQA / MQA ------------------------------------------------------------------------------------------
+    # --- 5. GQA / MQA ---------------------------------------------------------------------------------------
     def gqa(self) -> None:
         """KV memory of MHA/GQA/MQA (measured bytes vs formula) and a decode step's speed relative to MHA."""
         preset, ctx = ("tiny", 64) if self.quick else ("gpt2-small", 1024)
@@ -530,9 +473,10 @@ class Bench:
             r = paired(self.clock, steps["MHA"], steps[name], self.pairs, self.min_time)
             out[name]["speedup_vs_MHA"] = r
         for name, v in out.items():
-            speed = f"step speed-up vs MHA {_fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
+            speed = f"step speed-up vs MHA {fmt(v['speedup_vs_MHA'])}" if "speedup_vs_MHA" in v else ""
             self.log(
-                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB measured, "
+                f"  gqa {name} (n_kv={v['n_kv_heads']:<2}) KV {v['kv_bytes_measured'] / 1e6:.2f} MB "
+                "measured, "
                 f"{v['kv_bytes_formula'] / 1e6:.2f} MB formula  {speed}"
             )
         self.results["gqa"] = {"model": preset, "context": ctx, **out}
@@ -547,7 +491,7 @@ class Bench:
 
         return step
 
-    # --- GPU: MFU, compiled vs eager, static-cache decode --------------------------------------------------------
+    # --- GPU: MFU, compiled vs eager, static-cache decode ---------------------------------------------------
     def gpu(self) -> None:
         if not self.cuda:
             return
@@ -609,13 +553,14 @@ class Bench:
             )
         out["eager/compiled"] = r
         out["shape"] = f"B={B} T={T}"
-        self.log(f"  gpu train eager/compiled time {_fmt(r)}")
+        self.log(f"  gpu train eager/compiled time {fmt(r)}")
         return out
 
     def gpu_decode(self, peaks, bw) -> dict:
         """Batch-1 bf16 greedy decode of GPT-2 124M: the eager dynamic cache vs the static cache (eager step,
-        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for reference."""
-        from .static_decode import StaticDecoder
+        CUDA-graph step, torch.compile'd step); HF `generate` with its static cache (compiled) for
+        reference."""
+        from ..static_decode import StaticDecoder
 
         hf, model = (m.to(torch.bfloat16) for m in self.models("gpt2-small"))
         c = model.config
@@ -705,107 +650,3 @@ def attention_peak_child(kind: str, T: int, H: int, d: int) -> None:
     with torch.inference_mode():
         _attention_call(kind, q, k, v, mask)
     print((_proc_status_kb("VmHWM") - base) * 1024)
-
-
-# --- command line ---------------------------------------------------------------------------------------------
-def _machine(device: torch.device) -> dict:
-    info = {
-        "device": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        info["transformers"] = None
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name()
-    else:
-        info["device_name"] = _cpu_name()
-        info["threads"] = torch.get_num_threads()
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        rev = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        info["git_revision"] = (rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) or None
-    except OSError:
-        info["git_revision"] = None
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny shapes and fewer pairs (about a minute on CPU)"
-    )
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default="cpu",
-        help="where to run (default: cpu, on one thread); cuda uses bf16 autocast and TF32",
-    )
-    parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
-    parser.add_argument("--only", metavar="SECTIONS", help=f"comma-separated subset of {','.join(SECTIONS)}")
-
-
-def run(args) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("course bench: --device cuda, but torch finds no CUDA device", file=sys.stderr)
-        return 2
-    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        print(
-            f"course bench: unknown section(s) {unknown}; expected some of {list(SECTIONS)}", file=sys.stderr
-        )
-        return 2
-    if "hf" in sections:
-        from .extras import require
-
-        require("transformers", "the 'hf' section (leave it out with --only)")
-    if args.device == "cpu":
-        torch.set_num_threads(1)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-    bench = Bench(args.device, args.quick)
-    bench.results.update(
-        _machine(bench.device),
-        quick=args.quick,
-        command="course bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
-    )
-    bench.log(
-        f"course bench on {bench.results['device_name']} | torch {torch.__version__} | "
-        f"rev {bench.results['git_revision']} | {'quick' if args.quick else 'full'}"
-    )
-    start = time.perf_counter()
-    for name in sections:
-        t0 = time.perf_counter()
-        bench.log(f"[{name}]")
-        getattr(bench, name)()
-        bench.results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
-    bench.results["total_seconds"] = round(time.perf_counter() - start, 1)
-    bench.log(f"done in {bench.results['total_seconds']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(bench.results, f, indent=2, default=str)
-    return 0
