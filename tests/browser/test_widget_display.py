@@ -69,7 +69,9 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
 
     page.reload()
     page.wait_for_function("() => window.jupyterapp")
-    page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-OutputArea-child")
+    page.wait_for_selector(
+        ".jp-Notebook .jp-CodeCell .jp-OutputArea-child", state="attached"
+    )  # may be hidden
     lab.wait_kernel_idle()
     wait_cells_ok(page)
     after = page.evaluate(CELLS_JS)
