@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from .pages import PLOT, Lab
+from .pages import CURRENT, PLOT, Lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
 WIDGETS = {  # chapter 0's mask builder and chapter 7's three positional explorers
@@ -16,7 +16,8 @@ WIDGETS = {  # chapter 0's mask builder and chapter 7's three positional explore
 }
 # Per cell: is its live view drawn (every plot has data), is its static copy shown, the y-axis title and
 # direction of the drawn plots, and any text of an error.
-CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].slice(1).map(cell => {
+CELLS_JS = """() => [...jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-CodeCell')].slice(1)
+  .map(cell => {
   const outs = [...cell.querySelectorAll('.jp-OutputArea-child')];
   const shown = o => o.offsetParent !== null && getComputedStyle(o).display !== 'none';
   const live = outs.find(o => o.querySelector('.jupyter-widgets, .jp-RenderedText'));
@@ -67,8 +68,11 @@ def test_widgets_survive_a_refresh_with_the_kernel_alive(lab_server, page):
         assert before[0]["ytitle"] == "query" and before[0]["reversed"], before[0]
     lab.save()
 
-    page.reload()
+    page.reload()  # Lab restores the server's workspace: other tests' notebooks may be open too
     page.wait_for_function("() => window.jupyterapp")
+    page.evaluate("() => jupyterapp.restored.then(() => true)")
+    lab.command("docmanager:open", {"path": "widgets.ipynb"})
+    page.wait_for_function(f"() => {CURRENT}?.context?.path === 'widgets.ipynb'")
     page.wait_for_selector(
         ".jp-Notebook .jp-CodeCell .jp-OutputArea-child", state="attached"
     )  # may be hidden
