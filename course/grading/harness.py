@@ -100,6 +100,37 @@ def setup(seed: int = 0) -> None:
     torch.set_printoptions(precision=4, sci_mode=False)
     if _in_kernel():
         sys.stderr = sys.stdout  # a warning or a progress bar must never zero a test cell
+        _track_cells()
+
+
+_ran: dict[str, str] = {}  # cell id -> the source of its last run in this kernel
+
+
+def _remember(info) -> None:
+    if getattr(info, "cell_id", None):  # JupyterLab sends each cell's id with its code
+        _ran[info.cell_id] = info.raw_cell
+
+
+def _track_cells() -> None:
+    """Remember, from now on, the source of each cell run (`self_check` compares it with the saved file)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and _remember not in shell.events.callbacks["pre_run_cell"]:
+        shell.events.register("pre_run_cell", _remember)
+
+
+def unsaved_cells(path: str) -> list[str]:
+    """Ids of the code cells whose last run in this kernel differs from their source in the saved file."""
+    import nbformat
+
+    try:
+        saved = {
+            c.get("id"): c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+        }
+    except (OSError, ValueError):
+        return []
+    return [i for i, source in _ran.items() if i in saved and saved[i].strip() != source.strip()]
 
 
 # --- comparisons
@@ -296,6 +327,13 @@ def self_check(path: str | None = None) -> None:
     if os.environ.get("NBGRADER_EXECUTION") or os.environ.get("COURSE_CHECK"):
         return  # grading, or already inside `course check`
     path = path or os.environ.get("JPY_SESSION_NAME") or "exercises.ipynb"
+    unsaved = unsaved_cells(path)
+    if unsaved:
+        print(
+            f"Not checked: you changed and ran {', '.join(unsaved)} since the last save, and the check reads "
+            "the saved file. Save the notebook (Ctrl+S), then run this cell again."
+        )
+        return
     print(f"Checking the saved {os.path.basename(path)} in a fresh kernel (save it first) ...", flush=True)
     done = subprocess.run(
         [sys.executable, "-m", "course", "check", path],

@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import plotly
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 START_PAGE = "/lab/tree/notebooks/00-start-here.ipynb"
@@ -28,3 +30,10 @@ if bash:
     c.ServerApp.terminado_settings = {
         "shell_command": [bash, "--rcfile", str(HERE / "terminal.bashrc"), "-i"]
     }
+# PNGs of the figures for readers without plotly (nbconvert, GitHub) are drawn at save time, by one Kaleido
+# browser in the server, never by a browser per kernel.
+c.FileContentsManager.pre_save_hook = "course.viz.static.save_hook"
+# Plotly's widget bundle (5 MB) served once, at static/widgetbundle.js: course figures import it from here
+# instead of each carrying it in its state (`course.viz.widget.SharedBundleFigureWidget`).
+c.ServerApp.extra_static_paths = [str(Path(plotly.__file__).parent / "package_data")]
+os.environ["COURSE_PLOTLY_BUNDLE"] = "1"  # inherited by every kernel

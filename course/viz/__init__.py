@@ -23,7 +23,8 @@ live |
 Every widget: state -> figure logic in a pure view model (unit-tested without a browser), one FigureWidget
 created once and updated in place (each costs ~5 MB of JavaScript: a handful per chapter), callback errors
 shown in an Output under the figure, `to_static()` -> a plain `go.Figure`, and a display bundle that still
-shows the figure without a kernel (`course.viz.static`; set COURSE_VIZ_PNG=0 to skip the Kaleido PNG).
+shows the figure without a kernel (`course.viz.static`; PNGs are added when `make lab`'s server saves the
+notebook).
 """
 
 from .attention_explorer import AttentionExplorer

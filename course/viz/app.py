@@ -149,7 +149,9 @@ def serve(cmd: list[str], env: dict, cwd: str, grace_s: float = 20) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # SIGINT too: a process started with SIGINT ignored (a background job, a pytest-xdist worker's child)
+    # would otherwise never see Ctrl-C's KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -161,4 +163,5 @@ def serve(cmd: list[str], env: dict, cwd: str, grace_s: float = 20) -> int:
             proc.wait()
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -7,10 +7,11 @@
 Controls: layer slider, head buttons, stage (scores -> masked -> softmax), "apply mask" (off shows what
 attention would do without the mask). Left: the selected head — keys on x, queries on y, hover "query 'tok'
 (i) -> key 'tok' (j): 0.193"; masked cells are grey "N/A" (their score is -inf, their weight 0: never drawn as
-0). Right: all layers × heads as one heatmap; click a tile to select that (layer, head). `to_static()` is a
-plain `go.Figure` with layer/head dropdowns (softmax weights), usable offline. From arrays instead of a model:
-`AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One figure widget per explorer (~5 MB
-of JavaScript each): reuse one explorer rather than creating many.
+0). Right: all layers × heads as one heatmap (with the mask or without it, like the left; masked cells grey);
+click a tile to select that (layer, head). A model with one layer or one head shows no layer slider or head
+buttons. `to_static()` is a plain `go.Figure` with layer/head dropdowns (softmax weights), usable offline.
+From arrays instead of a model: `AttentionExplorer.from_view(AttentionView(scores, allowed, labels))`. One
+figure widget per explorer (~5 MB of JavaScript each): reuse one explorer rather than creating many.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import plotly.graph_objects as go
 from .attention_view import STAGES, AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
 from .static import cells, grid
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 MAX_TILE = 32  # overview tiles are mean-pooled to at most 32×32 cells
 MAX_SAVED_CELLS = 40_000  # above L·H·T_q·T_k cells, a saved notebook keeps the current view, not every head
 SPLIT = 0.52  # the selected head uses the left 52% of the figure, the overview the right part
+TILE_HOVER = "click to show this head<extra></extra>"
 
 
 class AttentionExplorer(CourseWidget):
@@ -55,8 +57,11 @@ class AttentionExplorer(CourseWidget):
             options=[(label, key) for key, label in STAGES.items()], value="softmax", description="stage"
         )
         self.mask = widgets.Checkbox(True, description="apply mask", indent=False)
-        self.fig = go.FigureWidget(self._figure())
-        self.fig.data[2].on_click(self.guarded(self._on_tile_click))
+        for control, n in ((self.layer, view.n_layers), (self.head, view.n_heads)):
+            control.layout.display = None if n > 1 else "none"  # a 0–0 slider or one button changes nothing
+        self.fig = figure_widget(self._figure())
+        for tiles in self.fig.data[2:]:  # a click on a masked (grey) cell selects its head too
+            tiles.on_click(self.guarded(self._on_tile_click))
         for control in (self.layer, self.head, self.stage, self.mask):
             self.on_change(control)
         self.view = widgets.VBox(
@@ -66,7 +71,7 @@ class AttentionExplorer(CourseWidget):
     def _figure(self) -> go.Figure:
         v = self.attention
         hm = v.heatmap(0, 0, "softmax")
-        self._shown_allowed = hm.allowed
+        self._shown_allowed, self._shown_masked = hm.allowed, True
         custom = hover_grid(v.q_labels, v.k_labels)
         x_ticks, y_ticks = v.tile_centres(MAX_TILE)
         x0, x1, y0, y1 = v.tile_box(0, 0, MAX_TILE)
@@ -93,7 +98,15 @@ class AttentionExplorer(CourseWidget):
                     xaxis="x2",
                     yaxis="y2",
                     name="all heads",
-                    hovertemplate="click to show this head<extra></extra>",
+                    hovertemplate=TILE_HOVER,
+                ),
+                overlay_trace(
+                    ~self._overview_masked(True),
+                    None,
+                    xaxis="x2",
+                    yaxis="y2",
+                    name="all heads, masked",
+                    hovertemplate=TILE_HOVER,
                 ),
             ]
         )
@@ -105,9 +118,11 @@ class AttentionExplorer(CourseWidget):
             margin=dict(l=90, r=20, t=60, b=90),
             xaxis=dict(domain=[0, SPLIT], title="key (attended to)", **ticks(v.k_labels)),
             yaxis=dict(autorange="reversed", title="query", **ticks(v.q_labels)),
-            xaxis2=dict(
+            xaxis2=dict(  # no grid lines: at the tick positions (tile centres) they would cross the tiles
                 domain=[SPLIT + 0.12, 1],
                 anchor="y2",
+                showgrid=False,
+                zeroline=False,
                 tickmode="array",
                 tickvals=x_ticks,
                 ticktext=[f"H{h}" for h in range(v.n_heads)],
@@ -116,6 +131,8 @@ class AttentionExplorer(CourseWidget):
             yaxis2=dict(
                 anchor="x2",
                 autorange="reversed",
+                showgrid=False,
+                zeroline=False,
                 tickmode="array",
                 tickvals=y_ticks,
                 ticktext=[f"L{layer}" for layer in range(v.n_layers)],
@@ -135,8 +152,12 @@ class AttentionExplorer(CourseWidget):
         )
         return fig
 
+    def _overview_masked(self, masked: bool) -> np.ndarray:
+        """The overview cells drawn grey: inside a tile and masked (none with the mask off)."""
+        v = self.attention
+        return v.in_tiles(MAX_TILE) & np.isnan(v.overview(MAX_TILE, masked))
+
     # --- callbacks
-    # ---------------------------------------------------------------------------------------------
     def select(self, layer: int, head: int) -> None:
         """Show (layer, head): sets both controls, redraws once."""
         self.attention.check(layer, head)
@@ -161,6 +182,11 @@ class AttentionExplorer(CourseWidget):
             if not np.array_equal(hm.allowed, self._shown_allowed):  # the grey cells changed
                 overlay.z = overlay_z(hm.allowed)
                 self._shown_allowed = hm.allowed
+            if self.mask.value != self._shown_masked:  # the overview with or without the mask
+                tiles, grey = self.fig.data[2], self.fig.data[3]
+                tiles.z = cells(self.attention.overview(MAX_TILE, self.mask.value))
+                grey.z = overlay_z(~self._overview_masked(self.mask.value))
+                self._shown_masked = self.mask.value
             self.fig.layout.title.text = hm.title
             self.fig.layout.shapes[0].update(x0=x0, x1=x1, y0=y0, y1=y1)
 

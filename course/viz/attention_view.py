@@ -147,10 +147,12 @@ class AttentionView:
         f = max(1, math.ceil(max(self.T_q, self.T_k) / max_tile))
         return f, math.ceil(self.T_q / f), math.ceil(self.T_k / f)
 
-    def overview(self, max_tile: int = 32) -> np.ndarray:
-        """(L·tq + L-1, H·tk + H-1) softmax patterns of all heads, tiles separated by NaN gutters."""
+    def overview(self, max_tile: int = 32, masked: bool = True) -> np.ndarray:
+        """(L·tq + L-1, H·tk + H-1) softmax patterns of all heads, tiles separated by NaN gutters; masked
+        cells NaN, or (masked=False) the weights attention would compute without the mask."""
         f, tq, tk = self.tile_shape(max_tile)
-        w = self.weights(True).masked_fill(~self.allowed, float("nan")).numpy()
+        w = self.weights(masked)
+        w = (w.masked_fill(~self.allowed, float("nan")) if masked else w).numpy()
         pad = np.full((self.n_layers, self.n_heads, tq * f, tk * f), np.nan)
         pad[:, :, : self.T_q, : self.T_k] = w
         blocks = pad.reshape(self.n_layers, self.n_heads, tq, f, tk, f)
@@ -163,6 +165,13 @@ class AttentionView:
                 r, c = layer * (tq + 1), head * (tk + 1)
                 out[r : r + tq, c : c + tk] = tiles[layer, head]
         return out
+
+    def in_tiles(self, max_tile: int = 32) -> np.ndarray:
+        """Bool array of the overview's shape: True on the cells of a tile, False on the gutters."""
+        _, tq, tk = self.tile_shape(max_tile)
+        rows = np.arange(self.n_layers * (tq + 1) - 1) % (tq + 1) < tq
+        cols = np.arange(self.n_heads * (tk + 1) - 1) % (tk + 1) < tk
+        return rows[:, None] & cols[None, :]
 
     def tile_at(self, row: int, col: int, max_tile: int = 32) -> tuple[int, int] | None:
         """(layer, head) of an overview cell, None for a gutter."""

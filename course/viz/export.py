@@ -24,13 +24,23 @@ def page_html(name: str = DEFAULT_MODEL, prompt: str | None = None) -> str:
 
     view = explorer(name, prompt)
     fig = view.to_static()
-    fig.update_layout(title_text=f"The {name} model: attention weights (choose a layer and a head)")
+    # The page's whole width and most of its height; the title on the left, clear of plotly's toolbar (right).
+    fig.update_layout(
+        title=dict(
+            text=f"The {name} model: attention weights (choose a layer and a head)", x=0, xanchor="left"
+        ),
+        width=None,
+        height=None,
+        autosize=True,
+    )
     page = fig.to_html(
         include_plotlyjs=True,
         include_mathjax=False,
         full_html=True,
         config=PLOTLY_CONFIG,
         div_id="attention-explorer",
+        default_width="100%",
+        default_height="92vh",
     )
     title = f"<title>Attention explorer: {html.escape(name)} model</title>"
     return page.replace("<head>", f"<head>{title}", 1)

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..attention import split_heads
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 SPLITS = {"correct": "view + transpose (split_heads)", "bug": "view(B, H, T, d_head) — no transpose (bug)"}
 TOKEN_SCALE = "Turbo"
+INTEGER_TICKS = dict(tickmode="linear", tick0=0, dtick=1)  # tokens and features are whole numbers
 
 
 @dataclass
@@ -61,8 +61,10 @@ class HeadSplitView(CourseWidget):
         self.T = widgets.IntSlider(T, min=1, max=12, description="T", continuous_update=False)
         self.D = widgets.Dropdown(options=[8, 12, 16, 24], value=D, description="D")
         self.H = widgets.Dropdown(options=self._divisors(D), value=H, description="H")
-        self.split = widgets.ToggleButtons(options=[(v, k) for k, v in SPLITS.items()], value="correct")
-        self.fig = go.FigureWidget()
+        self.split = widgets.ToggleButtons(
+            options=[(v, k) for k, v in SPLITS.items()], value="correct", style={"button_width": "auto"}
+        )
+        self.fig = figure_widget()
         hover = "token %{customdata[0]}, feature %{customdata[1]}<extra></extra>"
         for axes in (("x", "y"), ("x2", "y2")):
             self.fig.add_heatmap(
@@ -77,9 +79,11 @@ class HeadSplitView(CourseWidget):
             width=900,
             height=520,
             plot_bgcolor="white",
-            xaxis=dict(domain=[0, 0.55], title="feature (D)"),
-            yaxis=dict(autorange="reversed", title="token (T)"),
-            xaxis2=dict(domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)"),
+            xaxis=dict(domain=[0, 0.55], title="feature (D)", **INTEGER_TICKS),
+            yaxis=dict(autorange="reversed", title="token (T)", **INTEGER_TICKS),
+            xaxis2=dict(
+                domain=[0.65, 1], anchor="y2", title="feature within the head (d_head)", **INTEGER_TICKS
+            ),
             yaxis2=dict(anchor="x2", autorange="reversed", tickmode="array"),
         )
         self.refresh()

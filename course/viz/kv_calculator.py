@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 
 from .. import costs
 from ..config import PRESETS, ModelConfig
 from ..kv_cache import KVCache
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 DTYPES = {
     "fp32": torch.float32,
@@ -143,7 +142,7 @@ class KVCacheCalculator(CourseWidget):
         self.n_heads = s.n_heads
         self.dtype = widgets.Dropdown(options=list(DTYPES), value=dtype, description="dtype")
         self.measured = widgets.HTML()
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         self.fig.add_scatter(name="this shape", mode="lines", hovertemplate="%{x:,} tokens: %{y:.3f} GiB")
         self.fig.add_scatter(
             name="MHA (n_kv_heads = n_heads)",

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 
 from .. import masks
 from .heatmap import BACKGROUND, hover_grid, main_trace, overlay_trace, overlay_z, ticks
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 KINDS = {
     "causal": "causal (decoder-only)",
@@ -84,14 +83,17 @@ class MaskBuilder(CourseWidget):
     def __init__(self, kind: str = "decoder", T: int = 6, S: int = 8, pad: int = 2):
         super().__init__()
         self.kind = widgets.Dropdown(
-            options=[(v, k) for k, v in KINDS.items()], value=kind, description="mask"
+            options=[(v, k) for k, v in KINDS.items()],
+            value=kind,
+            description="mask",
+            layout=widgets.Layout(width="max-content"),  # the longest kind is not cut
         )
         self.T = widgets.IntSlider(T, min=1, max=16, description="T (target)", continuous_update=False)
         self.S = widgets.IntSlider(S, min=1, max=16, description="S (source)", continuous_update=False)
         self.pad = widgets.IntSlider(pad, min=0, max=15, description="padding", continuous_update=False)
         mg = self._grid()
         custom = hover_grid(mg.q_labels, mg.k_labels)
-        self.fig = go.FigureWidget(
+        self.fig = figure_widget(
             [
                 main_trace(
                     cells(np.where(mg.allowed, 1.0, np.nan)),

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..norms import layer_norm, rms_norm
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 DEFAULT = (0.5, 2.0, -1.0, 3.0, 0.0, 1.5, -2.5, 1.0)
 
@@ -69,7 +68,7 @@ class NormExplorer(CourseWidget):
         self.scale = widgets.FloatLogSlider(
             1.0, base=10, min=-2, max=2, step=0.25, description="scale a", continuous_update=False
         )
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         for name, colour in (("input a·x + b", "#9a9a9a"), ("LayerNorm", "#3b75af"), ("RMSNorm", "#e1812c")):
             self.fig.add_bar(
                 name=name, marker_color=colour, hovertemplate="feature %{x}: %{y:.3f}<extra></extra>"

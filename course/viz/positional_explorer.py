@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from .. import positional as pos
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 MODES = {"sinusoidal": "sinusoidal", "rope": "RoPE", "alibi": "ALiBi"}
 
@@ -148,7 +147,7 @@ class PositionalExplorer(CourseWidget):
         index_label, d_label, top = controls(mode, d)
         self.d = widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=d, description=d_label)
         self.index = widgets.IntSlider(0, min=0, max=top, description=index_label, continuous_update=False)
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         self.fig.add_heatmap(
             hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>", colorbar=dict(x=0.44, thickness=14)
         )

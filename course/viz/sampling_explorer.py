@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from ..generation import next_token_probs
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 
 @dataclass
@@ -70,14 +69,15 @@ class SamplingExplorer(CourseWidget):
         if len(self.labels) != V:
             raise ValueError(f"got {len(self.labels)} labels for a vocabulary of {V}: expected one per token")
         self.show_n = min(show, V)
+        label = dict(continuous_update=False, style={"description_width": "initial"})  # labels never cut
         self.temperature = widgets.FloatSlider(
-            1.0, min=0, max=2, step=0.05, description="temperature", continuous_update=False
+            1.0, min=0, max=2, step=0.05, description="temperature", **label
         )
-        self.top_k = widgets.IntSlider(0, min=0, max=V, description="top-k (0 off)", continuous_update=False)
+        self.top_k = widgets.IntSlider(0, min=0, max=V, description="top-k (0 off)", **label)
         self.top_p = widgets.FloatSlider(
-            1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", continuous_update=False
+            1.0, min=0.05, max=1, step=0.05, description="top-p (1 off)", **label
         )
-        self.fig = go.FigureWidget()
+        self.fig = figure_widget()
         hover = "'%{customdata}' (%{x}): %{y:.3f}<extra></extra>"
         self.fig.add_bar(name="model (T=1, no filter)", marker_color="#c4c4c4", hovertemplate=hover)
         self.fig.add_bar(name="sampler", marker_color="#3b75af", hovertemplate=hover)

@@ -1,12 +1,12 @@
 """Static fallbacks: what a widget's output still shows with no kernel (reopened notebook, nbconvert, the
 site).
 
-A widget displays its fallback as its own output, just before the live view (`course.viz.widget`); it holds:
-  application/vnd.plotly.v1+json   the figure as JSON: JupyterLab draws it (hover, zoom) when the
-                                   widget cannot
-  image/png                        a Kaleido image, for nbconvert HTML / nbviewer / GitHub — only when
-                                   a Chromium exists; set COURSE_VIZ_PNG=0 to skip it (fast tests),
-                                   =1 to require it.
+A widget displays its fallback as its own output, just before the live view (`course.viz.widget`); it holds
+  application/vnd.plotly.v1+json  the figure as JSON: JupyterLab draws it (hover, zoom) when the widget can't.
+A kernel never draws PNGs (a headless Chromium per kernel costs ~400 MB). `make lab`'s server adds them when
+it saves a notebook (`save_hook`: one Kaleido browser in the server, started by the first save needing it):
+  image/png                       a Kaleido image of that figure, for nbconvert HTML / nbviewer / GitHub; only
+                                  when a Chromium exists; COURSE_VIZ_PNG=0 skips it, =1 requires it.
 Figure data never holds NaN (jupyter_client warns on stderr and the browser would get "nan"): use `grid`.
 """
 
@@ -101,24 +101,47 @@ def _kaleido_server() -> None:
     atexit.register(kaleido.stop_sync_server, silence_warnings=True)
 
 
-def png_bytes(fig: go.BaseFigure) -> bytes:
-    """A PNG of the figure drawn by Kaleido (needs a Chromium)."""
+def png_bytes(fig: go.BaseFigure | dict) -> bytes:
+    """A PNG of the figure (a figure or its JSON) drawn by Kaleido (needs a Chromium)."""
     _kaleido_server()
     with warnings.catch_warnings():  # plotly warns that its kaleido options are ignored by a running server
         warnings.simplefilter("ignore")
-        return pio.to_image(go.Figure(fig), format="png", validate=False)
+        return pio.to_image(fig, format="png", validate=False)
 
 
-def static_bundle(fig: go.BaseFigure, png_fig: go.BaseFigure | None = None) -> dict:
-    """Mime entries of a static rendering: plotly JSON of `fig`, plus a PNG of `png_fig` (default `fig`)."""
-    bundle = {PLOTLY_MIME: figure_json(fig)}
-    if png_enabled():
-        try:
-            bundle["image/png"] = base64.b64encode(
-                png_bytes(png_fig if png_fig is not None else fig)
-            ).decode()
-        except Exception:
-            if png_setting() == "on":
-                raise
-            # auto: a browser that fails to start costs the PNG only; the plotly JSON still shows the figure
-    return bundle
+@functools.lru_cache(maxsize=256)
+def _png_of(payload: str) -> str:
+    """Base64 PNG of a plotly JSON payload; cached, since every save of a notebook sends the same figures."""
+    figure = json.loads(payload)
+    return base64.b64encode(png_bytes({"data": figure["data"], "layout": figure.get("layout", {})})).decode()
+
+
+def add_pngs(nb: dict) -> int:
+    """Add a PNG to each output holding a plotly figure and no PNG, in place; return how many were added."""
+    added = 0
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = out.get("data", {})
+            if PLOTLY_MIME in data and "image/png" not in data:
+                data["image/png"] = _png_of(json.dumps(data[PLOTLY_MIME], sort_keys=True))
+                added += 1
+    return added
+
+
+def save_hook(model: dict, **_) -> None:
+    """`ContentsManager.pre_save_hook` of `make lab`: a saved notebook carries PNGs of its plotly figures.
+
+    Auto mode: a browser that fails to start costs the PNGs only (the plotly JSON still shows the figures).
+    """
+    if model.get("type") != "notebook" or not png_enabled():
+        return
+    try:
+        add_pngs(model["content"])
+    except Exception:
+        if png_setting() == "on":
+            raise
+
+
+def static_bundle(fig: go.BaseFigure) -> dict:
+    """Mime entries of a static rendering: plotly JSON of `fig` (no PNG: see `save_hook`)."""
+    return {PLOTLY_MIME: figure_json(fig)}

@@ -19,12 +19,11 @@ updated in place, so it animates while the training cell runs; keep runs short (
 from __future__ import annotations
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from .attention_view import AttentionView
 from .heatmap import BACKGROUND, PROB_SCALE, hover_grid, main_trace, overlay_trace, overlay_z, ticks
 from .static import cells
-from .widget import CourseWidget
+from .widget import CourseWidget, figure_widget
 
 
 class TrainingView(CourseWidget):
@@ -50,7 +49,7 @@ class TrainingView(CourseWidget):
         view = self._attention()
         hm = view.heatmap(self.layer.value, self.head.value)
         custom = hover_grid(view.q_labels, view.k_labels)
-        self.fig = go.FigureWidget(
+        self.fig = figure_widget(
             [
                 dict(
                     type="scatter",

@@ -6,16 +6,17 @@ shown), and connect controls with `self.on_change(control, handler)`. Handlers u
 `fig.batch_update()`; an exception in a handler is printed into `self.output` instead of vanishing.
 
 Displaying a widget (`w.show()` or leaving it last in a cell) emits two outputs: first the static fallback,
-`static_figure()` as plotly JSON and, when a Chromium exists, a PNG (see `course.viz.static`); then the live
-view (widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its
-bundle, so the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view) hides
-that fallback output; a notebook reopened without a kernel cannot draw it, so the fallback stays visible. No
-widget state is stored in notebooks.
+`static_figure()` as plotly JSON (a saved notebook gets its PNG at save time: `course.viz.static`); then the
+live view (widget view + text/plain). JupyterLab's widget renderer never falls back to another mimetype of its
+bundle, so the fallback needs its own output. With a kernel, `HideStaticCopy` (inside the live view)
+hides that fallback output; a notebook reopened without a kernel cannot draw it, so the fallback stays
+visible. No widget state is stored in notebooks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 
 import anywidget
@@ -23,6 +24,30 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from .static import static_bundle
+
+SHARED_BUNDLE = "COURSE_PLOTLY_BUNDLE"  # "1" under `make lab`, whose server serves plotly's widget bundle
+
+
+class SharedBundleFigureWidget(go.FigureWidget):
+    """A FigureWidget whose front end imports plotly's widget bundle from the server, once per page.
+
+    A plain FigureWidget carries the 5 MB bundle in its own state: every figure sends, parses and compiles it
+    again (a reload restores them all at once), and anywidget gives a model only 2 s to load it before it
+    drops the model's messages for good, which a busy machine misses. Here the state holds a short loader and
+    the browser imports one cached module, served by `make lab` (`course/lab/jupyter_lab_config.py`).
+    """
+
+    _esm = """
+    const config = JSON.parse(document.getElementById("jupyter-config-data")?.textContent ?? "{}");
+    const url = new URL(`${config.baseUrl ?? "/"}static/widgetbundle.js`, location.origin).href;
+    export default (await import(url)).default;
+    """
+
+
+def figure_widget(*args, **kwargs) -> go.FigureWidget:
+    """A FigureWidget: one that shares the server's plotly bundle under `make lab`, else plotly's own."""
+    cls = SharedBundleFigureWidget if os.environ.get(SHARED_BUNDLE) == "1" else go.FigureWidget
+    return cls(*args, **kwargs)
 
 
 class HideStaticCopy(anywidget.AnyWidget):
@@ -172,9 +197,8 @@ class CourseWidget:
             handle.update(self.fallback_bundle(), raw=True)
 
     def fallback_bundle(self) -> dict:
-        """The static output's bundle: plotly JSON of `static_figure()` and maybe a PNG of the current
-        figure."""
-        bundle = static_bundle(self.static_figure(), png_fig=go.Figure(self.fig))
+        """The static output's bundle: plotly JSON of `static_figure()` (no PNG: kernels start no browser)."""
+        bundle = static_bundle(self.static_figure())
         bundle["text/plain"] = f"<{type(self).__name__}: static figure; run the notebook to use it>"
         return bundle
 

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import plotly
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,9 +190,13 @@ def lab_server(tmp_path_factory):
         c.ServerApp.port = {port}
         c.ServerApp.root_dir = {str(root)!r}
         c.LabApp.user_settings_dir = {str(base / "settings")!r}
+        # as `make lab` (course/lab/jupyter_lab_config.py): plotly's widget bundle served once, for all
+        # figures
+        c.ServerApp.extra_static_paths = [{str(Path(plotly.__file__).parent / "package_data")!r}]
     """)
     )
     log = base / "jupyterlab-server.log"
+    env = dict(env, COURSE_PLOTLY_BUNDLE="1")
     proc = start([sys.executable, "-m", "jupyterlab", f"--config={config}"], root, env, log)
     url = f"http://127.0.0.1:{port}"
     try:

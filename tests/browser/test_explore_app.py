@@ -16,7 +16,17 @@ from course.viz.heatmap import MASK_GREY
 from course.viz.static import grid
 
 from .conftest import ARTIFACTS, Server, free_port, port_open, start, stop, throwaway_env, wait_ready
-from .pages import cell_rgb, click_toggle, figure, hex_rgb, hover, set_slider, wait_heatmap, wait_title_change
+from .pages import (
+    cell_rgb,
+    cell_xy,
+    click_toggle,
+    figure,
+    hex_rgb,
+    hover,
+    set_slider,
+    wait_heatmap,
+    wait_title_change,
+)
 
 pytestmark = pytest.mark.browser
 MODEL, PROMPT = "copy", "^abcdefgh|abcd"  # a chosen model and prompt (export-html's test covers the defaults)
@@ -93,6 +103,14 @@ def test_explore_serves_the_explorer_without_code(explore_app, reference, page):
     assert "N/A" in hover(plot, 1, 0, T - 1)
     page.mouse.move(0, 0)
     assert cell_rgb(plot, 0, 0, T - 1) == hex_rgb(MASK_GREY)
+
+    # the overview: a click on the grey (masked) half of a tile selects that head too
+    x0, x1, y0, _ = v.tile_box(0, 0)
+    row, col = int(y0 + 0.5), int(x1 - 0.5)  # query 0, last key: masked
+    assert cell_rgb(plot, 3, row, col) == hex_rgb(MASK_GREY)
+    title = figure(plot)["title"]
+    page.mouse.click(*cell_xy(plot, 3, row, col))
+    assert wait_title_change(plot, title) == v.heatmap(0, 0).title
 
 
 def children(pid: int) -> set[int]:

@@ -1,6 +1,7 @@
 """`course export-html`: the page opens from disk with the network cut, sends no request, its layer and head
-menus switch what is drawn (checked against the view model), hover reads query, key and weight, and masked
-cells are empty in the data and drawn grey."""
+menus switch what is drawn (checked against the view model), hover reads query, key and weight, masked cells
+are empty in the data and drawn grey; at 1440×900 the figure uses the page's width and plotly's toolbar covers
+neither the title nor the menus."""
 
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from course.viz.attention_view import AttentionView
 from course.viz.heatmap import MASK_GREY
 from course.viz.static import grid
 
-from .pages import PLOT, background_rgb, cell_rgb, choose, hex_rgb, hover, visible_traces
+from .pages import PLOT, background_rgb, cell_rgb, cell_xy, choose, hex_rgb, hover, visible_traces
 
 pytestmark = pytest.mark.browser
 SAME_Z = """([gd, i, want]) => gd.data[i].z.every((row, r) => row.every((z, c) =>
@@ -75,3 +76,24 @@ def test_export_html_works_offline(exported, reference, page):
     page.mouse.move(0, 0)
     assert cell_rgb(plot, head, 0, T - 1) == hex_rgb(MASK_GREY) != background_rgb(plot)
     assert requested and all(url.startswith("file://") for url in requested), requested
+
+
+OVERLAP_JS = """([a, b]) => { const r = a.getBoundingClientRect(), s = b.getBoundingClientRect();
+  return r.left < s.right && s.left < r.right && r.top < s.bottom && s.top < r.bottom; }"""
+
+
+def test_export_html_uses_the_width_and_the_toolbar_covers_nothing(exported, page):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(exported.as_uri())
+    plot = page.locator(PLOT)
+    plot.locator(".heatmaplayer image").first.wait_for()
+    assert plot.bounding_box()["width"] >= 0.9 * 1440
+    page.mouse.move(*cell_xy(plot, 0, 0, 0))  # plotly shows its toolbar while the mouse is over the figure
+    toolbar = plot.locator(".modebar")
+    toolbar.wait_for()
+    covered = [plot.locator(".gtitle")] + [plot.locator(".updatemenu-header-group").nth(i) for i in range(2)]
+    for item in covered:
+        assert not page.evaluate(OVERLAP_JS, [toolbar.element_handle(), item.element_handle()]), (
+            item.text_content()
+        )
+    assert not page.evaluate(OVERLAP_JS, [covered[0].element_handle(), covered[1].element_handle()])

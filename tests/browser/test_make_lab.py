@@ -1,5 +1,6 @@
-"""`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), and `course` is
-on PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment)."""
+"""`make lab` as a learner runs it: the URL it prints opens the start page (not the Launcher), `course` is on
+PATH in JupyterLab's own terminal (a login shell would reset PATH and drop the virtual environment), and a
+saved notebook's figures get their PNGs from the server (kernels start no browser)."""
 
 import asyncio
 import concurrent.futures
@@ -9,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,13 @@ def make_lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda: http_ok(f"{url}/api"), proc, log)
-        yield url, log
+        yield url, log, root
     finally:
         stop(proc, log)
 
 
 def test_printed_url_opens_the_start_page(make_lab, page):
-    url, log = make_lab
+    url, log, _ = make_lab
     printed = re.findall(r"http://127\.0\.0\.1:\d+/\S*", log.read_text())
     assert printed and all(u.split("?")[0] == f"{url}/lab/tree/{START_PAGE}" for u in printed), printed
     page.goto(printed[0])
@@ -100,7 +102,7 @@ async def terminal_output(url: str, line: str, done: str, timeout: float = 60) -
 
 
 def test_course_is_on_path_in_labs_terminal(make_lab):
-    url, _ = make_lab
+    url, _, _ = make_lab
     # the typed line is echoed as typed; only the shell's own output holds "END-42"
     line = "command -v course || echo NOT-FOUND; echo END-$((6*7))"
     with concurrent.futures.ThreadPoolExecutor(
@@ -109,3 +111,29 @@ def test_course_is_on_path_in_labs_terminal(make_lab):
         out = pool.submit(asyncio.run, terminal_output(url, line, "END-42")).result()
     venv_course = str(Path(sys.executable).parent / "course")
     assert "NOT-FOUND" not in out.split("END-$")[-1] and venv_course in out, out
+
+
+def test_saving_a_notebook_adds_pngs_of_its_figures(make_lab):
+    import plotly.graph_objects as go
+
+    from course.viz.static import PLOTLY_MIME, chromium_path, figure_json
+
+    if chromium_path() is None:
+        pytest.skip("no Chromium: saved notebooks carry plotly JSON only")
+    url, _, root = make_lab
+    figure = figure_json(go.Figure(go.Heatmap(z=[[0, 1], [1, 0]])))
+    output = {"output_type": "display_data", "metadata": {}, "data": {PLOTLY_MIME: figure}}
+    cell = {"cell_type": "code", "source": "w", "metadata": {}, "execution_count": 1, "outputs": [output]}
+    nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    request = urllib.request.Request(f"{url}/api/contents/saved.ipynb", data=body, method="PUT")
+    with urllib.request.urlopen(request, timeout=120) as reply:  # Lab's save: the server's pre-save hook runs
+        assert reply.status in (200, 201)
+    saved = json.loads((root / "saved.ipynb").read_text())["cells"][0]["outputs"][0]["data"]
+    assert saved["image/png"].startswith("iVBORw0KGgo"), "no PNG in the saved figure output"  # base64 PNG
+
+
+def test_make_lab_serves_plotlys_widget_bundle_once_for_all_figures(make_lab):
+    url, _, _ = make_lab
+    with urllib.request.urlopen(f"{url}/static/widgetbundle.js", timeout=60) as reply:
+        assert reply.status == 200 and b"export{" in reply.read()  # the ES module figures import

@@ -160,7 +160,7 @@ def test_controls_update_the_figure_in_place(explorer):
     explorer.mask.set_state({"value": False})
     assert "mask OFF" in fig.layout.title.text
     assert all(v is None for row in fig.data[1].z for v in row) and None not in fig.data[0].z[0]
-    assert fig.model_id == model_id and len(fig.data) == 3
+    assert fig.model_id == model_id and len(fig.data) == 4
     assert fig.data[0].hoverongaps is False and "query '%{customdata[0]}'" in fig.data[0].hovertemplate
     assert list(fig.data[0].customdata[4][2]) == ["e", "c"]  # query "e" (4), key "c" (2)
     assert explorer.output.outputs == ()
@@ -170,16 +170,66 @@ def test_clicking_an_overview_tile_selects_layer_and_head(explorer):
     view, fig = explorer.attention, explorer.fig
     x0, x1, y0, y1 = view.tile_box(1, 2)
     row, col = int(y0 + 1.5), int(x0 + 1.5)
-    fig._js2py_pointsCallback = {  # what plotly.js sends on a click
-        "event_type": "plotly_click",
-        "device_state": None,
-        "selector": None,
-        "points": {"xs": [col], "ys": [row], "point_indexes": [[row, col]], "trace_indexes": [2]},
-    }
+    click(fig, 2, row, col)
     assert (explorer.layer.value, explorer.head.value) == (1, 2)
     assert fig.layout.title.text.startswith("Layer 1 · head 2")
     assert (fig.layout.shapes[0].x0, fig.layout.shapes[0].y0) == (x0, y0)
     assert list(map(list, fig.data[0].z)) == grid(view.heatmap(1, 2).z)
+
+
+def click(fig, trace: int, row: int, col: int) -> None:
+    """What plotly.js sends on a click on cell (row, col) of trace `trace`."""
+    fig._js2py_pointsCallback = {
+        "event_type": "plotly_click",
+        "device_state": None,
+        "selector": None,
+        "points": {"xs": [col], "ys": [row], "point_indexes": [[row, col]], "trace_indexes": [trace]},
+    }
+
+
+def test_clicking_the_grey_masked_part_of_a_tile_selects_its_head(explorer):
+    view, fig = explorer.attention, explorer.fig
+    x0, x1, y0, y1 = view.tile_box(2, 1)
+    row, col = int(y0 + 0.5), int(x1 - 0.5)  # query 0, last key: masked (causal)
+    assert fig.data[2].z[row][col] is None and fig.data[3].z[row][col] == 0  # drawn grey, by the overlay
+    click(fig, 3, row, col)
+    assert (explorer.layer.value, explorer.head.value) == (2, 1)
+    n_grey = sum(v == 0 for r in fig.data[3].z for v in r)
+    assert n_grey == int((view.in_tiles() & np.isnan(view.overview())).sum()) > 0
+
+
+def test_overview_follows_apply_mask(explorer):
+    view, fig = explorer.attention, explorer.fig
+    assert list(map(list, fig.data[2].z)) == grid(view.overview())
+    explorer.mask.value = False
+    without = view.overview(masked=False)
+    assert list(map(list, fig.data[2].z)) == grid(without)
+    assert np.isfinite(without[view.in_tiles()]).all()  # every future key has a weight: the leak shows
+    assert all(v is None for r in fig.data[3].z for v in r)  # nothing grey
+    explorer.mask.value = True
+    assert list(map(list, fig.data[2].z)) == grid(view.overview())
+
+
+def test_overview_draws_no_grid_lines_across_its_tiles(explorer):
+    for axis in (explorer.fig.layout.xaxis2, explorer.fig.layout.yaxis2):
+        assert axis.showgrid is False and axis.zeroline is False
+
+
+@pytest.mark.parametrize("L,H", [(1, 1), (1, 4), (3, 1)])
+def test_controls_that_cannot_change_anything_are_hidden(L, H):
+    T = 4
+    view = AttentionView(torch.randn(L, H, T, T), torch.ones(T, T, dtype=torch.bool).tril(), "abcd")
+    explorer = AttentionExplorer.from_view(view)
+    assert (explorer.layer.layout.display == "none") == (L == 1)
+    assert (explorer.head.layout.display == "none") == (H == 1)
+
+
+def test_in_tiles_marks_the_tiles_not_the_gutters(make_model, tokens):
+    model = make_model("tiny", n_layers=3)
+    view = AttentionView.from_model(model, tokens(model, 7))
+    inside = view.in_tiles()
+    for row, col in np.ndindex(inside.shape):
+        assert inside[row, col] == (view.tile_at(row, col) is not None)
 
 
 def test_callback_errors_go_to_the_output_widget(explorer, monkeypatch):
@@ -207,7 +257,7 @@ def test_update_sends_a_small_restyle_and_never_the_bundle_again(comm_log, make_
         sent = comm_log.updates()
         assert "_py2js_update" in sent and "_esm" not in sent, sent
         assert not [kind for kind, _, _ in comm_log if kind == "comm_open"]  # no new widget per update
-        assert comm_log.nbytes() < 300_000, (control.description, comm_log.nbytes())
+        assert comm_log.nbytes() < 400_000, (control.description, comm_log.nbytes())  # mask: overview too
     # a saved notebook keeps the current view at this size, not 2·H full maps per layer
     saved = explorer.fallback_bundle()[PLOTLY_MIME]
     assert len(saved["data"]) == len(explorer.fig.data) and len(json.dumps(saved)) < 1_500_000
@@ -240,16 +290,6 @@ def test_to_static_dropdowns_select_layer_and_head(explorer):
         assert list(button.args[0]["visible"]) == [k == h for k in range(H)] * 2
     assert [t.visible for t in fig.data] == [True] + [False] * (H - 1) + [True] + [False] * (H - 1)
     json.dumps(fig.to_plotly_json(), allow_nan=False, default=lambda a: a.tolist())
-
-
-def test_png_fallback_when_a_chromium_exists(explorer, monkeypatch):
-    from course.viz.static import chromium_path
-
-    if chromium_path() is None:
-        pytest.skip("no Chromium: bundles carry plotly JSON only (the PNG needs Kaleido's browser)")
-    monkeypatch.setenv("COURSE_VIZ_PNG", "1")
-    png = __import__("base64").b64decode(explorer.fallback_bundle()["image/png"])
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
 def test_explorer_on_a_shipped_model():

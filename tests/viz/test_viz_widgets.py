@@ -413,3 +413,20 @@ def test_kernel_side_state_follows_the_figure_without_resending_it(comm_log):
     keys = [key for kind, data, _ in comm_log[sent:] if kind == "comm_msg" for key in data.get("state", {})]
     assert "_py2js_restyle" in keys or "_py2js_update" in keys
     assert "_widget_data" not in keys and "_widget_layout" not in keys, "an update re-sent the whole figure"
+
+
+def test_under_make_lab_a_figure_imports_the_servers_plotly_bundle(comm_log, monkeypatch):
+    """`make lab` serves plotly's 5 MB widget bundle once; a figure's state then holds a short loader."""
+    from course.viz.widget import SHARED_BUNDLE
+
+    monkeypatch.setenv(SHARED_BUNDLE, "1")
+    MaskBuilder(kind="causal", T=4)
+    opened = [data["state"] for kind, data, _ in comm_log if kind == "comm_open" and "_esm" in data["state"]]
+    figure = next(
+        state for state in opened if state["_model_name"] == "AnyModel" and "widgetbundle" in state["_esm"]
+    )
+    assert len(figure["_esm"]) < 1_000 and "static/widgetbundle.js" in figure["_esm"]
+    monkeypatch.delenv(SHARED_BUNDLE)
+    comm_log.clear()
+    MaskBuilder(kind="causal", T=4)
+    assert max(len(data["state"].get("_esm", "")) for kind, data, _ in comm_log if kind == "comm_open") > 1e6
