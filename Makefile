@@ -60,7 +60,7 @@ jail-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
 
 test: $(STAMP) browser-deps jail-deps lint
-	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP) jail-deps
 	$(PY) -m pytest -q -n 2 -m "not browser and not slow" -p no:cacheprovider

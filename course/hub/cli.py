@@ -28,7 +28,12 @@ DEFAULT_HUB = Path("/srv/transformer-anatomy")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("step", choices=STEPS)
+    parser.add_argument(
+        "step",
+        choices=STEPS,
+        help="setup: users, exchange and configs from the roster; release: the assignment to the exchange; "
+        "return-feedback: graded feedback back to the learners; remove: the roster's users and homes",
+    )
     parser.add_argument("--roster", type=Path, help="setup / remove: one 'name' or 'name instructor' a line")
     parser.add_argument("--hub", type=Path, default=DEFAULT_HUB, help="setup: the hub's folder")
     parser.add_argument("--home-base", type=Path, help="setup: folder of the new users' homes (useradd -b)")
