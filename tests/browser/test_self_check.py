@@ -8,6 +8,14 @@ from .pages import Lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
 CELLS = ["from course.grading import harness as H\n\nH.setup()", "answer = 1", "H.self_check()"]
+# The self-check cell has finished and printed: its prompt shows an execution count, not [*] (a check runs the
+# saved notebook in a fresh kernel: a minute or more on a loaded 2-core machine).
+CHECK_DONE = """text => {
+  const cell = document.querySelectorAll('.jp-CodeCell')[2];
+  const prompt = cell && cell.querySelector('.jp-InputPrompt');
+  const out = cell && cell.querySelector('.jp-OutputArea-output');
+  return !!prompt && /\\[\\d+\\]/.test(prompt.textContent) && !!out && out.innerText.includes(text);
+}"""
 
 
 def test_self_check_warns_about_unsaved_changes(lab_server, page):
@@ -18,6 +26,7 @@ def test_self_check_warns_about_unsaved_changes(lab_server, page):
     lab = Lab(page, lab_server)
     lab.open("self-check.ipynb")
     lab.run_all()
+    page.wait_for_function(CHECK_DONE, arg="Checking the saved", timeout=240_000)
     output = page.locator(".jp-CodeCell").nth(2).locator(".jp-OutputArea-output")
     assert "Not checked" not in output.inner_text()  # saved and run alike: the check runs
 
@@ -39,8 +48,5 @@ def test_self_check_warns_about_unsaved_changes(lab_server, page):
 
     lab.save()  # saved: the check runs again
     lab.command("notebook:run-cell")
-    page.wait_for_function(
-        "el => el.innerText.includes('Checking the saved')", arg=output.element_handle(), timeout=60_000
-    )
-    lab.wait_kernel_idle()
+    page.wait_for_function(CHECK_DONE, arg="Checking the saved", timeout=240_000)
     assert "Not checked" not in output.inner_text()
