@@ -32,24 +32,29 @@ pytestmark = pytest.mark.browser
 MODEL, PROMPT = "copy", "^abcdefgh|abcd"  # a chosen model and prompt (export-html's test covers the defaults)
 
 
+def explore_argv(port: int) -> list[str]:
+    """`course explore` on the test's model and prompt, serving on `port`."""
+    argv = [
+        "-m",
+        "course",
+        "explore",
+        "--model",
+        MODEL,
+        "--prompt",
+        PROMPT,
+        "--port",
+        str(port),
+        "--no-browser",
+    ]
+    return [sys.executable, *argv]
+
+
 @pytest.fixture(scope="module")
 def explore_app(tmp_path_factory):
     base = tmp_path_factory.mktemp("explore")
     env, port, log = throwaway_env(base), free_port(), base / "course-explore.log"
     proc = start(
-        [
-            sys.executable,
-            "-m",
-            "course",
-            "explore",
-            "--model",
-            MODEL,
-            "--prompt",
-            PROMPT,
-            "--port",
-            str(port),
-            "--no-browser",
-        ],
+        explore_argv(port),
         base,
         env,
         log,
@@ -144,19 +149,7 @@ def test_explore_stops_cleanly_on_a_signal(tmp_path, sig):
     itself."""
     env, port, log = throwaway_env(tmp_path), free_port(), tmp_path / "course-explore.log"
     proc = start(
-        [
-            sys.executable,
-            "-m",
-            "course",
-            "explore",
-            "--model",
-            MODEL,
-            "--prompt",
-            PROMPT,
-            "--port",
-            str(port),
-            "--no-browser",
-        ],
+        explore_argv(port),
         tmp_path,
         env,
         log,
