@@ -77,7 +77,6 @@ def check_notebook(path: str | os.PathLike, timeout: int = CELL_TIMEOUT_S) -> li
     path = Path(path).resolve()
     nb = nbformat.read(path, as_version=4)
     visible_only(nb)
-    os.environ.update(COURSE_CHECK="1", PYTHONWARNINGS="ignore")
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -85,9 +84,11 @@ def check_notebook(path: str | os.PathLike, timeout: int = CELL_TIMEOUT_S) -> li
         allow_errors=True,
         resources={"metadata": {"path": str(path.parent)}},
     )
+    # The kernel alone is told it runs inside a check (this process's environment stays as it was: a lab
+    # server started later from it must not inherit COURSE_CHECK); its start-up chatter is not the learner's.
     client.execute(
-        stderr=subprocess.DEVNULL
-    )  # the kernel's own start-up chatter is not the learner's concern
+        env={**os.environ, "COURSE_CHECK": "1", "PYTHONWARNINGS": "ignore"}, stderr=subprocess.DEVNULL
+    )
     stubbed = {
         exercise_of(_meta(c)["grade_id"])
         for c in nb.cells

@@ -18,11 +18,6 @@ CHECK_DONE = """text => {
 }"""
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone and in the browser suite (3 runs under load), but timed out waiting for the check "
-    "cell's output in two full `make test` runs; cause not found yet (issue 13 item 6 stays open)",
-)
 def test_self_check_warns_about_unsaved_changes(lab_server, page):
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}

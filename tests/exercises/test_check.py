@@ -1,4 +1,6 @@
 """`course check`: visible tests only, in a fresh kernel, per-exercise points and the diagnosis of failures."""
+import os
+
 import nbformat
 import pytest
 from exercise_runner import grade_cells, load, meta
@@ -75,3 +77,23 @@ def test_report_puts_totals_first_and_marks_each_test():
 def test_check_without_a_notebook_says_so(tmp_path, capsys):
     assert main(["check", str(tmp_path / "missing.ipynb")]) == 2
     assert "no notebook at" in capsys.readouterr().err
+
+
+def test_the_check_marks_its_kernel_not_the_calling_process(tmp_path, monkeypatch):
+    """The checked kernel sees COURSE_CHECK (so a self-check cell inside it does not start a second check);
+    the calling process does not keep it: a lab server started from it later would pass it to every kernel,
+    and every self-check cell there would silently do nothing."""
+    monkeypatch.delenv("COURSE_CHECK", raising=False)
+    cell = nbformat.v4.new_code_cell(
+        "import os\nassert os.environ.get('COURSE_CHECK') == '1', 'kernel not marked'",
+        metadata={"nbgrader": {"grade": True, "grade_id": "ex01_probe", "points": 1}},
+    )
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "probe.ipynb"
+    nbformat.write(nb, path)
+    from course.grading.check import check_notebook
+
+    (result,) = check_notebook(path)
+    assert result.passed, result
+    assert "COURSE_CHECK" not in os.environ
