@@ -89,15 +89,20 @@ def check_notebook(path: str | os.PathLike, timeout: int = CELL_TIMEOUT_S) -> li
     client.execute(
         env={**os.environ, "COURSE_CHECK": "1", "PYTHONWARNINGS": "ignore"}, stderr=subprocess.DEVNULL
     )
-    stubbed = {
+    stubbed = stubbed_exercises(nb)
+    return [
+        _result(cell, stubbed) for cell in nb.cells if _meta(cell).get("grade") and cell.cell_type == "code"
+    ]
+
+
+def stubbed_exercises(nb) -> set[str]:
+    """Exercises of an executed notebook whose answer cell still raises NotImplementedError."""
+    return {
         exercise_of(_meta(c)["grade_id"])
         for c in nb.cells
         if _meta(c).get("solution")
         and any(o.get("ename") == "NotImplementedError" for o in c.get("outputs", []))
     }
-    return [
-        _result(cell, stubbed) for cell in nb.cells if _meta(cell).get("grade") and cell.cell_type == "code"
-    ]
 
 
 def _meta(cell) -> dict:

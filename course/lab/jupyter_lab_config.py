@@ -6,6 +6,8 @@
   of its own (the usual case), and /etc/profile resets PATH, dropping the virtual environment's bin
   folder. The terminal starts bash with `terminal.bashrc`, which reads the learner's ~/.bashrc and then puts
   this Python's bin folder (`course`, `jupyter`, `python`) first on PATH.
+* Validate (nbgrader's button) reports like `course check`: totals and per-exercise lines first, then one
+  diagnosis per failing test (`course.grading.validate`).
 Command-line options after `--config` override these settings.
 """
 
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 import plotly
+
+from course.grading.validate import install as install_course_validator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -37,3 +41,5 @@ c.FileContentsManager.pre_save_hook = "course.viz.static.save_hook"
 # instead of each carrying it in its state (`course.viz.widget.SharedBundleFigureWidget`).
 c.ServerApp.extra_static_paths = [str(Path(plotly.__file__).parent / "package_data")]
 os.environ["COURSE_PLOTLY_BUNDLE"] = "1"  # inherited by every kernel
+# Validate shows course check's totals and per-exercise lines first and a diagnosis per failing test.
+install_course_validator()

@@ -193,6 +193,9 @@ def lab_server(tmp_path_factory):
         # as `make lab` (course/lab/jupyter_lab_config.py): plotly's widget bundle served once, for all
         # figures
         c.ServerApp.extra_static_paths = [{str(Path(plotly.__file__).parent / "package_data")!r}]
+        # as `make lab`: Validate reports totals and diagnoses first
+        from course.grading.validate import install
+        install()
     """)
     )
     log = base / "jupyterlab-server.log"

@@ -1,6 +1,7 @@
 """nbgrader's JupyterLab extension: the assignment list shows the released exercise (from a throw-away
 exchange), Fetch downloads it, and Validate runs its tests: every graded test cell of the untouched release
-fails on the stub's NotImplementedError, and nothing fails for another reason."""
+fails on the stub's NotImplementedError, and nothing fails for another reason; the dialog
+opens with the totals and a line per exercise (`course.grading.validate`)."""
 
 import json
 import shutil
@@ -8,7 +9,7 @@ import shutil
 import pytest
 from traitlets.config import Config
 
-from course.grading.release import ASSIGNMENT, NOTEBOOK, RELEASE, configure
+from course.grading.release import ASSIGNMENT, EXERCISES, NOTEBOOK, RELEASE, configure
 
 from .pages import Lab
 
@@ -62,3 +63,8 @@ def test_assignment_list_fetch_and_validate(lab_server, page):
     assert text.count("The following cell failed") == len(graded) > 0, text[:3000]
     assert text.count("NotImplementedError") >= len(graded), text[:3000]
     assert "ModuleNotFoundError" not in text and "Success" not in text
+    # the course's Validate: totals and a line per exercise first, a diagnosis per test, no harness traceback
+    first_box = text.split("The following cell failed")[1]
+    assert "visible tests: 0/" in first_box, text[:3000]
+    assert first_box.count("not attempted  0/") == len(EXERCISES), text[:3000]
+    assert text.count("not attempted yet") == len(graded) and "Traceback" not in text, text[:3000]
