@@ -101,6 +101,7 @@ def setup(seed: int = 0) -> None:
     if _in_kernel():
         sys.stderr = sys.stdout  # a warning or a progress bar must never zero a test cell
         _track_cells()
+        _show_verdicts()
 
 
 _ran: dict[str, str] = {}  # cell id -> the source of its last run in this kernel
@@ -118,6 +119,51 @@ def _track_cells() -> None:
     shell = get_ipython()
     if shell is not None and _remember not in shell.events.callbacks["pre_run_cell"]:
         shell.events.register("pre_run_cell", _remember)
+
+
+def _is_test_cell(source: str) -> bool:
+    return source.lstrip().startswith("# Visible test")  # every graded test cell opens so
+
+
+def _tick(result) -> None:
+    """After a test cell ran without an error: say so (a silent pass reads like nothing happened)."""
+    if result.success and _is_test_cell(result.info.raw_cell):
+        print("✓ passed")
+
+
+def _verdict(shell, etype, value, tb, tb_offset=None) -> None:
+    """Show a failed check of this harness as the learner should read it: the likely mistake first, then the
+    test cell's line that made the check, no frames inside the harness. Any other AssertionError: IPython's
+    own traceback. The error output keeps its ename and evalue (`course check` and Validate read them)."""
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    if frames and frames[-1].tb_frame.f_code.co_filename == __file__:
+        import linecache
+
+        cell = [f for f in frames if f.tb_frame.f_code.co_filename != __file__][-1:]
+        where = [
+            f"  (test cell, line {f.tb_lineno}: "
+            f"{linecache.getline(f.tb_frame.f_code.co_filename, f.tb_lineno).strip()})"
+            for f in cell
+        ]
+        stb = [f"✗ {diagnoses.diagnosis_first(str(value))}", *where]
+    else:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, frames[0] if frames else None, tb_offset)
+    shell._showtraceback(etype, value, stb)
+
+
+def _show_verdicts() -> None:
+    """In a kernel: harness failures print as verdicts, passing test cells print a tick."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    shell.set_custom_exc((AssertionError,), _verdict)
+    if _tick not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", _tick)
 
 
 def unsaved_cells(path: str) -> list[str]:
