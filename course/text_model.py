@@ -4,7 +4,7 @@ card.
     model, card, tokenizer = train_text(TextRecipe())   # what `course train text` runs
     heldout_loss(model, ids, tokenizer)     # loss (nats/token) and bits per byte on the held-out windows
     ngram_baselines(train_ids, held_ids, tokenizer, context=128)   # unigram and bigram on the same targets
-    head_properties(model, held_ids)        # previous-token head, induction head, attention entropy per head
+    head_properties(model, held_ids)        # previous-token head, induction head (several periods), entropy
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train
 part (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with
@@ -134,23 +134,38 @@ def _best(scores: torch.Tensor) -> dict:
     }
 
 
+def induction_periods(context: int) -> list[int]:
+    """Periods of the induction probe: context/8, context/4, context/2 (16, 32, 64 at context 128)."""
+    return sorted({max(2, context // 8), max(2, context // 4), context // 2})
+
+
 @torch.no_grad()
 def head_properties(model, held_ids: torch.Tensor, *, n_windows: int = 16, seed: int = 0) -> dict:
     """Measured head roles: previous-token attention on held-out text, induction on repeated random tokens
-    (`[r r]`, r of context/2 distinct random ids; in-context learning shows as a lower loss on the second
-    copy), and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform)."""
+    and each head's mean attention entropy on held-out text (nats; 0 = one key, log(i+1) = uniform).
+
+    Induction is probed with `[r r]`, r of p distinct random ids, at every p of `induction_periods`; a head's
+    score is its lowest over the periods. An induction head finds the earlier occurrence of the current
+    token wherever it is; a head that looks back a fixed distance scores at one period only (a model trained
+    on repeats of one period learns exactly that shortcut). In-context learning shows as a lower loss on the
+    second copy (at p = context/2)."""
     from .diagnostics import attention_entropy, induction_scores, max_causal_entropy, previous_token_scores
 
     context, V = model.config.context_length, model.config.vocab_size
     text = TokenStream(held_ids, context).windows()[0][:n_windows]  # (N, context)
-    period = context // 2
-    repeated = repeated_tokens(n_windows, period, V, generator=seed, offset=0, bos=None)  # (N, 2 * period)
+    periods = induction_periods(context)
+    probes = {p: repeated_tokens(n_windows, p, V, generator=seed, offset=0, bos=None) for p in periods}
+    per_period = torch.stack([induction_scores(model, probes[p], p) for p in periods])  # (P, L, H)
+    period = periods[-1]
+    repeated = probes[period]  # (N, 2 * period)
     losses = F.cross_entropy(model(repeated[:, :-1]).transpose(1, 2), repeated[:, 1:], reduction="none")
     entropy = attention_entropy(model, text)  # (L, H)
     return {
         "previous_token": _best(previous_token_scores(model, text)),
         "induction": {
-            **_best(induction_scores(model, repeated, period)),
+            **_best(per_period.amin(0)),
+            "periods": periods,
+            "best_per_period": [round(s.max().item(), 4) for s in per_period],
             "period": period,
             "loss_first_copy": round(losses[:, : period - 1].mean().item(), 4),
             "loss_second_copy": round(losses[:, period:].mean().item(), 4),

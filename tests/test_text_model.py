@@ -161,16 +161,53 @@ def test_shipped_text_model_has_the_heads_its_card_states(shipped):
     assert list(divmod(int(prev.argmax()), prev.shape[1])) == heads["previous_token"]["head"]
     assert prev.max().item() == pytest.approx(heads["previous_token"]["score"], abs=0.05)
     assert prev.max() > 3 * prev.median()  # one head stands out
-    period = heads["induction"]["period"]
-    probe = repeated_tokens(16, period, model.config.vocab_size, generator=123, offset=0, bos=None)
-    assert induction_scores(model, probe, period).max().item() == pytest.approx(
-        heads["induction"]["score"], abs=0.05
-    )
+    ind = heads["induction"]
+    V = model.config.vocab_size
+    per_period = torch.stack(
+        [
+            induction_scores(model, repeated_tokens(16, p, V, generator=123, offset=0, bos=None), p)
+            for p in ind["periods"]
+        ]
+    )  # (P, L, H), on other random sequences than the card's
+    assert per_period.amin(0).max().item() == pytest.approx(ind["score"], abs=0.05)
+    assert per_period.amax(dim=(1, 2)).tolist() == pytest.approx(ind["best_per_period"], abs=0.05)
     entropy = attention_entropy(model, text)  # (L, H) nats
     spread = heads["attention_entropy"]
     assert entropy.min().item() == pytest.approx(spread["min"], abs=0.3)
     assert entropy.max().item() == pytest.approx(spread["max"], abs=0.3)
     assert spread["min"] < spread["max"] - 1.0 <= spread["uniform"] - 1.0  # sharp and diffuse heads
+
+
+def test_the_induction_probe_is_not_fooled_by_a_fixed_look_back(monkeypatch):
+    """Head 0 looks back a fixed context/2 - 1 positions (what a model trained on repeats of one period
+    learns); head 1 attends to the token after the previous occurrence of the current one (an induction
+    head). Both score 1 at period context/2; the card's score, each head's lowest over the periods, is the
+    induction head's alone."""
+    import course.diagnostics as diagnostics
+    from course.config import ModelConfig
+    from course.text_model import head_properties, induction_periods
+
+    config = ModelConfig.from_preset(
+        "tiny", vocab_size=512, context_length=64, n_layers=1, n_heads=2, d_model=16
+    )
+    look_back = config.context_length // 2 - 1
+
+    def patterns(model, idx):  # (L=1, B, H=2, T, T), one key per query
+        B, T = idx.shape
+        A = torch.zeros(1, B, 2, T, T)
+        for b in range(B):
+            for i in range(T):
+                A[0, b, 0, i, i - look_back if i >= look_back else 0] = 1
+                earlier = [j for j in range(i) if idx[b, j] == idx[b, i]]
+                A[0, b, 1, i, earlier[-1] + 1 if earlier else 0] = 1
+        return A
+
+    monkeypatch.setattr(diagnostics, "_patterns", patterns)
+    held = torch.randint(0, 512, (64 * 20,), generator=torch.Generator().manual_seed(0))
+    ind = head_properties(DecoderLM(config), held, n_windows=4)["induction"]
+    assert ind["periods"] == induction_periods(64) == [8, 16, 32]
+    assert ind["best_per_period"][-1] == 1.0  # at period 32 both heads score 1
+    assert ind["scores"][0][0] < 0.1 and ind["scores"][0][1] == 1.0 and ind["head"] == [0, 1]
 
 
 def test_samples_in_the_card_are_reproducible(shipped):
