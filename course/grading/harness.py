@@ -189,19 +189,21 @@ def _tensor(value, name: str) -> torch.Tensor:
     raise AssertionError(f"{name}: expected a torch.Tensor, got {_type(value).__name__}")
 
 
-def _matches(actual: torch.Tensor, wrong) -> bool:
+def _matches(actual: torch.Tensor, wrong, atol: float, rtol: float) -> bool:
     if _type(wrong) is not torch.Tensor or tuple(actual.shape) != tuple(wrong.shape):
         return False
     if actual.dtype == torch.bool or wrong.dtype == torch.bool:
         return _equal(actual.to(torch.bool), wrong.to(torch.bool))
-    return _allclose(actual.detach().double(), wrong.detach().double(), rtol=RTOL, atol=ATOL, equal_nan=True)
+    return _allclose(actual.detach().double(), wrong.detach().double(), rtol=rtol, atol=atol, equal_nan=True)
 
 
-def _diagnosis(actual, variants) -> str:
+def _diagnosis(actual, variants, atol: float = ATOL, rtol: float = RTOL) -> str:
+    """' Likely mistake: ...' for the first variant `actual` equals: within the tolerance the check itself
+    grants the right answer (a tighter one would miss a mistake on a CPU that rounds differently)."""
     number = (int, float, np.integer, np.floating)
     for key, wrong in (variants or {}).items():
         if _type(actual) is torch.Tensor:
-            same = _matches(actual, wrong)
+            same = _matches(actual, wrong, atol, rtol)
         elif _isinstance(actual, number) and _isinstance(wrong, number):
             same = math.isclose(_float(actual), _float(wrong), rel_tol=1e-6)
         else:
@@ -211,8 +213,8 @@ def _diagnosis(actual, variants) -> str:
     return ""
 
 
-def _fail(name: str, what: str, actual, variants) -> None:
-    raise AssertionError(f"{name}: {what}.{_diagnosis(actual, variants)}")
+def _fail(name: str, what: str, actual, variants, atol: float = ATOL, rtol: float = RTOL) -> None:
+    raise AssertionError(f"{name}: {what}.{_diagnosis(actual, variants, atol, rtol)}")
 
 
 def expect_close(
@@ -224,10 +226,17 @@ def expect_close(
     if not actual.dtype.is_floating_point:
         raise AssertionError(f"{name}: expected a floating-point tensor, got dtype {actual.dtype}")
     if tuple(actual.shape) != tuple(expected.shape):
-        _fail(name, f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}", actual, variants)
+        _fail(
+            name,
+            f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}",
+            actual,
+            variants,
+            atol,
+            rtol,
+        )
     a, e = actual.detach().double(), expected.detach().double()
     if (_isnan(a) & ~_isnan(e)).any().item():
-        _fail(name, "contains NaN where the reference is a number", actual, variants)
+        _fail(name, "contains NaN where the reference is a number", actual, variants, atol, rtol)
     if not _allclose(a, e, rtol=rtol, atol=atol, equal_nan=True):
         err = (a - e).abs().nan_to_num(math.inf)
         _fail(
@@ -238,6 +247,8 @@ def expect_close(
             f"rtol={rtol})",
             actual,
             variants,
+            atol,
+            rtol,
         )
 
 

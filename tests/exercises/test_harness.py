@@ -71,6 +71,20 @@ def test_expect_close_names_the_matching_mistake():
             harness.expect_close(value, right, "weights", wrong)
 
 
+def test_a_mistake_is_named_within_the_tolerance_the_check_grants():
+    """A check with atol = rtol = 1e-3 names the variant the answer matches to that tolerance, though it is
+    outside the default (1e-5, 1e-4): a CPU rounding unnormalised logits differently must not lose the
+    diagnosis (seen in CI on the capstone's forgotten final norm). Outside the check's tolerance: no name."""
+    right = torch.linspace(-40, 40, 12, dtype=torch.float64)
+    forgot = right * 1.5
+    close = forgot * (1 + 5e-4)  # within 1e-3 + 1e-3 |forgot|, outside 1e-5 + 1e-4 |forgot| (|forgot| >= 5)
+    with pytest.raises(AssertionError, match=re.escape(diagnoses.message("final_norm_missing"))):
+        harness.expect_close(close, right, "logits", {"final_norm_missing": forgot}, atol=1e-3, rtol=1e-3)
+    with pytest.raises(AssertionError) as failed:
+        harness.expect_close(forgot + 1.0, right, "logits", {"final_norm_missing": forgot}, atol=1e-3, rtol=1e-3)
+    assert "Likely mistake" not in str(failed.value)
+
+
 def test_expect_mask_broadcasts_and_insists_on_bool():
     full = causal_mask(4).expand(2, 1, 4, 4)
     harness.expect_mask(causal_mask(4), full, "m")
