@@ -209,6 +209,26 @@ def repeated_tokens(
     return torch.cat(parts, 1)
 
 
+def tiled_repeats(
+    batch_size: int, length: int, n_symbols: int, *, min_period: int = 4, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, scored), each (B, length): every row repeats r, p distinct random ids in [0, n_symbols), end
+    to end (r r r ...), p drawn per row from [min_period, length // 2]; a token is scored from the second
+    copy on. Training rows for induction: since p varies, only looking up the current token's earlier
+    occurrence predicts the next one."""
+    _positive("batch_size", batch_size)
+    if not 2 <= min_period <= length // 2 or n_symbols < length // 2:
+        raise ValueError(
+            f"need 2 <= min_period <= length // 2 <= n_symbols, got min_period={min_period}, "
+            f"length={length}, n_symbols={n_symbols}"
+        )
+    g = as_generator(generator)
+    period = torch.randint(min_period, length // 2 + 1, (batch_size, 1), generator=g)  # (B, 1)
+    r = torch.rand(batch_size, n_symbols, generator=g).argsort(-1)  # (B, S): r = its first p ids
+    pos = torch.arange(length)[None, :]  # (1, length)
+    return r.gather(1, pos % period), pos >= period
+
+
 class InductionTask(Task):
     """`^ filler r r`: r has n distinct symbols, n drawn per row from [min_length, length]; filler (symbols
     not in r) pads every row to the same length. Only the second copy of r is scored.

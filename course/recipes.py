@@ -303,6 +303,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--vocab-size", type=int, help="text: BPE vocabulary size (default: the recipe's, 2048)"
     )
+    parser.add_argument(
+        "--warmup",
+        help="text: induction warm-up stages STEPSxBATCHxLENGTH,... on repeated random tokens, or none "
+        "(default: the recipe's, 800x64x32,300x16x128)",
+    )
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -8,9 +8,10 @@ card.
 
 Pipeline: `course.corpus` text -> deterministic train/held-out split -> byte-level BPE trained on the train
 part (`course.tokenizer`) -> a 4-layer DecoderLM (RoPE, d_model 128, context 128) trained with
-`course.training.train` on random windows of the train tokens. Held-out figures use the non-overlapping
-windows of the held-out tokens; the baselines score exactly the same target tokens. Bits per byte = total nats
-/ ln 2 / UTF-8 bytes of the targets.
+`course.training.train`: first a short induction warm-up on repeated random tokens
+(`course.data.tiled_repeats`: rows of 32 tokens, then of 128), then random windows of the train tokens, 1 row
+in 8 still a repeat. Held-out figures use the non-overlapping windows of the held-out tokens; the baselines
+score exactly the same target tokens. Bits per byte = total nats / ln 2 / UTF-8 bytes of the targets.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .corpus import TokenStream, corpus_info, corpus_text, split
-from .data import repeated_tokens
+from .data import as_generator, repeated_tokens, tiled_repeats
 from .models import DecoderLM
 from .tokenizer import BPETokenizer, word_pieces
 from .training import train
@@ -36,7 +37,7 @@ TEXT_MODEL = {
     "n_layers": 4,
     "n_heads": 4,
     "positional": "rope",
-    "dropout": 0.1,
+    "dropout": 0.0,
 }
 SAMPLE_PROMPTS = ("The", "A class", "When an exception is raised,")
 SAMPLE_SETTINGS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50}
@@ -47,7 +48,11 @@ CURVE_WINDOWS = 32
 
 @dataclass
 class TextRecipe:
-    """Tokenizer size, model shape (overrides of the "tiny" preset) and training hyper-parameters."""
+    """Tokenizer size, model shape (overrides of the "tiny" preset) and training hyper-parameters.
+
+    `warmup`: stages (steps, batch_size, row length) on repeated random tokens before the text, where the
+    induction head's phase change comes within a few hundred steps (on text alone it does not come within
+    the budget). `repeat_fraction`: the share of text rows replaced by such repeats, so the head stays."""
 
     vocab_size: int = 2048
     model: dict = field(default_factory=lambda: dict(TEXT_MODEL))
@@ -55,6 +60,8 @@ class TextRecipe:
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
+    warmup: tuple = ((800, 64, 32), (300, 16, 128))
+    repeat_fraction: float = 0.125
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -213,6 +220,35 @@ def prepare(recipe: TextRecipe) -> dict:
     }
 
 
+class Repeats:
+    """Rows of `tiled_repeats` as a training task: (x, y, loss_mask), each (B, length)."""
+
+    name = "repeats"
+
+    def __init__(self, length: int, vocab_size: int):
+        self.length, self.vocab_size = length, vocab_size
+
+    def batch(self, batch_size: int, generator=None):
+        tokens, scored = tiled_repeats(batch_size, self.length + 1, self.vocab_size, generator=generator)
+        return tokens[:, :-1], tokens[:, 1:], scored[:, 1:]
+
+
+class TextWithRepeats(TokenStream):
+    """Text windows, each replaced with probability `fraction` by a `Repeats` row of the same length."""
+
+    def __init__(self, ids: torch.Tensor, context: int, vocab_size: int, fraction: float):
+        super().__init__(ids, context)
+        self.repeats, self.fraction = Repeats(context, vocab_size), fraction
+
+    def batch(self, batch_size: int, generator=None):
+        g = as_generator(generator)
+        x, y, scored = super().batch(batch_size, g)
+        pick = torch.rand(batch_size, generator=g) < self.fraction  # (B,)
+        if pick.any():
+            x[pick], y[pick], scored[pick] = self.repeats.batch(int(pick.sum()), g)
+        return x, y, scored
+
+
 def build_text_model(recipe: TextRecipe, vocab_size: int) -> DecoderLM:
     config = ModelConfig.from_preset("tiny", **{**recipe.model, "vocab_size": vocab_size})
     torch.manual_seed(recipe.seed)
@@ -234,7 +270,24 @@ def train_text(
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    stream = TokenStream(data["train"], model.config.context_length)
+    context, V = model.config.context_length, tokenizer.vocab_size
+    warmup = []
+    for i, (steps, batch_size, length) in enumerate(recipe.warmup):
+        if length > context:
+            raise ValueError(f"warm-up rows of {length} tokens exceed the context of {context}")
+        stage = train(
+            model,
+            Repeats(length, V),
+            steps,
+            batch_size,
+            recipe.lr,
+            weight_decay=0.0,
+            warmup=steps // 5,  # a long learning-rate warm-up: with steps // 10 the phase change came later
+            seed=recipe.seed + 1 + i,
+            progress=progress,
+        )
+        warmup.append((stage, batch_size * length))
+    stream = TextWithRepeats(data["train"], context, V, recipe.repeat_fraction)
     curve = []
 
     def record(step, loss, model):
@@ -252,7 +305,9 @@ def train_text(
         callback=record,
         callback_every=curve_every,
     )
-    card = text_card(name, model, tokenizer, data, recipe, log, command)
+    card = text_card(
+        name, model, tokenizer, data, recipe, [*warmup, (log, recipe.batch_size * context)], command
+    )
     card["curve"] = {
         "columns": ["step", "train_loss", f"held_out_loss_first_{CURVE_WINDOWS}_windows"],
         "rows": curve,
@@ -260,12 +315,27 @@ def train_text(
     return model, card, tokenizer
 
 
+def _means(values: list[float], every: int) -> list[float]:
+    return [
+        round(sum(chunk) / len(chunk), 3)
+        for i in range(0, len(values), every)
+        if (chunk := values[i : i + every])
+    ]
+
+
 def _rounded(d: dict, digits: int = 4) -> dict:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: str) -> dict:
-    tokens_seen = recipe.steps * recipe.batch_size * model.config.context_length
+def text_card(name, model, tokenizer, data, recipe: TextRecipe, logs, command: str) -> dict:
+    """The card; `logs`: (TrainLog, tokens per step) of each warm-up stage, then of the text stage."""
+    log = logs[-1][0]
+    tokens_seen = sum(len(stage.losses) * per_step for stage, per_step in logs)
+    seconds = sum(stage.seconds for stage, _ in logs)
+    cpu_seconds = sum(stage.cpu_seconds for stage, _ in logs)
+    text_tokens = (
+        recipe.steps * recipe.batch_size * model.config.context_length * (1 - recipe.repeat_fraction)
+    )
     held = heldout_loss(model, data["held_out"], tokenizer)
     baselines = ngram_baselines(
         data["train"], data["held_out"], tokenizer, context=model.config.context_length
@@ -293,12 +363,27 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, log, command: st
         "batch_size": recipe.batch_size,
         "lr": recipe.lr,
         "seed": recipe.seed,
+        "warmup": {
+            "rows": "course.data.tiled_repeats: r r r ..., r = p distinct random ids, p in [4, length/2]",
+            "stages": [
+                {
+                    "steps": s,
+                    "batch_size": b,
+                    "length": n,
+                    "final_train_loss": round(stage.final_loss, 4),
+                    "seconds": round(stage.seconds, 1),
+                    "loss_per_25_steps": _means(stage.losses, 25),  # the phase change: a sudden drop
+                }
+                for (s, b, n), (stage, _) in zip(recipe.warmup, logs[:-1], strict=True)
+            ],
+            "repeat_fraction": recipe.repeat_fraction,
+        },
         "tokens_seen": tokens_seen,
-        "epochs": round(tokens_seen / data["train"].numel(), 2),
-        "train_seconds": round(log.seconds, 1),
-        "train_cpu_seconds": round(log.cpu_seconds, 1),
-        "tokens_per_second": round(tokens_seen / log.seconds),
-        "tokens_per_cpu_second": round(tokens_seen / log.cpu_seconds),
+        "epochs": round(text_tokens / data["train"].numel(), 2),
+        "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "tokens_per_second": round(tokens_seen / seconds),
+        "tokens_per_cpu_second": round(tokens_seen / cpu_seconds),
         "final_train_loss": round(log.final_loss, 4),
         "held_out": _rounded(held),
         "baselines": {k: _rounded(v) for k, v in baselines.items()},
@@ -333,8 +418,29 @@ def recipe_from_args(args) -> TextRecipe:
         "seed": args.seed,
         "vocab_size": args.vocab_size,
     }
+    if args.warmup is not None:
+        updates["warmup"] = parse_warmup(args.warmup)
     updates = {k: v for k, v in updates.items() if v is not None}
     return TextRecipe(**{**base.__dict__, **updates, "model": {**base.model, **_parse_overrides(args.set)}})
+
+
+def parse_warmup(text: str) -> tuple:
+    """'900x64x32,300x16x128' -> ((900, 64, 32), (300, 16, 128)); 'none' -> ()."""
+    if text.strip() == "none":
+        return ()
+    try:
+        stages = tuple(tuple(int(n) for n in part.split("x")) for part in text.split(","))
+    except ValueError:
+        stages = ()
+    if not stages or any(len(stage) != 3 or min(stage) < 1 for stage in stages):
+        raise ValueError(
+            f"--warmup {text!r}: expected STEPSxBATCHxLENGTH[,...] of positive integers, or none"
+        )
+    return stages
+
+
+def format_warmup(stages: tuple) -> str:
+    return ",".join("x".join(map(str, stage)) for stage in stages) or "none"
 
 
 def text_command(name: str, recipe: TextRecipe, args) -> str:
@@ -346,6 +452,8 @@ def text_command(name: str, recipe: TextRecipe, args) -> str:
     for key in ("steps", "batch_size", "lr", "vocab_size"):
         if getattr(recipe, key) != getattr(base, key):
             parts += [f"--{key.replace('_', '-')}", str(getattr(recipe, key))]
+    if recipe.warmup != base.warmup:
+        parts += ["--warmup", format_warmup(recipe.warmup)]
     parts += [f"--set={k}={json.dumps(v)}" for k, v in recipe.model.items() if base.model.get(k, None) != v]
     parts += ["--seed", str(recipe.seed), "--threads", str(args.threads), "--out", args.out]
     return "course train " + shlex.join(parts)

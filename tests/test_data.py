@@ -18,6 +18,7 @@ from course.data import (
     make_task,
     mask_tokens,
     repeated_tokens,
+    tiled_repeats,
 )
 
 MAP_TASKS = {"copy": lambda s: list(s), "reverse": lambda s: s[::-1], "sort": sorted}
@@ -53,6 +54,25 @@ def test_char_tokenizer_round_trip_and_errors():
         tok.decode([tok.vocab_size])
     with pytest.raises(ValueError, match="1-D"):
         tok.decode(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_tiled_repeats_repeat_a_row_of_distinct_ids_with_a_period_per_row():
+    tokens, scored = tiled_repeats(200, 33, 50, min_period=4, generator=3)
+    assert tokens.shape == scored.shape == (200, 33) and tokens.dtype == torch.long
+    assert 0 <= tokens.min() and tokens.max() < 50
+    periods = []
+    for row, mask in zip(tokens.tolist(), scored.tolist(), strict=True):
+        p = next(q for q in range(1, 34) if all(row[i] == row[i % q] for i in range(33)))  # smallest period
+        assert len(set(row[:p])) == p  # distinct within one copy, so the period is exact
+        assert mask == [i >= p for i in range(33)]  # scored from the second copy on
+        periods.append(p)
+    assert min(periods) == 4 and max(periods) == 16  # [min_period, length // 2], each row its own
+    again, _ = tiled_repeats(200, 33, 50, min_period=4, generator=3)
+    assert torch.equal(tokens, again)
+    with pytest.raises(ValueError, match="min_period=1"):
+        tiled_repeats(2, 32, 50, min_period=1)
+    with pytest.raises(ValueError, match="n_symbols=8"):
+        tiled_repeats(2, 32, 8)
 
 
 @pytest.mark.parametrize("name", sorted(MAP_TASKS))

@@ -176,6 +176,27 @@ def test_shipped_text_model_has_the_heads_its_card_states(shipped):
     assert entropy.min().item() == pytest.approx(spread["min"], abs=0.3)
     assert entropy.max().item() == pytest.approx(spread["max"], abs=0.3)
     assert spread["min"] < spread["max"] - 1.0 <= spread["uniform"] - 1.0  # sharp and diffuse heads
+    # the circuit: a previous-token head, then an induction head in a later layer that reads it
+    assert ind["score"] > 0.5 and heads["previous_token"]["head"][0] < ind["head"][0]
+    assert ind["loss_second_copy"] < 0.1 * ind["loss_first_copy"]
+
+
+def test_text_batches_keep_the_stated_share_of_repeat_rows():
+    """TextWithRepeats: each row is a contiguous text window, all scored, or a tiled repeat, scored from its
+    second copy; about `fraction` of them are repeats."""
+    from course.text_model import TextWithRepeats
+
+    ids = torch.arange(5000) % 997  # text whose windows are never periodic with a period <= 32
+    x, y, scored = TextWithRepeats(ids, 64, 2048, fraction=0.25).batch(800, generator=0)
+    assert x.shape == y.shape == scored.shape == (800, 64) and torch.equal(x[:, 1:], y[:, :-1])
+    text = (y - x == 1) | (x == 996)  # consecutive ids: a window of `ids`
+    is_text = text.all(1)
+    assert scored[is_text].all()
+    repeats = ~is_text
+    assert 0.2 < repeats.float().mean() < 0.3
+    for row, mask in zip(torch.cat([x, y[:, -1:]], 1)[repeats], scored[repeats], strict=True):
+        p = next(q for q in range(4, 33) if torch.equal(row[q:], row[:-q]))
+        assert torch.equal(mask, torch.arange(1, 65) >= p)  # targets y[t] = token t + 1, scored from copy two
 
 
 def test_the_induction_probe_is_not_fooled_by_a_fixed_look_back(monkeypatch):
@@ -238,6 +259,8 @@ TINY = [
     "n_heads=2",
     "--set",
     "context_length=16",
+    "--warmup",
+    "2x2x8,1x2x16",
     "--no-progress",
 ]
 
@@ -251,6 +274,12 @@ def test_course_train_text_is_bit_reproducible(tmp_path, capsys):
     card = json.loads((tmp_path / "a" / "text.json").read_text())
     assert card["config"]["n_layers"] == 1 and card["tokenizer"]["vocab_size"] == 262
     assert math.isfinite(card["held_out"]["loss"]) and card["steps"] == 3
+    assert [(s["steps"], s["batch_size"], s["length"]) for s in card["warmup"]["stages"]] == [
+        (2, 2, 8),
+        (1, 2, 16),
+    ]
+    assert card["tokens_seen"] == 2 * 2 * 8 + 1 * 2 * 16 + 3 * 2 * 16
+    assert "--warmup 2x2x8,1x2x16" in card["command"]
     model, _ = load("text", tmp_path / "a")
     assert model.config.d_model == 16
     assert main([*TINY, "--seed", "1", "--out", str(tmp_path / "c")]) == 0
@@ -262,6 +291,16 @@ def test_course_train_text_is_bit_reproducible(tmp_path, capsys):
 def test_course_train_text_rejects_task_options(capsys):
     assert main(["train", "text", "--length", "4", "--no-progress"]) == 2
     assert "--length apply to the synthetic tasks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["900x64", "0x2x8", "ax2x8", "", "8x2x32"])
+def test_course_train_text_rejects_a_bad_warmup(bad, tmp_path, capsys):
+    """A malformed stage, or rows longer than the context (32 > 16), exit 2 naming the value."""
+    args = [*TINY[: TINY.index("--warmup")], "--warmup", bad, "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert "--warmup" in out or "exceed the context of 16" in out
+    assert not (tmp_path / "text.safetensors").exists()
 
 
 # ----------------------------------------------------------------------------- explorer default
