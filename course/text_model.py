@@ -267,14 +267,16 @@ def train_text(
 
     Every `curve_every` steps the held-out loss on its first CURVE_WINDOWS windows joins the card's
     "curve"."""
+    context = ModelConfig.from_preset("tiny", **recipe.model).context_length
+    too_long = [length for _, _, length in recipe.warmup if length > context]
+    if too_long:  # checked before the tokenizer is trained
+        raise ValueError(f"warm-up rows of {too_long[0]} tokens exceed the context of {context}")
     data = prepare(recipe)
     tokenizer = data["tokenizer"]
     model = build_text_model(recipe, tokenizer.vocab_size)
-    context, V = model.config.context_length, tokenizer.vocab_size
-    warmup = []
+    V = tokenizer.vocab_size
+    logs = []
     for i, (steps, batch_size, length) in enumerate(recipe.warmup):
-        if length > context:
-            raise ValueError(f"warm-up rows of {length} tokens exceed the context of {context}")
         stage = train(
             model,
             Repeats(length, V),
@@ -286,7 +288,7 @@ def train_text(
             seed=recipe.seed + 1 + i,
             progress=progress,
         )
-        warmup.append((stage, batch_size * length))
+        logs.append(stage)
     stream = TextWithRepeats(data["train"], context, V, recipe.repeat_fraction)
     curve = []
 
@@ -305,9 +307,7 @@ def train_text(
         callback=record,
         callback_every=curve_every,
     )
-    card = text_card(
-        name, model, tokenizer, data, recipe, [*warmup, (log, recipe.batch_size * context)], command
-    )
+    card = text_card(name, model, tokenizer, data, recipe, [*logs, log], command)
     card["curve"] = {
         "columns": ["step", "train_loss", f"held_out_loss_first_{CURVE_WINDOWS}_windows"],
         "rows": curve,
@@ -328,18 +328,15 @@ def _rounded(d: dict, digits: int = 4) -> dict:
 
 
 def text_card(name, model, tokenizer, data, recipe: TextRecipe, logs, command: str) -> dict:
-    """The card; `logs`: (TrainLog, tokens per step) of each warm-up stage, then of the text stage."""
-    log = logs[-1][0]
-    tokens_seen = sum(len(stage.losses) * per_step for stage, per_step in logs)
-    seconds = sum(stage.seconds for stage, _ in logs)
-    cpu_seconds = sum(stage.cpu_seconds for stage, _ in logs)
-    text_tokens = (
-        recipe.steps * recipe.batch_size * model.config.context_length * (1 - recipe.repeat_fraction)
-    )
+    """The card; `logs`: the TrainLog of each warm-up stage, then of the text stage."""
+    log, context = logs[-1], model.config.context_length
+    stages = [*recipe.warmup, (recipe.steps, recipe.batch_size, context)]  # (steps, batch, length) each
+    tokens_seen = sum(steps * batch_size * length for steps, batch_size, length in stages)
+    seconds = sum(stage.seconds for stage in logs)
+    cpu_seconds = sum(stage.cpu_seconds for stage in logs)
+    text_tokens = recipe.steps * recipe.batch_size * context * (1 - recipe.repeat_fraction)
     held = heldout_loss(model, data["held_out"], tokenizer)
-    baselines = ngram_baselines(
-        data["train"], data["held_out"], tokenizer, context=model.config.context_length
-    )
+    baselines = ngram_baselines(data["train"], data["held_out"], tokenizer, context=context)
     return {
         "name": name,
         "model": type(model).__name__,
@@ -374,7 +371,7 @@ def text_card(name, model, tokenizer, data, recipe: TextRecipe, logs, command: s
                     "seconds": round(stage.seconds, 1),
                     "loss_per_25_steps": _means(stage.losses, 25),  # the phase change: a sudden drop
                 }
-                for (s, b, n), (stage, _) in zip(recipe.warmup, logs[:-1], strict=True)
+                for (s, b, n), stage in zip(recipe.warmup, logs[:-1], strict=True)
             ],
             "repeat_fraction": recipe.repeat_fraction,
         },
